@@ -1,0 +1,265 @@
+//! `bpetok._bpetok`: the only PyO3 code of the project. It adapts `bpetok::Tokenizer` to Python
+//! (argument conversion, the GIL released around real work, errors mapped to exceptions); the
+//! argument policy and documentation live in the Python package `bpetok`.
+
+use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyByteArray, PyBytes};
+
+pyo3::create_exception!(
+    _bpetok,
+    ModelError,
+    PyValueError,
+    "The model file cannot be used: it is not a SentencePiece model, or not one bpetok implements."
+);
+
+/// Texts shorter than this are encoded without releasing the GIL (releasing costs more).
+const RELEASE_GIL_BYTES: usize = 2048;
+
+/// The one place where core errors become Python exceptions.
+fn to_py_err(err: bpetok::Error) -> PyErr {
+    let message = err.to_string();
+    match err {
+        bpetok::Error::Io { .. } => PyOSError::new_err(message),
+        bpetok::Error::Parse(_)
+        | bpetok::Error::Unsupported(_)
+        | bpetok::Error::Inconsistent(_) => ModelError::new_err(message),
+        bpetok::Error::IdOutOfRange { .. } => PyIndexError::new_err(message),
+    }
+}
+
+/// A `str` (read as UTF-8) or `bytes` (invalid UTF-8 read as U+FFFD per bad byte).
+#[derive(FromPyObject)]
+enum TextArg {
+    Str(PyBackedStr),
+    Bytes(PyBackedBytes),
+}
+
+impl TextArg {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            TextArg::Str(s) => s.as_bytes(),
+            TextArg::Bytes(b) => b,
+        }
+    }
+}
+
+fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
+    match u32::try_from(id) {
+        Ok(id) if (id as usize) < tok.vocab_size() => Ok(id),
+        _ => Err(to_py_err(bpetok::Error::IdOutOfRange {
+            id,
+            vocab_size: tok.vocab_size(),
+        })),
+    }
+}
+
+fn check_ids(tok: &bpetok::Tokenizer, ids: &[i64]) -> PyResult<Vec<u32>> {
+    ids.iter().map(|&id| check_id(tok, id)).collect()
+}
+
+fn optional_id(id: Option<u32>) -> i64 {
+    id.map_or(-1, i64::from)
+}
+
+/// Writes ids as little-endian integers of `itemsize` bytes (2 or 4).
+fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut Vec<u8>) {
+    if itemsize == 2 {
+        for &id in ids {
+            out.extend_from_slice(&(id as u16).to_le_bytes());
+        }
+    } else {
+        for &id in ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+}
+
+fn check_itemsize(tok: &bpetok::Tokenizer, itemsize: usize) -> PyResult<()> {
+    match itemsize {
+        2 if tok.vocab_size() <= 1 << 16 => Ok(()),
+        4 => Ok(()),
+        _ => Err(PyValueError::new_err(format!(
+            "itemsize {itemsize} cannot hold ids of a vocabulary of {} pieces",
+            tok.vocab_size()
+        ))),
+    }
+}
+
+/// The native tokenizer. Use `bpetok.Tokenizer`, which wraps it.
+#[pyclass(module = "bpetok._bpetok", name = "Tokenizer", frozen)]
+struct PyTokenizer {
+    inner: bpetok::Tokenizer,
+}
+
+#[pymethods]
+impl PyTokenizer {
+    /// Loads a model from the bytes of a SentencePiece `.model` file.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let inner = py
+            .detach(|| bpetok::Tokenizer::from_bytes(data))
+            .map_err(to_py_err)?;
+        Ok(Self { inner })
+    }
+
+    /// The embedded Mistral 7B / Mixtral 8x7B model.
+    #[staticmethod]
+    fn mixtral_8x7b(py: Python<'_>) -> Self {
+        Self {
+            inner: py.detach(bpetok::Tokenizer::mixtral_8x7b),
+        }
+    }
+
+    /// The bytes of the `.model` file.
+    fn model_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.model_bytes())
+    }
+
+    fn encode(&self, py: Python<'_>, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<u32> {
+        let tok = &self.inner;
+        match &text {
+            TextArg::Str(s) if s.len() < RELEASE_GIL_BYTES => tok.encode(s, add_bos, add_eos),
+            TextArg::Str(s) => py.detach(|| tok.encode(s, add_bos, add_eos)),
+            TextArg::Bytes(b) => py.detach(|| tok.encode_bytes(b, add_bos, add_eos)),
+        }
+    }
+
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<TextArg>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<Vec<u32>> {
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        py.detach(|| {
+            self.inner
+                .encode_batch(&slices, add_bos, add_eos, num_threads)
+        })
+    }
+
+    /// Encodes to little-endian ids of `itemsize` bytes, for numpy.
+    fn encode_flat<'py>(
+        &self,
+        py: Python<'py>,
+        text: TextArg,
+        add_bos: bool,
+        add_eos: bool,
+        itemsize: usize,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        check_itemsize(&self.inner, itemsize)?;
+        let data = py.detach(|| {
+            let ids = self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos);
+            let mut data = Vec::with_capacity(ids.len() * itemsize);
+            pack_ids(ids.iter(), itemsize, &mut data);
+            data
+        });
+        Ok(PyByteArray::new(py, &data))
+    }
+
+    /// Encodes a batch to one buffer of little-endian ids of `itemsize` bytes and one buffer of
+    /// `len(texts) + 1` little-endian int64 offsets, for numpy.
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<TextArg>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+        itemsize: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        check_itemsize(&self.inner, itemsize)?;
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        let (data, offsets) = py.detach(|| {
+            let batch = self
+                .inner
+                .encode_batch(&slices, add_bos, add_eos, num_threads);
+            let total: usize = batch.iter().map(Vec::len).sum();
+            let mut data = Vec::with_capacity(total * itemsize);
+            let mut offsets = Vec::with_capacity((batch.len() + 1) * 8);
+            let mut end = 0i64;
+            offsets.extend_from_slice(&end.to_le_bytes());
+            for ids in &batch {
+                pack_ids(ids.iter(), itemsize, &mut data);
+                end += ids.len() as i64;
+                offsets.extend_from_slice(&end.to_le_bytes());
+            }
+            (data, offsets)
+        });
+        Ok((PyByteArray::new(py, &data), PyByteArray::new(py, &offsets)))
+    }
+
+    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+        let ids = check_ids(&self.inner, &ids)?;
+        py.detach(|| self.inner.decode(&ids)).map_err(to_py_err)
+    }
+
+    fn decode_batch(
+        &self,
+        py: Python<'_>,
+        batch: Vec<Vec<i64>>,
+        num_threads: usize,
+    ) -> PyResult<Vec<String>> {
+        let batch = batch
+            .iter()
+            .map(|ids| check_ids(&self.inner, ids))
+            .collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.inner.decode_batch(&batch, num_threads))
+            .map_err(to_py_err)
+    }
+
+    fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<String> {
+        let ids = self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos);
+        ids.into_iter()
+            .map(|id| {
+                self.inner
+                    .id_to_piece(id)
+                    .map(str::to_owned)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn id_to_piece(&self, id: i64) -> PyResult<String> {
+        let id = check_id(&self.inner, id)?;
+        self.inner
+            .id_to_piece(id)
+            .map(str::to_owned)
+            .map_err(to_py_err)
+    }
+
+    fn piece_to_id(&self, piece: &str) -> u32 {
+        self.inner.piece_to_id(piece)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn bos_id(&self) -> i64 {
+        optional_id(self.inner.bos_id())
+    }
+
+    fn eos_id(&self) -> i64 {
+        optional_id(self.inner.eos_id())
+    }
+
+    fn pad_id(&self) -> i64 {
+        optional_id(self.inner.pad_id())
+    }
+
+    fn unk_id(&self) -> i64 {
+        i64::from(self.inner.unk_id())
+    }
+}
+
+#[pymodule]
+fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyTokenizer>()?;
+    m.add("ModelError", m.py().get_type::<ModelError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

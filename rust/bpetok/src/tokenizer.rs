@@ -1,0 +1,320 @@
+//! The public face of the core crate: a loaded model plus a pool of per-thread scratch space,
+//! with encode, decode and their batch forms.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::bpe::{self, Workspace};
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::normalize;
+
+/// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
+pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../data/mixtral-8x7b-v0.1.model");
+
+/// Batches smaller than this many bytes of text are encoded on the calling thread only.
+const MIN_BYTES_PER_THREAD: usize = 32 * 1024;
+/// Scratch spaces kept for reuse; more threads than this still work, they just start cold.
+const MAX_POOLED_WORKSPACES: usize = 64;
+
+/// A SentencePiece BPE tokenizer: the same ids as `sentencepiece` for the same `.model` file.
+///
+/// `Tokenizer` is `Send + Sync`: share one between threads. Each encoding thread borrows a
+/// scratch space (buffers and a cache of recently seen segments) from an internal pool.
+#[derive(Debug)]
+pub struct Tokenizer {
+    model: Model,
+    model_bytes: Vec<u8>,
+    workspaces: Mutex<Vec<Workspace>>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Workspace")
+    }
+}
+
+impl Tokenizer {
+    /// Loads a model from the bytes of a SentencePiece `.model` file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self {
+            model: Model::from_bytes(bytes)?,
+            model_bytes: bytes.to_vec(),
+            workspaces: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Loads a model from a SentencePiece `.model` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The embedded Mistral 7B / Mixtral 8x7B tokenizer.
+    pub fn mixtral_8x7b() -> Self {
+        // The embedded file is fixed at build time and loaded by the tests.
+        Self::from_bytes(MIXTRAL_8X7B_MODEL).expect("the embedded Mixtral model loads")
+    }
+
+    /// The bytes of the `.model` file this tokenizer was loaded from.
+    pub fn model_bytes(&self) -> &[u8] {
+        &self.model_bytes
+    }
+
+    fn with_workspace<R>(&self, f: impl FnOnce(&mut Workspace) -> R) -> R {
+        let pooled = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut ws = pooled.unwrap_or_default();
+        let result = f(&mut ws);
+        let mut pool = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < MAX_POOLED_WORKSPACES {
+            pool.push(ws);
+        }
+        result
+    }
+
+    fn encode_with(
+        &self,
+        ws: &mut Workspace,
+        text: Text<'_>,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> Vec<u32> {
+        let mut normalized = std::mem::take(&mut ws.normalized);
+        match text {
+            Text::Str(s) => {
+                normalize::normalize_str_into(s, self.model.add_dummy_prefix, &mut normalized)
+            }
+            Text::Bytes(b) => {
+                normalize::normalize_bytes_into(b, self.model.add_dummy_prefix, &mut normalized)
+            }
+        }
+        let mut ids = Vec::with_capacity(normalized.len() / 3 + 2);
+        if add_bos {
+            ids.extend(self.model.bos_id);
+        }
+        bpe::encode_normalized(&self.model, &normalized, ws, &mut ids);
+        if add_eos {
+            ids.extend(self.model.eos_id);
+        }
+        ws.normalized = normalized;
+        ids
+    }
+
+    /// Encodes text to ids. `add_bos` / `add_eos` put `<s>` / `</s>` around the result (also for
+    /// empty text); they add nothing if the model has no such control piece.
+    pub fn encode(&self, text: &str, add_bos: bool, add_eos: bool) -> Vec<u32> {
+        self.with_workspace(|ws| self.encode_with(ws, Text::Str(text), add_bos, add_eos))
+    }
+
+    /// Encodes UTF-8 bytes to ids; each byte that does not start a valid UTF-8 character is read
+    /// as U+FFFD, as SentencePiece does.
+    pub fn encode_bytes(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
+        self.with_workspace(|ws| self.encode_with(ws, Text::Bytes(text), add_bos, add_eos))
+    }
+
+    /// Encodes many texts on up to `num_threads` threads; results are in input order and do not
+    /// depend on the number of threads.
+    pub fn encode_batch<T: AsRef<[u8]> + Sync>(
+        &self,
+        texts: &[T],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<Vec<u32>> {
+        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let threads = num_threads
+            .min(total / MIN_BYTES_PER_THREAD + 1)
+            .min(texts.len())
+            .max(1);
+        parallel_map(
+            threads,
+            texts.len(),
+            |i, ws: &mut Option<Workspace>| {
+                let ws = ws.get_or_insert_with(|| self.take_workspace());
+                self.encode_with(ws, Text::Bytes(texts[i].as_ref()), add_bos, add_eos)
+            },
+            |ws| self.return_workspace(ws),
+        )
+    }
+
+    fn take_workspace(&self) -> Workspace {
+        self.workspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn return_workspace(&self, ws: Option<Workspace>) {
+        if let Some(ws) = ws {
+            let mut pool = self
+                .workspaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < MAX_POOLED_WORKSPACES {
+                pool.push(ws);
+            }
+        }
+    }
+
+    /// Decodes ids to text exactly as `SentencePieceProcessor.decode` does.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        decode::decode(&self.model, ids)
+    }
+
+    /// Decodes many id lists on up to `num_threads` threads, in input order.
+    pub fn decode_batch<T: AsRef<[u32]> + Sync>(
+        &self,
+        batch: &[T],
+        num_threads: usize,
+    ) -> Result<Vec<String>> {
+        for ids in batch {
+            decode::check_ids(&self.model, ids.as_ref())?;
+        }
+        let total: usize = batch.iter().map(|t| t.as_ref().len()).sum();
+        let threads = num_threads
+            .min(total / (MIN_BYTES_PER_THREAD / 4) + 1)
+            .min(batch.len())
+            .max(1);
+        parallel_map(
+            threads,
+            batch.len(),
+            |i, _: &mut ()| decode::decode(&self.model, batch[i].as_ref()),
+            |_| {},
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// The pieces of an encoding (byte pieces as `<0xXX>`), like `encode(..., out_type=str)`.
+    pub fn encode_as_pieces(&self, text: &str) -> Vec<&str> {
+        self.encode(text, false, false)
+            .into_iter()
+            .map(|id| self.model.pieces[id as usize].as_str())
+            .collect()
+    }
+
+    /// The text of piece `id`.
+    pub fn id_to_piece(&self, id: u32) -> Result<&str> {
+        self.model
+            .pieces
+            .get(id as usize)
+            .map(String::as_str)
+            .ok_or(Error::IdOutOfRange {
+                id: i64::from(id),
+                vocab_size: self.vocab_size(),
+            })
+    }
+
+    /// The id of a piece, or the unknown id if there is no such piece (as SentencePiece does).
+    pub fn piece_to_id(&self, piece: &str) -> u32 {
+        self.model
+            .reserved
+            .get(piece)
+            .or_else(|| self.model.mergeable.get(piece))
+            .copied()
+            .unwrap_or(self.model.unk_id)
+    }
+
+    /// Number of pieces in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    /// `<s>`, if the model has it as a control piece.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.model.bos_id
+    }
+
+    /// `</s>`, if the model has it as a control piece.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.model.eos_id
+    }
+
+    /// `<pad>`, if the model has it as a control piece (the Mistral models do not).
+    pub fn pad_id(&self) -> Option<u32> {
+        self.model.pad_id
+    }
+
+    /// The unknown piece (`<unk>`).
+    pub fn unk_id(&self) -> u32 {
+        self.model.unk_id
+    }
+
+    /// The type of piece `id`.
+    pub fn piece_type(&self, id: u32) -> Result<crate::PieceType> {
+        self.model
+            .types
+            .get(id as usize)
+            .copied()
+            .ok_or(Error::IdOutOfRange {
+                id: i64::from(id),
+                vocab_size: self.vocab_size(),
+            })
+    }
+}
+
+enum Text<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// Runs `f(i, state)` for `i` in `0..n` on `threads` threads (the caller's included), each
+/// thread with its own `state`, and returns the results in index order. Work is handed out one
+/// index at a time, so uneven items balance; the result never depends on `threads`.
+fn parallel_map<R: Send, S: Default>(
+    threads: usize,
+    n: usize,
+    f: impl Fn(usize, &mut S) -> R + Sync,
+    finish: impl Fn(S) + Sync,
+) -> Vec<R> {
+    if threads <= 1 {
+        let mut state = S::default();
+        let out = (0..n).map(|i| f(i, &mut state)).collect();
+        finish(state);
+        return out;
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut state = S::default();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            done.push((i, f(i, &mut state)));
+        }
+        finish(state);
+        done
+    };
+    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut parts = vec![work()];
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => parts.push(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    });
+    let mut slots: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for (i, r) in parts.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    slots.into_iter().flatten().collect()
+}
