@@ -28,12 +28,13 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::model::{Model, NO_SYM};
+use crate::normalize::{self, SPACE_SYMBOL};
 use crate::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
-const MAX_CACHED_LEN: usize = 64;
+const MAX_CACHED_LEN: usize = 256;
 /// A worker's cache is emptied when it reaches this many entries (bounds memory at a few MB).
-const MAX_CACHE_ENTRIES: usize = 1 << 16;
+const MAX_CACHE_ENTRIES: usize = 1 << 17;
 /// "No neighbour" in the symbol list.
 const NONE: u32 = u32::MAX;
 
@@ -67,7 +68,13 @@ pub struct Workspace {
     /// For UNUSED merged pieces: the pair that was pushed last for it (SentencePiece's
     /// `rev_merge`).
     rev_merge: FxHashMap<u32, (u32, u32)>,
-    pub(crate) normalized: String,
+    normalized: String,
+    /// The normalized text of the segment being encoded.
+    segment: String,
+    /// Ids of recently seen segments of up to 15 bytes, as ranges of `arena`.
+    short_cache: FxHashMap<u128, (u32, u32)>,
+    arena: Vec<u32>,
+    /// Ids of recently seen longer segments.
     cache: FxHashMap<Box<str>, Box<[u32]>>,
 }
 
@@ -83,53 +90,171 @@ fn candidate_key(score: f32, left: u32) -> u64 {
     (u64::from(ordered) << 32) | u64::from(!left)
 }
 
-/// Encodes normalized text (spaces already `▁`, dummy prefix already added), appending ids.
-pub(crate) fn encode_normalized(
+/// Encodes raw text (before normalization), appending ids. Equivalent to normalizing it (dummy
+/// prefix, ' ' -> `▁`) and running `encode_segment` on the whole, but walks the raw text once:
+/// a raw ' ' stands for `▁` in the cut test, and segments are cached under their raw bytes.
+pub(crate) fn encode_text(model: &Model, text: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+    if text.is_empty() {
+        return;
+    }
+    if model.has_unused {
+        let mut normalized = std::mem::take(&mut ws.normalized);
+        normalize::normalize_str_into(text, model.add_dummy_prefix, &mut normalized);
+        encode_segment(model, &normalized, ws, out);
+        ws.normalized = normalized;
+        return;
+    }
+    let bytes = text.as_bytes();
+    // `prefix`: the current segment starts with the dummy-prefix `▁`, which is not in `text`.
+    let mut prefix = model.add_dummy_prefix;
+    let (mut prev, mut i) = if prefix { (' ', 0) } else { next_char(text, 0) };
+    let mut start = 0;
+    while i < bytes.len() {
+        let (c, len) = if bytes[i] < 0x80 {
+            (bytes[i] as char, 1)
+        } else {
+            next_char(text, i)
+        };
+        if !model.raw_bigram_in_pieces(prev, c) {
+            encode_raw_segment(model, text, start, i, prefix, ws, out);
+            start = i;
+            prefix = false;
+        }
+        prev = c;
+        i += len;
+    }
+    encode_raw_segment(model, text, start, bytes.len(), prefix, ws, out);
+}
+
+/// The character at byte `i` of `text` and its length (`i` is a character boundary).
+#[inline]
+fn next_char(text: &str, i: usize) -> (char, usize) {
+    let c = text[i..].chars().next().unwrap_or('\0');
+    (c, c.len_utf8())
+}
+
+/// Encodes the segment `text[start..end]` given as raw text (a ' ' is a `▁`), preceded by the
+/// dummy-prefix `▁` if `prefix`. Segments are cached per workspace under their raw bytes.
+#[inline(always)]
+fn encode_raw_segment(
     model: &Model,
-    normalized: &str,
+    text: &str,
+    start: usize,
+    end: usize,
+    prefix: bool,
     ws: &mut Workspace,
     out: &mut Vec<u32>,
 ) {
-    if model.has_unused {
-        encode_segment(model, normalized, ws, out);
-        return;
-    }
-    let mut chars = normalized.char_indices();
-    let Some((_, mut prev)) = chars.next() else {
-        return;
-    };
-    let mut start = 0;
-    for (i, c) in chars {
-        if !model.bigram_in_pieces(prev, c) {
-            encode_segment_cached(model, &normalized[start..i], ws, out);
-            start = i;
+    let bytes = &text.as_bytes()[start..end];
+    // One ASCII character (or the lone prefix): one symbol, nothing to merge.
+    match (prefix, bytes) {
+        (true, []) => return out.extend_from_slice(&model.raw_ascii_ids[b' ' as usize]),
+        (false, [b]) if b.is_ascii() => {
+            return out.extend_from_slice(&model.raw_ascii_ids[*b as usize])
         }
-        prev = c;
+        _ => {}
     }
-    encode_segment_cached(model, &normalized[start..], ws, out);
-}
-
-fn encode_segment_cached(model: &Model, segment: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
-    if let Some(&id) = model.mergeable.get(segment) {
-        if model.self_encoding[id as usize] {
-            out.push(id);
+    let key = short_key(text.as_bytes(), start, end, prefix);
+    if let Some(key) = key {
+        if let Some(&(first, len)) = ws.short_cache.get(&key) {
+            for &id in &ws.arena[first as usize..(first + len) as usize] {
+                out.push(id);
+            }
             return;
         }
     }
-    if segment.len() > MAX_CACHED_LEN {
-        encode_segment(model, segment, ws, out);
-        return;
+    encode_raw_segment_miss(model, &text[start..end], prefix, key, ws, out);
+}
+
+/// The cache did not have the segment: normalize it, encode it, remember the ids.
+#[inline(never)]
+fn encode_raw_segment_miss(
+    model: &Model,
+    raw: &str,
+    prefix: bool,
+    key: Option<u128>,
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
+    let mut segment = std::mem::take(&mut ws.segment);
+    segment.clear();
+    if prefix {
+        segment.push(SPACE_SYMBOL);
     }
-    if let Some(ids) = ws.cache.get(segment) {
-        out.extend_from_slice(ids);
-        return;
-    }
+    normalize::push_escaped(&mut segment, raw);
     let first = out.len();
-    encode_segment(model, segment, ws, out);
-    if ws.cache.len() >= MAX_CACHE_ENTRIES {
-        ws.cache.clear();
+    match key {
+        Some(key) => {
+            encode_segment_uncached(model, &segment, ws, out);
+            if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
+                ws.short_cache.clear();
+                ws.arena.clear();
+            }
+            let start = ws.arena.len() as u32;
+            ws.arena.extend_from_slice(&out[first..]);
+            ws.short_cache
+                .insert(key, (start, (out.len() - first) as u32));
+        }
+        None if segment.len() <= MAX_CACHED_LEN => {
+            if let Some(ids) = ws.cache.get(segment.as_str()) {
+                out.extend_from_slice(ids);
+            } else {
+                encode_segment_uncached(model, &segment, ws, out);
+                if ws.cache.len() >= MAX_CACHE_ENTRIES {
+                    ws.cache.clear();
+                }
+                ws.cache
+                    .insert(segment.as_str().into(), out[first..].into());
+            }
+        }
+        None => encode_segment_uncached(model, &segment, ws, out),
     }
-    ws.cache.insert(segment.into(), out[first..].into());
+    ws.segment = segment;
+}
+
+/// A segment that is a piece which encodes to itself is that piece; others run the algorithm.
+fn encode_segment_uncached(model: &Model, segment: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+    match model.mergeable.get(segment) {
+        Some(&id) if model.self_encoding[id as usize] => out.push(id),
+        _ => encode_segment(model, segment, ws, out),
+    }
+}
+
+/// `KEY_MASKS[n]` keeps the low `n` bytes.
+const KEY_MASKS: [u128; 15] = {
+    let mut masks = [0u128; 15];
+    let mut n = 1;
+    while n < 15 {
+        masks[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
+
+/// The segment `text[start..end]` (at most 14 bytes) as one integer: its bytes, then its
+/// length and the prefix flag in the top byte. Hashing and comparing that costs a fraction of a
+/// string key's.
+#[inline]
+fn short_key(text: &[u8], start: usize, end: usize, prefix: bool) -> Option<u128> {
+    let len = end - start;
+    if len > 14 {
+        return None;
+    }
+    let tag = u128::from(len as u8 | if prefix { 0x80 } else { 0 }) << 120;
+    let value = match text.get(start..start + 16) {
+        // One unaligned 16-byte load, then keep the segment's bytes.
+        Some(window) => {
+            let mut buf = [0u8; 16];
+            buf.copy_from_slice(window);
+            u128::from_le_bytes(buf) & KEY_MASKS[len]
+        }
+        None => {
+            let mut buf = [0u8; 16];
+            buf[..len].copy_from_slice(&text[start..end]);
+            u128::from_le_bytes(buf)
+        }
+    };
+    Some(value | tag)
 }
 
 /// The longest user-defined piece that `text` starts with.
@@ -288,5 +413,81 @@ fn sym_len(model: &Model, id: u32, text: &str) -> usize {
         model.piece_len[id as usize] as usize
     } else {
         text.chars().next().map_or(0, char::len_utf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast path (cutting at bigrams no piece contains, caching, raw-text walking) against
+    //! the plain algorithm on the whole normalized text: they must agree on every input.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::tokenizer::MIXTRAL_8X7B_MODEL;
+
+    fn model() -> &'static Model {
+        static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| Model::from_bytes(MIXTRAL_8X7B_MODEL).expect("embedded model loads"))
+    }
+
+    fn reference(model: &Model, text: &str) -> Vec<u32> {
+        let mut normalized = String::new();
+        normalize::normalize_str_into(text, model.add_dummy_prefix, &mut normalized);
+        let mut out = Vec::new();
+        encode_segment(model, &normalized, &mut Workspace::default(), &mut out);
+        out
+    }
+
+    fn fast(model: &Model, text: &str, ws: &mut Workspace) -> Vec<u32> {
+        let mut out = Vec::new();
+        encode_text(model, text, ws, &mut out);
+        out
+    }
+
+    #[test]
+    fn known_encodings() {
+        let m = model();
+        let mut ws = Workspace::default();
+        for (text, ids) in [
+            ("", vec![]),
+            (" ", vec![259]),
+            ("a ", vec![264, 28705]),
+            ("Hello world", vec![22557, 1526]),
+            ("hello world", vec![6312, 28709, 1526]),
+        ] {
+            assert_eq!(fast(m, text, &mut ws), ids, "{text:?}");
+            assert_eq!(reference(m, text), ids, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_mistral_vocabulary_is_cut_before_every_space_after_a_character() {
+        // No piece has `▁` after another character, so "x▁" never merges.
+        let m = model();
+        assert!(!m.raw_bigram_in_pieces('x', ' '));
+        assert!(!m.raw_bigram_in_pieces('\u{65e5}', ' '));
+        assert!(m.raw_bigram_in_pieces(' ', 'x'));
+        assert!(m.raw_bigram_in_pieces(' ', ' '));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_path_equals_whole_text_algorithm(text in "(?s)[ a-zA-Z0-9.,;:'\"()\\n\\t\u{2581}\u{e9}\u{65e5}\u{672c}\u{3042}\u{1f600}-]{0,80}") {
+            let m = model();
+            let mut ws = Workspace::default();
+            let expected = reference(m, &text);
+            prop_assert_eq!(fast(m, &text, &mut ws), expected.clone());
+            // Again, now from the cache.
+            prop_assert_eq!(fast(m, &text, &mut ws), expected);
+        }
+
+        #[test]
+        fn fast_path_equals_whole_text_algorithm_on_any_text(text in any::<String>()) {
+            let m = model();
+            let mut ws = Workspace::default();
+            prop_assert_eq!(fast(m, &text, &mut ws), reference(m, &text));
+        }
     }
 }

@@ -7,6 +7,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::bpe::{self, Workspace};
 use crate::error::{Error, Result};
+use crate::normalize::SPACE_SYMBOL;
 use crate::proto::{ModelProto, PieceType};
 
 /// Marks "no symbol id": a character that occurs in no piece a merge can produce.
@@ -62,6 +63,11 @@ pub struct Model {
     pub(crate) other_bigrams: FxHashSet<u64>,
     /// `true` when encoding the text of this piece on its own gives exactly this piece.
     pub(crate) self_encoding: Vec<bool>,
+    /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
+    pub(crate) raw_ascii_ids: Vec<Box<[u32]>>,
+    /// `ascii_bigrams` for raw text, where ' ' stands for `▁`, as a bit set indexed by
+    /// `a * 128 + b` (u64 words: cheaper to test than u128 shifts).
+    pub(crate) raw_ascii_bigrams: [u64; 256],
 }
 
 fn pair_key(left: u32, right: u32) -> u64 {
@@ -185,10 +191,8 @@ impl Model {
                 )));
             }
             match ty {
-                PieceType::Unknown => {
-                    if unk_id.replace(id).is_some() {
-                        return Err(Error::Inconsistent("more than one UNKNOWN piece".into()));
-                    }
+                PieceType::Unknown if unk_id.replace(id).is_some() => {
+                    return Err(Error::Inconsistent("more than one UNKNOWN piece".into()));
                 }
                 PieceType::Byte => {
                     let byte = parse_byte_piece(&text).ok_or_else(|| {
@@ -271,6 +275,8 @@ impl Model {
             ascii_bigrams: [0; 128],
             other_bigrams: FxHashSet::default(),
             self_encoding: Vec::new(),
+            raw_ascii_bigrams: [0; 256],
+            raw_ascii_ids: Vec::new(),
         };
         model.derive_encoder_tables();
         Ok(model)
@@ -328,6 +334,20 @@ impl Model {
             }
         }
         self.virtual_chars = virtual_chars;
+        for a in 0..128u8 {
+            for b in 0..128u8 {
+                let (ca, cb) = (raw_char(a as char), raw_char(b as char));
+                let inside = if ca.is_ascii() && cb.is_ascii() {
+                    ascii_bigrams[a as usize] & (1u128 << b) != 0
+                } else {
+                    other_bigrams.contains(&char_pair_key(ca, cb))
+                };
+                if inside {
+                    let index = a as usize * 128 + b as usize;
+                    self.raw_ascii_bigrams[index >> 6] |= 1u64 << (index & 63);
+                }
+            }
+        }
         self.merges = merges;
         self.ascii_bigrams = ascii_bigrams;
         self.other_bigrams = other_bigrams;
@@ -342,6 +362,14 @@ impl Model {
             self_encoding[id as usize] = out.len() == 1 && out[0] == id;
         }
         self.self_encoding = self_encoding;
+        self.raw_ascii_ids = (0..128u8)
+            .map(|b| {
+                let text = raw_char(b as char).to_string();
+                out.clear();
+                bpe::encode_segment(self, &text, &mut ws, &mut out);
+                out.as_slice().into()
+            })
+            .collect();
     }
 
     fn set_char_sym(&mut self, c: char, id: u32) {
@@ -374,21 +402,34 @@ impl Model {
         }
     }
 
-    /// Whether some mergeable piece contains the two characters next to each other. Where it does
-    /// not, no symbol can ever span the boundary between them, so the text can be cut there and
-    /// both sides encoded independently with the same result.
+    /// Whether some mergeable piece contains the two characters next to each other, for two
+    /// characters of raw text (where ' ' stands for `▁`). Where none does, no symbol can ever span
+    /// the boundary between them, so the text can be cut there and both sides encoded
+    /// independently with the same result.
     #[inline]
-    pub(crate) fn bigram_in_pieces(&self, a: char, b: char) -> bool {
+    pub(crate) fn raw_bigram_in_pieces(&self, a: char, b: char) -> bool {
         if a.is_ascii() && b.is_ascii() {
-            self.ascii_bigrams[a as usize] & (1u128 << (b as u32)) != 0
+            let index = a as usize * 128 + b as usize;
+            self.raw_ascii_bigrams[index >> 6] & (1u64 << (index & 63)) != 0
         } else {
-            self.other_bigrams.contains(&char_pair_key(a, b))
+            self.other_bigrams
+                .contains(&char_pair_key(raw_char(a), raw_char(b)))
         }
     }
 
     /// Number of pieces.
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
+    }
+}
+
+/// The normalized form of one raw character: ' ' is `▁`.
+#[inline]
+fn raw_char(c: char) -> char {
+    if c == ' ' {
+        SPACE_SYMBOL
+    } else {
+        c
     }
 }
 

@@ -33,18 +33,22 @@ pub(crate) fn for_each_utf8_run(mut bytes: &[u8], mut f: impl FnMut(&str)) {
     }
 }
 
-fn push_escaped(out: &mut String, text: &str) {
-    let mut parts = text.split(' ');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
+/// Appends `text` with every ' ' written as `▁`.
+pub(crate) fn push_escaped(out: &mut String, text: &str) {
+    // A plain byte scan: spaces come every few bytes, where `split(' ')` pays for its iterator.
+    let mut last = 0;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if b == b' ' {
+            out.push_str(&text[last..i]);
+            out.push_str(SPACE_SYMBOL_STR);
+            last = i + 1;
+        }
     }
-    for part in parts {
-        out.push_str(SPACE_SYMBOL_STR);
-        out.push_str(part);
-    }
+    out.push_str(&text[last..]);
 }
 
 /// Normalizes `input` into `out` (cleared first). Empty input stays empty.
+#[cfg(test)]
 pub(crate) fn normalize_bytes_into(input: &[u8], add_dummy_prefix: bool, out: &mut String) {
     out.clear();
     if input.is_empty() {

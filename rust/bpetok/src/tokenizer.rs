@@ -92,24 +92,30 @@ impl Tokenizer {
         add_bos: bool,
         add_eos: bool,
     ) -> Vec<u32> {
-        let mut normalized = std::mem::take(&mut ws.normalized);
-        match text {
-            Text::Str(s) => {
-                normalize::normalize_str_into(s, self.model.add_dummy_prefix, &mut normalized)
-            }
-            Text::Bytes(b) => {
-                normalize::normalize_bytes_into(b, self.model.add_dummy_prefix, &mut normalized)
-            }
-        }
-        let mut ids = Vec::with_capacity(normalized.len() / 3 + 2);
+        let mut ids = Vec::new();
         if add_bos {
             ids.extend(self.model.bos_id);
         }
-        bpe::encode_normalized(&self.model, &normalized, ws, &mut ids);
+        match text {
+            Text::Str(s) => {
+                ids.reserve(s.len() / 3 + 2);
+                bpe::encode_text(&self.model, s, ws, &mut ids);
+            }
+            Text::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(s) => {
+                    ids.reserve(s.len() / 3 + 2);
+                    bpe::encode_text(&self.model, s, ws, &mut ids);
+                }
+                Err(_) => {
+                    let mut valid = String::with_capacity(b.len() + 16);
+                    normalize::for_each_utf8_run(b, |run| valid.push_str(run));
+                    bpe::encode_text(&self.model, &valid, ws, &mut ids);
+                }
+            },
+        }
         if add_eos {
             ids.extend(self.model.eos_id);
         }
-        ws.normalized = normalized;
         ids
     }
 
