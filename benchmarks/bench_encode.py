@@ -242,57 +242,70 @@ def worker_hf_single(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
-    """RSS added by importing an engine, loading one tokenizer and encoding documents with it."""
-    with open(cfg["docs"], encoding="utf-8") as f:
-        docs: list[str] = [d for ds in json.load(f).values() for d in ds]
-    gc.collect()
-    try:  # reset VmHWM to the current RSS (Linux >= 4.0), so the peak is that of what follows
+def reset_peak_rss() -> None:
+    """Resets VmHWM to the current RSS (Linux >= 4.0), so the peak read later is that of what follows."""
+    try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         pass
-    base = rss_kb()["VmRSS"]
+
+
+def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
+    """RSS added by importing an engine, loading one tokenizer and encoding documents with it.
+
+    The tokenizer is loaded before the documents are read, so that memory freed while reading them
+    cannot hide what loading takes; the encoding's share is measured from the RSS with the documents
+    read, and added to the load's.
+    """
     engine, model = cfg["engine"], cfg["model"]
+    gc.collect()
+    base = rss_kb()["VmRSS"]
+    encode_one: Callable[[str], Any]
+    encode_many: Callable[[list[str]], Any]
     if engine == "bpetok":
         import bpetok
 
         imported = rss_kb()["VmRSS"]
         tok = bpetok.Tokenizer.default() if model == "default" else bpetok.Tokenizer.from_file(model)
         loaded = rss_kb()["VmRSS"]
-        for d in docs:
-            tok.encode(d)
-        for i in range(0, len(docs), 64):
-            tok.encode_batch(docs[i : i + 64], num_threads=2)
+        encode_one = tok.encode
+        encode_many = lambda ds: tok.encode_batch(ds, num_threads=2)  # noqa: E731
     elif engine == "sentencepiece":
         import sentencepiece
 
         imported = rss_kb()["VmRSS"]
         sp = sentencepiece.SentencePieceProcessor(model_file=model)
         loaded = rss_kb()["VmRSS"]
-        for d in docs:
-            sp.encode(d)
-        for i in range(0, len(docs), 64):
-            sp.encode(docs[i : i + 64], num_threads=2)
+        encode_one = sp.encode
+        encode_many = lambda ds: sp.encode(ds, num_threads=2)  # noqa: E731
     elif engine == "tokenizers":
         import tokenizers
 
         imported = rss_kb()["VmRSS"]
         hf = tokenizers.Tokenizer.from_file(model)
         loaded = rss_kb()["VmRSS"]
-        for d in docs:
-            hf.encode(d, add_special_tokens=False)
-        for i in range(0, len(docs), 64):
-            hf.encode_batch(docs[i : i + 64], add_special_tokens=False)
+        encode_one = lambda d: hf.encode(d, add_special_tokens=False)  # noqa: E731
+        encode_many = lambda ds: hf.encode_batch(ds, add_special_tokens=False)  # noqa: E731
     else:
         raise ValueError(engine)
+
+    with open(cfg["docs"], encoding="utf-8") as f:
+        docs = [json.loads(line)["text"] for line in f]
+    gc.collect()
+    reset_peak_rss()
+    with_docs = rss_kb()["VmRSS"]
+    for d in docs:
+        encode_one(d)
+    for i in range(0, len(docs), 64):
+        encode_many(docs[i : i + 64])
     gc.collect()
     after = rss_kb()
     return {
         "import_mb": (imported - base) / 1024,
         "load_mb": (loaded - base) / 1024,
-        "after_encode_mb": (after["VmRSS"] - base) / 1024,
-        "peak_mb": (after["VmHWM"] - base) / 1024,
+        "after_encode_mb": (loaded - base + after["VmRSS"] - with_docs) / 1024,
+        "peak_mb": (loaded - base + after["VmHWM"] - with_docs) / 1024,
         "encoded_bytes": sum(map(utf8_len, docs)),
     }
 
@@ -428,6 +441,7 @@ def run(args: argparse.Namespace) -> int:
         f"  bpetok {bpetok.__version__}, sentencepiece {sentencepiece.__version__}, "
         f"tokenizers {tokenizers.__version__}; Python {platform.python_version()}, "
         f"{len(os.sched_getaffinity(0))} CPUs usable, load average at start {load0[0]:.2f}",
+        f"  bpetok imported from {Path(bpetok.__file__).parent}",
         f"  bpetok vocab: {bpetok_vocab}",
         f"  peers' vocab: {peer_model}" + ("" if same_model else "  (NOTE: not the same bytes as bpetok's)"),
         f"  corpora: {corpora_dir}; medians of {args.repeat} runs; MB = 10^6 bytes of UTF-8 input",
@@ -587,6 +601,11 @@ def run(args: argparse.Namespace) -> int:
     memory: dict[str, dict[str, float]] = {}
     if not args.skip_memory:
         log("memory (fresh subprocesses) ...")
+        mem_docs_path = os.path.join(tmp.name, "memory_docs.jsonl")
+        with open(mem_docs_path, "w", encoding="utf-8") as f:
+            for n in sets:
+                for i in peer_idx[n]:
+                    f.write(json.dumps({"text": docs[n][i]}, ensure_ascii=False) + "\n")
         mem_models = {
             "bpetok": "default" if not args.vocab else str(peer_model),
             "sentencepiece": str(peer_model),
@@ -595,7 +614,7 @@ def run(args: argparse.Namespace) -> int:
         for engine, model in mem_models.items():
             memory[engine] = run_worker(
                 "mem",
-                {"engine": engine, "model": model, "docs": peer_docs_path},
+                {"engine": engine, "model": model, "docs": mem_docs_path},
                 env={"RAYON_NUM_THREADS": "2"},
             )
     load1 = os.getloadavg()
@@ -869,7 +888,12 @@ def format_report(
                 f"{engine:<16}{m['import_mb']:9.1f}{m['load_mb']:9.1f}{m['after_encode_mb']:10.1f}"
                 f"{m['peak_mb']:9.1f}   {tgt}"
             )
-        lines.append("  (+ load and + encode include the import; peak = VmHWM, reset just before the import)")
+        lines.append(
+            "  (+ load, + encode and peak include the import. The tokenizer is loaded before the documents "
+            "are read; + encode / peak add\n   the RSS / VmHWM growth while encoding, over the RSS with the "
+            "documents read, to + load. Result lists are dropped,\n   but the Python allocator may keep "
+            "some of their memory, so + encode is an upper bound.)"
+        )
         lines.append("")
 
     n_ok = sum(t["ok"] for t in targets)
