@@ -35,6 +35,8 @@ use crate::proto::PieceType;
 const MAX_CACHED_LEN: usize = 256;
 /// A worker's cache is emptied when it reaches this many entries (bounds memory at a few MB).
 const MAX_CACHE_ENTRIES: usize = 1 << 17;
+/// Segments up to this many bytes are encoded by `encode_short_segment`.
+const MAX_SHORT_LEN: usize = 48;
 /// "No neighbour" in the symbol list.
 const NONE: u32 = u32::MAX;
 
@@ -65,14 +67,16 @@ struct Candidate {
 pub struct Workspace {
     symbols: Vec<Symbol>,
     heap: BinaryHeap<Candidate>,
+    short_symbols: Vec<ShortSymbol>,
+    short_pairs: Vec<Option<(f32, u32)>>,
     /// For UNUSED merged pieces: the pair that was pushed last for it (SentencePiece's
     /// `rev_merge`).
     rev_merge: FxHashMap<u32, (u32, u32)>,
     normalized: String,
     /// The normalized text of the segment being encoded.
     segment: String,
-    /// Ids of recently seen segments of up to 15 bytes, as ranges of `arena`.
-    short_cache: FxHashMap<u128, (u32, u32)>,
+    /// Ids of recently seen short segments, as ranges of `arena`.
+    short_cache: FxHashMap<ShortKey, (u32, u32)>,
     arena: Vec<u32>,
     /// Ids of recently seen longer segments.
     cache: FxHashMap<Box<str>, Box<[u32]>>,
@@ -110,12 +114,18 @@ pub(crate) fn encode_text(model: &Model, text: &str, ws: &mut Workspace, out: &m
     let (mut prev, mut i) = if prefix { (' ', 0) } else { next_char(text, 0) };
     let mut start = 0;
     while i < bytes.len() {
-        let (c, len) = if bytes[i] < 0x80 {
-            (bytes[i] as char, 1)
+        let b = bytes[i];
+        let (c, len) = if b < 0x80 {
+            (b as char, 1)
         } else {
             next_char(text, i)
         };
-        if !model.raw_bigram_in_pieces(prev, c) {
+        let inside = if (prev as u32 | b as u32) < 0x80 {
+            model.raw_ascii_bigrams[(prev as usize) << 7 | b as usize]
+        } else {
+            model.raw_bigram_in_pieces(prev, c)
+        };
+        if !inside {
             encode_raw_segment(model, text, start, i, prefix, ws, out);
             start = i;
             prefix = false;
@@ -154,16 +164,22 @@ fn encode_raw_segment(
         }
         _ => {}
     }
+    let raw = &text[start..end];
     let key = short_key(text.as_bytes(), start, end, prefix);
-    if let Some(key) = key {
-        if let Some(&(first, len)) = ws.short_cache.get(&key) {
+    if let Some(key) = &key {
+        if let Some(&(first, len)) = ws.short_cache.get(key) {
             for &id in &ws.arena[first as usize..(first + len) as usize] {
                 out.push(id);
             }
             return;
         }
+    } else if !prefix && raw.len() <= MAX_CACHED_LEN {
+        if let Some(ids) = ws.cache.get(raw) {
+            out.extend_from_slice(ids);
+            return;
+        }
     }
-    encode_raw_segment_miss(model, &text[start..end], prefix, key, ws, out);
+    encode_raw_segment_miss(model, raw, prefix, key, ws, out);
 }
 
 /// The cache did not have the segment: normalize it, encode it, remember the ids.
@@ -172,7 +188,7 @@ fn encode_raw_segment_miss(
     model: &Model,
     raw: &str,
     prefix: bool,
-    key: Option<u128>,
+    key: Option<ShortKey>,
     ws: &mut Workspace,
     out: &mut Vec<u32>,
 ) {
@@ -183,33 +199,24 @@ fn encode_raw_segment_miss(
     }
     normalize::push_escaped(&mut segment, raw);
     let first = out.len();
-    match key {
-        Some(key) => {
-            encode_segment_uncached(model, &segment, ws, out);
-            if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
-                ws.short_cache.clear();
-                ws.arena.clear();
-            }
-            let start = ws.arena.len() as u32;
-            ws.arena.extend_from_slice(&out[first..]);
-            ws.short_cache
-                .insert(key, (start, (out.len() - first) as u32));
-        }
-        None if segment.len() <= MAX_CACHED_LEN => {
-            if let Some(ids) = ws.cache.get(segment.as_str()) {
-                out.extend_from_slice(ids);
-            } else {
-                encode_segment_uncached(model, &segment, ws, out);
-                if ws.cache.len() >= MAX_CACHE_ENTRIES {
-                    ws.cache.clear();
-                }
-                ws.cache
-                    .insert(segment.as_str().into(), out[first..].into());
-            }
-        }
-        None => encode_segment_uncached(model, &segment, ws, out),
-    }
+    encode_segment_uncached(model, &segment, ws, out);
     ws.segment = segment;
+    if let Some(key) = key {
+        if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
+            ws.short_cache.clear();
+            ws.arena.clear();
+        }
+        let start = ws.arena.len() as u32;
+        ws.arena.extend_from_slice(&out[first..]);
+        ws.short_cache
+            .insert(key, (start, (out.len() - first) as u32));
+    } else if !prefix && raw.len() <= MAX_CACHED_LEN {
+        // (A long segment with the dummy prefix starts a text: too rare to be worth caching.)
+        if ws.cache.len() >= MAX_CACHE_ENTRIES {
+            ws.cache.clear();
+        }
+        ws.cache.insert(raw.into(), out[first..].into());
+    }
 }
 
 /// A segment that is a piece which encodes to itself is that piece; others run the algorithm.
@@ -220,41 +227,68 @@ fn encode_segment_uncached(model: &Model, segment: &str, ws: &mut Workspace, out
     }
 }
 
-/// `KEY_MASKS[n]` keeps the low `n` bytes.
-const KEY_MASKS: [u128; 15] = {
-    let mut masks = [0u128; 15];
-    let mut n = 1;
-    while n < 15 {
-        masks[n] = (1u128 << (8 * n)) - 1;
+/// A segment of up to `MAX_SHORT_KEY_LEN` raw bytes as four words: its bytes, zero-padded, with
+/// the length and the prefix flag in the last byte. Hashing and comparing that costs a fraction of
+/// a string key's, and it covers words with their indentation in code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ShortKey([u64; 4]);
+
+impl std::hash::Hash for ShortKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for word in self.0 {
+            state.write_u64(word);
+        }
+    }
+}
+
+const MAX_SHORT_KEY_LEN: usize = 31;
+
+/// `KEY_MASKS[n]` keeps the first `n` bytes of 32.
+const KEY_MASKS: [[u64; 4]; MAX_SHORT_KEY_LEN + 1] = {
+    let mut masks = [[0u64; 4]; MAX_SHORT_KEY_LEN + 1];
+    let mut n = 0;
+    while n <= MAX_SHORT_KEY_LEN {
+        let mut word = 0;
+        while word < 4 {
+            let keep = if n >= 8 * (word + 1) {
+                8
+            } else {
+                n.saturating_sub(8 * word)
+            };
+            masks[n][word] = if keep == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * keep)) - 1
+            };
+            word += 1;
+        }
         n += 1;
     }
     masks
 };
 
-/// The segment `text[start..end]` (at most 14 bytes) as one integer: its bytes, then its
-/// length and the prefix flag in the top byte. Hashing and comparing that costs a fraction of a
-/// string key's.
+/// The key of the segment `text[start..end]`, if it is short enough.
 #[inline]
-fn short_key(text: &[u8], start: usize, end: usize, prefix: bool) -> Option<u128> {
+fn short_key(text: &[u8], start: usize, end: usize, prefix: bool) -> Option<ShortKey> {
     let len = end - start;
-    if len > 14 {
+    if len > MAX_SHORT_KEY_LEN {
         return None;
     }
-    let tag = u128::from(len as u8 | if prefix { 0x80 } else { 0 }) << 120;
-    let value = match text.get(start..start + 16) {
-        // One unaligned 16-byte load, then keep the segment's bytes.
-        Some(window) => {
-            let mut buf = [0u8; 16];
-            buf.copy_from_slice(window);
-            u128::from_le_bytes(buf) & KEY_MASKS[len]
-        }
-        None => {
-            let mut buf = [0u8; 16];
-            buf[..len].copy_from_slice(&text[start..end]);
-            u128::from_le_bytes(buf)
-        }
-    };
-    Some(value | tag)
+    let mut buf = [0u8; 32];
+    match text.get(start..start + 32) {
+        // Two unaligned 16-byte loads, then keep the segment's bytes.
+        Some(window) => buf.copy_from_slice(window),
+        None => buf[..len].copy_from_slice(&text[start..end]),
+    }
+    let mut words = [0u64; 4];
+    for (k, word) in words.iter_mut().enumerate() {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&buf[8 * k..8 * k + 8]);
+        *word = u64::from_le_bytes(chunk) & KEY_MASKS[len][k];
+    }
+    words[3] |= u64::from(len as u8 | if prefix { 0x80 } else { 0 }) << 56;
+    Some(ShortKey(words))
 }
 
 /// The longest user-defined piece that `text` starts with.
@@ -301,8 +335,105 @@ fn push_pair(
     }
 }
 
+/// A symbol of `encode_short_segment`: where its text is, and its id.
+#[derive(Clone, Copy)]
+struct ShortSymbol {
+    start: u32,
+    len: u32,
+    id: u32,
+    frozen: bool,
+}
+
+/// The merge of two adjacent symbols, if the model has one: (score, merged id).
+#[inline]
+fn short_pair(model: &Model, l: &ShortSymbol, r: &ShortSymbol) -> Option<(f32, u32)> {
+    if l.frozen || r.frozen || l.id == NO_SYM || r.id == NO_SYM {
+        return None;
+    }
+    let key = (u64::from(l.id) << 32) | u64::from(r.id);
+    model
+        .merges
+        .get(&key)
+        .map(|&(merged, score)| (score, merged))
+}
+
+/// `encode_segment` for short segments: the same choice of merges (the highest score, the
+/// leftmost on ties, among the pairs that exist now) found by scanning a small array instead of
+/// keeping a heap, which is faster for the few symbols of a word. Not for models with UNUSED
+/// pieces (their merges are undone from a record that only the heap version keeps).
+fn encode_short_segment(model: &Model, text: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+    let symbols = &mut ws.short_symbols;
+    let pairs = &mut ws.short_pairs;
+    symbols.clear();
+    pairs.clear();
+    let bytes = text.as_bytes();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let (len, id, frozen) = if let Some((len, id)) = match_user_defined(model, &text[pos..]) {
+            (len, id, true)
+        } else if bytes[pos] < 0x80 {
+            (1, model.ascii_sym[bytes[pos] as usize], false)
+        } else {
+            let Some(c) = text[pos..].chars().next() else {
+                break;
+            };
+            (c.len_utf8(), model.sym_of_char(c), false)
+        };
+        symbols.push(ShortSymbol {
+            start: pos as u32,
+            len: len as u32,
+            id,
+            frozen,
+        });
+        pos += len;
+    }
+    for i in 1..symbols.len() {
+        pairs.push(short_pair(model, &symbols[i - 1], &symbols[i]));
+    }
+    loop {
+        // The best pair: highest score, leftmost on ties (strict `>` keeps the leftmost).
+        let mut best: Option<(usize, f32, u32)> = None;
+        for (i, pair) in pairs.iter().enumerate() {
+            if let Some((score, merged)) = *pair {
+                if best.map_or(true, |(_, best_score, _)| score > best_score) {
+                    best = Some((i, score, merged));
+                }
+            }
+        }
+        let Some((i, _, merged)) = best else { break };
+        symbols[i].id = merged;
+        symbols[i].len += symbols[i + 1].len;
+        symbols.remove(i + 1);
+        pairs.remove(i);
+        if i > 0 {
+            pairs[i - 1] = short_pair(model, &symbols[i - 1], &symbols[i]);
+        }
+        if i < pairs.len() {
+            pairs[i] = short_pair(model, &symbols[i], &symbols[i + 1]);
+        }
+    }
+    for s in symbols.iter() {
+        let piece = &text[s.start as usize..(s.start + s.len) as usize];
+        emit(model, s.id, piece, &ws.rev_merge, out);
+    }
+}
+
 /// Encodes one segment of normalized text with the full algorithm, appending ids to `out`.
 pub(crate) fn encode_segment(model: &Model, text: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+    if text.len() <= MAX_SHORT_LEN && !model.has_unused {
+        encode_short_segment(model, text, ws, out);
+    } else {
+        encode_segment_heap(model, text, ws, out);
+    }
+}
+
+/// The heap version of `encode_segment`, for any length.
+pub(crate) fn encode_segment_heap(
+    model: &Model,
+    text: &str,
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
     let Workspace {
         symbols,
         heap,
@@ -434,7 +565,7 @@ mod tests {
         let mut normalized = String::new();
         normalize::normalize_str_into(text, model.add_dummy_prefix, &mut normalized);
         let mut out = Vec::new();
-        encode_segment(model, &normalized, &mut Workspace::default(), &mut out);
+        encode_segment_heap(model, &normalized, &mut Workspace::default(), &mut out);
         out
     }
 

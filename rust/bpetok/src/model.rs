@@ -65,9 +65,9 @@ pub struct Model {
     pub(crate) self_encoding: Vec<bool>,
     /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
     pub(crate) raw_ascii_ids: Vec<Box<[u32]>>,
-    /// `ascii_bigrams` for raw text, where ' ' stands for `▁`, as a bit set indexed by
-    /// `a * 128 + b` (u64 words: cheaper to test than u128 shifts).
-    pub(crate) raw_ascii_bigrams: [u64; 256],
+    /// `ascii_bigrams` for raw text, where ' ' stands for `▁`, indexed by `a * 128 + b`: the
+    /// test the encoder makes for every character, so one byte load.
+    pub(crate) raw_ascii_bigrams: Box<[bool]>,
 }
 
 fn pair_key(left: u32, right: u32) -> u64 {
@@ -275,7 +275,7 @@ impl Model {
             ascii_bigrams: [0; 128],
             other_bigrams: FxHashSet::default(),
             self_encoding: Vec::new(),
-            raw_ascii_bigrams: [0; 256],
+            raw_ascii_bigrams: vec![false; 128 * 128].into_boxed_slice(),
             raw_ascii_ids: Vec::new(),
         };
         model.derive_encoder_tables();
@@ -342,10 +342,7 @@ impl Model {
                 } else {
                     other_bigrams.contains(&char_pair_key(ca, cb))
                 };
-                if inside {
-                    let index = a as usize * 128 + b as usize;
-                    self.raw_ascii_bigrams[index >> 6] |= 1u64 << (index & 63);
-                }
+                self.raw_ascii_bigrams[a as usize * 128 + b as usize] = inside;
             }
         }
         self.merges = merges;
@@ -409,8 +406,7 @@ impl Model {
     #[inline]
     pub(crate) fn raw_bigram_in_pieces(&self, a: char, b: char) -> bool {
         if a.is_ascii() && b.is_ascii() {
-            let index = a as usize * 128 + b as usize;
-            self.raw_ascii_bigrams[index >> 6] & (1u64 << (index & 63)) != 0
+            self.raw_ascii_bigrams[a as usize * 128 + b as usize]
         } else {
             self.other_bigrams
                 .contains(&char_pair_key(raw_char(a), raw_char(b)))

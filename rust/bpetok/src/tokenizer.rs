@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::bpe::{self, Workspace};
 use crate::decode;
@@ -140,20 +140,49 @@ impl Tokenizer {
         add_eos: bool,
         num_threads: usize,
     ) -> Vec<Vec<u32>> {
-        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
-        let threads = num_threads
-            .min(total / MIN_BYTES_PER_THREAD + 1)
-            .min(texts.len())
-            .max(1);
-        parallel_map(
+        let slots: Vec<OnceLock<Vec<u32>>> = texts.iter().map(|_| OnceLock::new()).collect();
+        self.encode_batch_each(texts, add_bos, add_eos, num_threads, |i, ids| {
+            let _ = slots[i].set(ids);
+        });
+        slots
+            .into_iter()
+            .map(|slot| slot.into_inner().unwrap_or_default())
+            .collect()
+    }
+
+    /// Encodes many texts on up to `num_threads` threads (the calling one included) and hands
+    /// each result to `each(index, ids)` on the thread that made it, as soon as it is made, in no
+    /// particular order. For consumers that want to overlap their own work with encoding.
+    pub fn encode_batch_each<T: AsRef<[u8]> + Sync>(
+        &self,
+        texts: &[T],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+        each: impl Fn(usize, Vec<u32>) + Sync,
+    ) {
+        let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
+        run_parallel(
             threads,
             texts.len(),
             |i, ws: &mut Option<Workspace>| {
                 let ws = ws.get_or_insert_with(|| self.take_workspace());
-                self.encode_with(ws, Text::Bytes(texts[i].as_ref()), add_bos, add_eos)
+                each(
+                    i,
+                    self.encode_with(ws, Text::Bytes(texts[i].as_ref()), add_bos, add_eos),
+                );
             },
             |ws| self.return_workspace(ws),
-        )
+        );
+    }
+
+    /// How many threads a batch of texts of these lengths is worth (at most `requested`).
+    pub fn batch_threads(&self, lengths: impl Iterator<Item = usize>, requested: usize) -> usize {
+        let (count, total) = lengths.fold((0usize, 0usize), |(n, sum), len| (n + 1, sum + len));
+        requested
+            .min(total / MIN_BYTES_PER_THREAD + 1)
+            .min(count)
+            .max(1)
     }
 
     fn take_workspace(&self) -> Workspace {
@@ -190,19 +219,22 @@ impl Tokenizer {
         for ids in batch {
             decode::check_ids(&self.model, ids.as_ref())?;
         }
-        let total: usize = batch.iter().map(|t| t.as_ref().len()).sum();
-        let threads = num_threads
-            .min(total / (MIN_BYTES_PER_THREAD / 4) + 1)
-            .min(batch.len())
-            .max(1);
-        parallel_map(
+        // Ids are ~4 bytes of text each: weigh them like text.
+        let threads =
+            self.batch_threads(batch.iter().map(|ids| ids.as_ref().len() * 4), num_threads);
+        let slots: Vec<OnceLock<Result<String>>> = batch.iter().map(|_| OnceLock::new()).collect();
+        run_parallel(
             threads,
             batch.len(),
-            |i, _: &mut ()| decode::decode(&self.model, batch[i].as_ref()),
+            |i, _: &mut ()| {
+                let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
+            },
             |_| {},
-        )
-        .into_iter()
-        .collect()
+        );
+        slots
+            .into_iter()
+            .map(|slot| slot.into_inner().unwrap_or_else(|| Ok(String::new())))
+            .collect()
     }
 
     /// The pieces of an encoding (byte pieces as `<0xXX>`), like `encode(..., out_type=str)`.
@@ -278,49 +310,38 @@ enum Text<'a> {
     Bytes(&'a [u8]),
 }
 
-/// Runs `f(i, state)` for `i` in `0..n` on `threads` threads (the caller's included), each
-/// thread with its own `state`, and returns the results in index order. Work is handed out one
-/// index at a time, so uneven items balance; the result never depends on `threads`.
-fn parallel_map<R: Send, S: Default>(
+/// Runs `work(i, state)` for every `i` in `0..n` on `threads` threads (the caller's included),
+/// each thread with its own `state`, which is handed to `finish` at the end. Indices are handed
+/// out one at a time, so uneven items balance.
+fn run_parallel<S: Default>(
     threads: usize,
     n: usize,
-    f: impl Fn(usize, &mut S) -> R + Sync,
+    work: impl Fn(usize, &mut S) + Sync,
     finish: impl Fn(S) + Sync,
-) -> Vec<R> {
-    if threads <= 1 {
-        let mut state = S::default();
-        let out = (0..n).map(|i| f(i, &mut state)).collect();
-        finish(state);
-        return out;
-    }
+) {
     let next = AtomicUsize::new(0);
-    let work = || {
+    let worker = || {
         let mut state = S::default();
-        let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 break;
             }
-            done.push((i, f(i, &mut state)));
+            work(i, &mut state);
         }
         finish(state);
-        done
     };
-    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut parts = vec![work()];
+    if threads <= 1 {
+        worker();
+        return;
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        worker();
         for handle in handles {
-            match handle.join() {
-                Ok(part) => parts.push(part),
-                Err(panic) => std::panic::resume_unwind(panic),
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
             }
         }
-        parts
     });
-    let mut slots: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    for (i, r) in parts.into_iter().flatten() {
-        slots[i] = Some(r);
-    }
-    slots.into_iter().flatten().collect()
 }
