@@ -1,0 +1,549 @@
+"""The Python API as a user relies on it: the embedded vocabulary, vocabulary queries, pickling and
+multiprocessing, threads, numpy output, batch order, errors on bad input and bad models, and
+pathologically long inputs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import bpetok
+import numpy as np
+import pytest
+import sentencepiece as spm
+from conftest import Vocab
+from hypothesis import given
+from hypothesis import strategies as st
+from mismatch import describe_mismatch
+from sentencepiece import sentencepiece_model_pb2
+
+TEXTS = [
+    "",
+    " ",
+    "Hello, world!",
+    "  leading and trailing spaces  ",
+    "[INST] What is 2+2? [/INST] It is 4.</s>",
+    "def f(x):\n\treturn x ** 2  # comment\n",
+    "日本語の文章です。カタカナ、ひらがな、漢字。",
+    "Emoji \U0001f600\U0001f680 and symbols \u2603 \u2581 \u00a0 \u3000",
+    "<s> <unk> <0x41> typed as text",
+    "x" * 5000,
+]
+
+
+def assert_same(sp: spm.SentencePieceProcessor, text: str | bytes, got: list[int]) -> None:
+    expected = sp.encode(text)
+    assert got == expected, f"encode({text[:200]!r}) differs\n" + describe_mismatch(sp, expected, got)
+
+
+def synthetic_batch(vocab: Vocab, total_bytes: int, seed: int = 1234) -> list[str]:
+    """Documents of varied length made from vocabulary pieces and a few rarer characters, deterministic."""
+    rng = random.Random(seed)
+    normal = [i for i in range(vocab.size) if i not in set(vocab.special_ids)]
+    extras = [" ", "  ", "\n", "\t", "\u3000", "\U0001f600", "\u00e9", "\u4e2d", "1", "22"]
+    docs: list[str] = []
+    size = 0
+    while size < total_bytes:
+        n = rng.choice([1, 3, 10, 50, 200, 1000, 3000])
+        parts = [
+            rng.choice(extras)
+            if rng.random() < 0.1
+            else vocab.sp.id_to_piece(rng.choice(normal)).replace("\u2581", " ")
+            for _ in range(n)
+        ]
+        doc = "".join(parts)
+        docs.append(doc)
+        size += len(doc.encode("utf-8"))
+    return docs
+
+
+# ---- the embedded vocabulary ----------------------------------------------------------------------------
+
+
+def test_module_encode_decode_match_mixtral(mixtral: Vocab) -> None:
+    for text in TEXTS:
+        assert_same(mixtral.sp, text, bpetok.encode(text))
+        assert_same(mixtral.sp, text.encode("utf-8"), bpetok.encode(text.encode("utf-8")))
+        ids = mixtral.sp.encode(text)
+        assert bpetok.decode(ids) == mixtral.sp.decode(ids)
+    assert bpetok.encode("hi", add_bos=True, add_eos=True) == mixtral.sp.encode(
+        "hi", add_bos=True, add_eos=True
+    )
+    rng = random.Random(7)
+    for _ in range(50):
+        ids = [rng.randrange(mixtral.size) for _ in range(rng.randrange(40))]
+        assert bpetok.decode(ids) == mixtral.sp.decode(ids)
+
+
+def test_default_is_a_singleton_with_the_mixtral_model(mixtral: Vocab) -> None:
+    default = bpetok.Tokenizer.default()
+    assert default is bpetok.Tokenizer.default()
+    assert isinstance(default, bpetok.Tokenizer)
+    assert default.model_bytes == mixtral.path.read_bytes()
+    assert default.encode(TEXTS[4]) == mixtral.sp.encode(TEXTS[4])
+
+
+def test_default_singleton_under_threads() -> None:
+    """Threads racing for the first Tokenizer.default() all get the same object (in a fresh interpreter)."""
+    script = textwrap.dedent(
+        """
+        import threading, bpetok
+        barrier = threading.Barrier(8)
+        got = []
+        def get():
+            barrier.wait()
+            got.append(bpetok.Tokenizer.default())
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert len(got) == 8 and all(t is got[0] for t in got), got
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+# ---- vocabulary queries ---------------------------------------------------------------------------------
+
+
+def test_vocabulary_queries(vocab: Vocab) -> None:
+    sp, tok = vocab.sp, vocab.tok
+    assert tok.vocab_size() == sp.vocab_size() == len(tok)
+    assert tok.bos_id() == sp.bos_id()
+    assert tok.eos_id() == sp.eos_id()
+    assert tok.unk_id() == sp.unk_id()
+    assert tok.pad_id() == sp.pad_id()
+    pieces = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+    assert [tok.id_to_piece(i) for i in range(tok.vocab_size())] == pieces
+    assert [tok.piece_to_id(p) for p in pieces] == [sp.piece_to_id(p) for p in pieces]
+    assert [tok.piece_to_id(p) for p in pieces] == list(range(len(pieces)))
+
+
+@pytest.mark.parametrize(
+    "piece", ["no such piece", "", "\u2581\u2581\u2581\u2581\u2581\u2581\u2581\u2581\u2581" * 9, "<0x100>"]
+)
+def test_piece_to_id_of_unknown_piece_is_unk(vocab: Vocab, piece: str) -> None:
+    assert vocab.tok.piece_to_id(piece) == vocab.sp.piece_to_id(piece) == vocab.sp.unk_id()
+
+
+def test_default_vocabulary_queries(mixtral: Vocab) -> None:
+    default = bpetok.Tokenizer.default()
+    assert default.vocab_size() == mixtral.sp.vocab_size()
+    assert (default.bos_id(), default.eos_id(), default.unk_id(), default.pad_id()) == (
+        mixtral.sp.bos_id(),
+        mixtral.sp.eos_id(),
+        mixtral.sp.unk_id(),
+        mixtral.sp.pad_id(),
+    )
+    assert [default.id_to_piece(i) for i in range(0, mixtral.size, 97)] == [
+        mixtral.sp.id_to_piece(i) for i in range(0, mixtral.size, 97)
+    ]
+
+
+# ---- pickling, multiprocessing, threads -----------------------------------------------------------------
+
+
+def test_pickle_round_trip(vocab: Vocab) -> None:
+    for tok in (vocab.tok, bpetok.Tokenizer.default()):
+        for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+            clone = pickle.loads(pickle.dumps(tok, protocol=protocol))
+            assert isinstance(clone, bpetok.Tokenizer)
+            assert clone.model_bytes == tok.model_bytes
+            assert clone.vocab_size() == tok.vocab_size()
+            assert [clone.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
+            ids = tok.encode(TEXTS[7])
+            assert clone.decode(ids) == tok.decode(ids)
+
+
+def test_spawn_pool_encodes_like_the_parent(v3: Vocab) -> None:
+    default = bpetok.Tokenizer.default()
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(2)
+    try:
+        # Bound methods pickle their Tokenizer: each task ships the tokenizer to a fresh interpreter.
+        from_default = pool.map(default.encode, TEXTS, chunksize=1)
+        from_file = pool.map(v3.tok.encode, TEXTS, chunksize=1)
+        module_level = pool.map(bpetok.encode, TEXTS, chunksize=1)
+    finally:
+        pool.close()
+        pool.join()
+    assert from_default == [default.encode(t) for t in TEXTS]
+    assert module_level == from_default
+    assert from_file == [v3.tok.encode(t) for t in TEXTS] == [v3.sp.encode(t) for t in TEXTS]
+
+
+def test_shared_across_threads(vocab: Vocab) -> None:
+    tok = vocab.tok
+    texts = [*TEXTS, *synthetic_batch(vocab, 300_000, seed=5)]
+    ids = [tok.encode(t) for t in texts]
+
+    def work(k: int) -> tuple[Any, ...]:
+        barrier.wait()
+        order = texts[k:] + texts[:k]  # each thread walks the texts from a different start
+        return (
+            [tok.encode(t) for t in order],
+            tok.encode_batch(order, num_threads=2),
+            [tok.decode(i) for i in ids],
+            [tok.encode_to_numpy(t).tolist() for t in order[:20]],
+        )
+
+    barrier = threading.Barrier(4)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(4)))
+    expected_decoded = [tok.decode(i) for i in ids]
+    for k, (one_by_one, batch, decoded, arrays) in enumerate(results):
+        expected = ids[k:] + ids[:k]
+        assert one_by_one == expected
+        assert batch == expected
+        assert decoded == expected_decoded
+        assert arrays == expected[:20]
+
+
+# ---- numpy ----------------------------------------------------------------------------------------------
+
+
+def test_encode_to_numpy(vocab: Vocab) -> None:
+    tok = vocab.tok
+    assert tok.dtype == np.dtype(np.uint16)
+    for text in TEXTS:
+        for flags in ({}, {"add_bos": True}, {"add_bos": True, "add_eos": True}):
+            arr = tok.encode_to_numpy(text, **flags)
+            assert isinstance(arr, np.ndarray)
+            assert arr.dtype == np.uint16
+            assert arr.ndim == 1
+            assert arr.tolist() == tok.encode(text, **flags) == vocab.sp.encode(text, **flags)
+            assert arr.flags.writeable
+    arr = tok.encode_to_numpy("writable?")
+    arr[:] = 0
+    assert not arr.any()
+
+
+def test_encode_batch_to_numpy(vocab: Vocab) -> None:
+    tok = vocab.tok
+    texts: list[str | bytes] = [*TEXTS, "", *TEXTS[::-1], b"bytes \xff too"]
+    for num_threads in (None, 1, 2):
+        ids, offsets = tok.encode_batch_to_numpy(texts, add_bos=True, num_threads=num_threads)
+        assert ids.dtype == np.uint16
+        assert offsets.dtype == np.int64
+        assert ids.flags.writeable and offsets.flags.writeable
+        assert offsets.shape == (len(texts) + 1,)
+        assert offsets[0] == 0 and offsets[-1] == len(ids)
+        assert (np.diff(offsets) >= 0).all()
+        expected = [tok.encode(t, add_bos=True) for t in texts]
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == expected
+        assert expected == vocab.sp.encode(texts, add_bos=True)
+    ids, offsets = tok.encode_batch_to_numpy([])
+    assert ids.shape == (0,) and offsets.tolist() == [0]
+
+
+def test_decode_accepts_numpy(vocab: Vocab) -> None:
+    ids = vocab.tok.encode_to_numpy(TEXTS[7])
+    assert vocab.tok.decode(ids) == vocab.sp.decode(ids.tolist())
+    assert vocab.tok.decode(ids.astype(np.int64)) == vocab.sp.decode(ids.tolist())
+
+
+# ---- batches --------------------------------------------------------------------------------------------
+
+
+def test_encode_batch_order_and_threads(vocab: Vocab) -> None:
+    texts = synthetic_batch(vocab, 3_000_000)
+    assert sum(len(t.encode()) for t in texts) >= 3_000_000
+    expected = vocab.sp.encode(texts)
+    for num_threads in (1, 2, None, 7):
+        got = vocab.tok.encode_batch(texts, num_threads=num_threads)
+        assert len(got) == len(texts)
+        bad = [i for i, (e, g) in enumerate(zip(expected, got, strict=True)) if e != g]
+        assert not bad, f"num_threads={num_threads}: documents {bad[:10]} differ\n" + describe_mismatch(
+            vocab.sp, expected[bad[0]], got[bad[0]]
+        )
+    # Any iterable, not only a list; a generator is consumed once.
+    assert vocab.tok.encode_batch(t for t in texts[:50]) == expected[:50]
+    assert vocab.tok.encode_batch(tuple(texts[:50]), num_threads=2) == expected[:50]
+    assert vocab.tok.decode_batch(expected[:200], num_threads=2) == [
+        vocab.sp.decode(i) for i in expected[:200]
+    ]
+
+
+# ---- bad inputs -----------------------------------------------------------------------------------------
+
+SURROGATE_TEXTS = ["\ud800", "abc\udfffdef", "ok \udc80"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda tok, text: tok.encode(text), id="encode"),
+        pytest.param(lambda tok, text: tok.encode_as_pieces(text), id="encode_as_pieces"),
+        pytest.param(lambda tok, text: tok.encode_to_numpy(text), id="encode_to_numpy"),
+        pytest.param(lambda tok, text: tok.encode_batch(["fine", text]), id="encode_batch"),
+        pytest.param(lambda tok, text: tok.encode_batch_to_numpy(["fine", text]), id="encode_batch_to_numpy"),
+    ],
+)
+def test_lone_surrogate_raises_unicode_encode_error(
+    vocab: Vocab, call: Callable[[bpetok.Tokenizer, str], object]
+) -> None:
+    for text in SURROGATE_TEXTS:
+        with pytest.raises(UnicodeEncodeError, match="surrogate") as info:
+            call(vocab.tok, text)
+        assert isinstance(info.value, ValueError)
+
+
+def test_module_encode_lone_surrogate_raises_unicode_encode_error() -> None:
+    for text in SURROGATE_TEXTS:
+        with pytest.raises(UnicodeEncodeError, match="surrogate"):
+            bpetok.encode(text)
+
+
+@pytest.mark.parametrize("bad_id", ["vocab_size", -1, 2**40])
+def test_decode_out_of_range_id_raises_index_error(vocab: Vocab, bad_id: int | str) -> None:
+    id_ = vocab.size if bad_id == "vocab_size" else bad_id
+    assert isinstance(id_, int)
+    for ids in ([id_], [5, 6, id_], np.array([5, id_], dtype=np.int64)):
+        with pytest.raises(IndexError, match=str(id_)):
+            vocab.tok.decode(ids)
+    with pytest.raises(IndexError, match=str(id_)):
+        vocab.tok.decode_batch([[5], [id_]])
+    with pytest.raises(IndexError, match=str(id_)):
+        vocab.tok.id_to_piece(id_)
+    if vocab.name == "mixtral-8x7b":
+        with pytest.raises(IndexError, match=str(id_)):
+            bpetok.decode([id_])
+
+
+@pytest.mark.parametrize("bad", [None, 5, 3.0, ["a"], object(), bytearray(b"ab")], ids=repr)
+def test_encode_rejects_non_text(vocab: Vocab, bad: object) -> None:
+    with pytest.raises(TypeError):
+        vocab.tok.encode(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        vocab.tok.encode_as_pieces(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        vocab.tok.encode_to_numpy(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        vocab.tok.encode_batch(["ok", bad])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        bpetok.encode(bad)  # type: ignore[arg-type]
+
+
+def test_encode_batch_rejects_a_single_text(vocab: Vocab) -> None:
+    with pytest.raises(TypeError):
+        vocab.tok.encode_batch("abc")
+    with pytest.raises(TypeError):
+        vocab.tok.encode_batch(b"abc")
+    with pytest.raises(TypeError):
+        vocab.tok.decode("abc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("num_threads", [0, -1])
+def test_bad_num_threads_raises_value_error(vocab: Vocab, num_threads: int) -> None:
+    with pytest.raises(ValueError, match="num_threads"):
+        vocab.tok.encode_batch(["a"], num_threads=num_threads)
+    with pytest.raises(ValueError, match="num_threads"):
+        vocab.tok.encode_batch_to_numpy(["a"], num_threads=num_threads)
+    with pytest.raises(ValueError, match="num_threads"):
+        vocab.tok.decode_batch([[5]], num_threads=num_threads)
+
+
+# ---- bad models -----------------------------------------------------------------------------------------
+
+
+def modified_model(path: Path, change: Callable[[Any], None]) -> bytes:
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    change(proto)
+    return proto.SerializeToString()
+
+
+def _unigram(m: Any) -> None:
+    m.trainer_spec.model_type = 1
+
+
+def _no_byte_fallback(m: Any) -> None:
+    m.trainer_spec.byte_fallback = False
+
+
+def _duplicate_piece(m: Any) -> None:
+    m.pieces[500].piece = m.pieces[400].piece  # the same piece text under two ids
+
+
+def bad_models(model: Path) -> dict[str, tuple[bytes, tuple[str, ...]]]:
+    """Bad model files and the words one of which the error message must contain (lower case)."""
+    real = model.read_bytes()
+    parse_words = ("protobuf", "parse", "not a sentencepiece model", "truncated", "empty", "no pieces")
+    duplicate = sentencepiece_model_pb2.ModelProto()
+    duplicate.ParseFromString(real)
+    dup_piece = duplicate.pieces[400].piece
+    return {
+        "garbage": (bytes(random.Random(3).randrange(256) for _ in range(4000)), parse_words),
+        "text": (b"this is not a sentencepiece model\n" * 20, parse_words),
+        "empty": (b"", parse_words),
+        "truncated": (real[:1000], parse_words),
+        "unigram": (modified_model(model, _unigram), ("unigram",)),
+        "no-byte-fallback": (modified_model(model, _no_byte_fallback), ("byte_fallback", "byte fallback")),
+        "duplicate-piece": (modified_model(model, _duplicate_piece), (dup_piece,)),
+    }
+
+
+BAD_MODEL_NAMES = ["garbage", "text", "empty", "truncated", "unigram", "no-byte-fallback", "duplicate-piece"]
+
+
+@pytest.mark.parametrize("name", BAD_MODEL_NAMES)
+def test_bad_model_raises_model_error(mixtral: Vocab, tmp_path: Path, name: str) -> None:
+    data, words = bad_models(mixtral.path)[name]
+    path = tmp_path / f"{name}.model"
+    path.write_bytes(data)
+    with pytest.raises(bpetok.ModelError) as info:
+        bpetok.Tokenizer.from_file(path)
+    message = str(info.value).lower()
+    assert isinstance(info.value, ValueError)
+    assert any(w.lower() in message for w in words), f"{name}: message {message!r} names none of {words}"
+    assert str(path).lower() in message, "the message names the file"
+    if name == "duplicate-piece":
+        assert "twice" in message or "duplicate" in message
+    with pytest.raises(bpetok.ModelError):
+        bpetok.Tokenizer.from_bytes(data)
+
+
+def test_missing_model_file_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        bpetok.Tokenizer.from_file(tmp_path / "no-such.model")
+    with pytest.raises(FileNotFoundError):
+        bpetok.Tokenizer.from_file(str(tmp_path / "no-such.model"))
+
+
+def test_bad_models_do_not_crash_the_interpreter(mixtral: Vocab, tmp_path: Path) -> None:
+    """The same bad models in a child interpreter: an abort or a segfault shows up as its exit status."""
+    for name, (data, _) in bad_models(mixtral.path).items():
+        (tmp_path / f"{name}.model").write_bytes(data)
+    script = textwrap.dedent(
+        """
+        import sys, pathlib, bpetok
+        for path in sorted(pathlib.Path(sys.argv[1]).glob("*.model")):
+            try:
+                bpetok.Tokenizer.from_file(path)
+            except bpetok.ModelError:
+                pass
+            else:
+                print("loaded", path)
+        print("done")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"exit status {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip() == "done", result.stdout
+
+
+# Models bpetok may either refuse or must encode exactly as sentencepiece does: never load and differ.
+def _no_dummy_prefix(m: Any) -> None:
+    m.normalizer_spec.add_dummy_prefix = False
+
+
+def _remove_extra_whitespaces(m: Any) -> None:
+    m.normalizer_spec.remove_extra_whitespaces = True
+
+
+def _unused_pieces(m: Any) -> None:
+    ids = {p.piece: i for i, p in enumerate(m.pieces)}
+    for piece in [
+        "\u2581the",
+        "er",
+        "in",
+        "\u2581t",
+        "on",
+        "\u2581\u2581",
+        "\u2581\u2581\u2581\u2581",
+        "\u2581a",
+    ]:
+        m.pieces[ids[piece]].type = 5  # UNUSED: merged into, then split back (rule 9)
+
+
+def _escape_whitespaces_off(m: Any) -> None:
+    m.normalizer_spec.escape_whitespaces = False
+
+
+def _whitespace_suffix(m: Any) -> None:
+    m.trainer_spec.treat_whitespace_as_suffix = True
+
+
+VARIANTS = {
+    "no-dummy-prefix": _no_dummy_prefix,
+    "remove-extra-whitespaces": _remove_extra_whitespaces,
+    "unused-pieces": _unused_pieces,
+    "escape-whitespaces-off": _escape_whitespaces_off,
+    "whitespace-suffix": _whitespace_suffix,
+}
+VARIANT_TEXTS = [
+    *TEXTS,
+    "then the other one in there, on and on",
+    "    a   b  ",
+    "\u2581the\u2581",
+]
+
+
+_VARIANT_CACHE: dict[str, tuple[spm.SentencePieceProcessor, bpetok.Tokenizer | None]] = {}
+
+
+def variant_models(path: Path, variant: str) -> tuple[spm.SentencePieceProcessor, bpetok.Tokenizer | None]:
+    """The variant model as sentencepiece and as bpetok (None if bpetok refuses it), loaded once."""
+    if variant not in _VARIANT_CACHE:
+        data = modified_model(path, VARIANTS[variant])
+        try:
+            tok: bpetok.Tokenizer | None = bpetok.Tokenizer.from_bytes(data)
+        except bpetok.ModelError:
+            tok = None  # refusing a model it does not implement is fine
+        _VARIANT_CACHE[variant] = (spm.SentencePieceProcessor(model_proto=data), tok)
+    return _VARIANT_CACHE[variant]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_model_refused_or_exact(mixtral: Vocab, variant: str) -> None:
+    sp, tok = variant_models(mixtral.path, variant)
+    if tok is None:
+        return
+    for text in VARIANT_TEXTS:
+        assert_same(sp, text, tok.encode(text))
+        assert tok.decode(sp.encode(text)) == sp.decode(sp.encode(text))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@given(text=st.text(alphabet=st.sampled_from(list(" \u2581\u3000\tthe in on er a 1\u4e2d\U0001f600"))))
+def test_variant_model_refused_or_exact_property(mixtral: Vocab, variant: str, text: str) -> None:
+    sp, tok = variant_models(mixtral.path, variant)
+    if tok is not None:
+        assert_same(sp, text, tok.encode(text))
+
+
+# ---- pathological inputs --------------------------------------------------------------------------------
+
+
+def _no_spaces_200k() -> str:
+    rng = random.Random(11)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789.,;:-_()\u00e9\u00fc\u4e2d\u6587\U0001f600"
+    return "".join(rng.choice(alphabet) for _ in range(200_000))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: "a" * 200_000, id="a*200000"),
+        pytest.param(lambda: " " * 200_000, id="space*200000"),
+        pytest.param(lambda: "\u2581" * 70_000, id="U+2581*70000"),
+        pytest.param(_no_spaces_200k, id="200k-no-spaces"),
+        pytest.param(lambda: "ab" * 100_000, id="ab*100000"),
+        pytest.param(lambda: "\u4e2d" * 70_000, id="cjk*70000"),
+    ],
+)
+def test_pathological_inputs(vocab: Vocab, make: Callable[[], str]) -> None:
+    text = make()
+    assert_same(vocab.sp, text, vocab.tok.encode(text))

@@ -1,0 +1,76 @@
+"""The type information bpetok ships: the native module's stub matches the module, and user code that
+calls the public API type-checks under ``mypy --strict`` (while a misuse does not)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+USER_CODE = """
+    from __future__ import annotations
+
+    import numpy as np
+    from typing_extensions import assert_type
+
+    import bpetok
+
+    ids = bpetok.encode("Hello world", add_bos=True)
+    assert_type(ids, list[int])
+    assert_type(bpetok.encode(b"raw bytes"), list[int])
+    assert_type(bpetok.decode(ids), str)
+    assert_type(bpetok.decode(np.array(ids)), str)
+
+    tok = bpetok.Tokenizer.from_file("tokenizer.model")
+    assert_type(tok, bpetok.Tokenizer)
+    assert_type(bpetok.Tokenizer.default(), bpetok.Tokenizer)
+    assert_type(bpetok.Tokenizer.from_bytes(tok.model_bytes), bpetok.Tokenizer)
+    assert_type(tok.encode_batch(["a", b"b"], num_threads=2), list[list[int]])
+    assert_type(tok.encode_as_pieces("a"), list[str])
+    assert_type(tok.encode_to_numpy("a"), np.ndarray)
+    flat, offsets = tok.encode_batch_to_numpy(["a", "b"], add_eos=True)
+    assert_type(flat, np.ndarray)
+    assert_type(tok.decode_batch([[1, 2], ids], num_threads=None), list[str])
+    assert_type(tok.id_to_piece(5), str)
+    assert_type(tok.piece_to_id("a"), int)
+    assert_type(tok.vocab_size() + tok.bos_id() + tok.eos_id() + tok.unk_id() + tok.pad_id() + len(tok), int)
+    assert_type(bpetok.__version__, str)
+
+    try:
+        bpetok.Tokenizer.from_file("bad.model")
+    except bpetok.ModelError as err:
+        error: ValueError = err
+"""
+
+MISUSE = """
+    import bpetok
+
+    bpetok.encode(5)
+    n: str = bpetok.Tokenizer.default().vocab_size()
+"""
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_stubtest_native_module() -> None:
+    result = run("mypy.stubtest", "bpetok._bpetok", cwd=ROOT)
+    assert result.returncode == 0, f"stubtest failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_user_code_type_checks_strict(tmp_path: Path) -> None:
+    (tmp_path / "user.py").write_text(textwrap.dedent(USER_CODE))
+    result = run("mypy", "--strict", "--no-incremental", "user.py", cwd=tmp_path)
+    assert result.returncode == 0, f"mypy --strict on user code failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_misuse_is_a_type_error(tmp_path: Path) -> None:
+    (tmp_path / "misuse.py").write_text(textwrap.dedent(MISUSE))
+    result = run("mypy", "--strict", "--no-incremental", "misuse.py", cwd=tmp_path)
+    assert result.returncode == 1, f"mypy accepted a misuse of the API:\n{result.stdout}\n{result.stderr}"
+    assert "misuse.py:4: error" in result.stdout, result.stdout
+    assert "misuse.py:5: error" in result.stdout, result.stdout
