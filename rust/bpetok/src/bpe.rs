@@ -33,7 +33,8 @@ use crate::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
 const MAX_CACHED_LEN: usize = 256;
-/// A worker's cache is emptied when it reaches this many entries (bounds memory at a few MB).
+/// A worker's cache goes back to the model's seed when it has this many entries more than the
+/// seed (bounds memory at a few MB per worker).
 const MAX_CACHE_ENTRIES: usize = 1 << 17;
 /// Segments up to this many bytes are encoded by `encode_short_segment`.
 const MAX_SHORT_LEN: usize = 48;
@@ -62,9 +63,41 @@ struct Candidate {
     merged: u32,
 }
 
+/// Ids of short segments by their raw bytes (`ShortKey`), stored as ranges of one arena.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct SegmentCache {
+    map: FxHashMap<ShortKey, (u32, u32)>,
+    arena: Vec<u32>,
+}
+
+impl SegmentCache {
+    #[inline]
+    fn get(&self, key: &ShortKey) -> Option<&[u32]> {
+        let &(first, len) = self.map.get(key)?;
+        self.arena.get(first as usize..(first + len) as usize)
+    }
+
+    fn insert(&mut self, key: ShortKey, ids: &[u32]) {
+        let first = self.arena.len() as u32;
+        self.arena.extend_from_slice(ids);
+        self.map.insert(key, (first, ids.len() as u32));
+    }
+
+    /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
+    pub(crate) fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
+        if let Some(key) = short_key(raw, 0, raw.len(), prefix) {
+            self.insert(key, ids);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 /// Scratch space for one encoding thread: reused buffers and the segment cache.
 #[derive(Default)]
-pub struct Workspace {
+pub(crate) struct Workspace {
     symbols: Vec<Symbol>,
     heap: BinaryHeap<Candidate>,
     short_symbols: Vec<ShortSymbol>,
@@ -75,11 +108,20 @@ pub struct Workspace {
     normalized: String,
     /// The normalized text of the segment being encoded.
     segment: String,
-    /// Ids of recently seen short segments, as ranges of `arena`.
-    short_cache: FxHashMap<ShortKey, (u32, u32)>,
-    arena: Vec<u32>,
+    /// Ids of short segments seen recently (or seeded from the model).
+    short_cache: SegmentCache,
     /// Ids of recently seen longer segments.
     cache: FxHashMap<Box<str>, Box<[u32]>>,
+}
+
+impl Workspace {
+    /// A workspace whose segment cache starts from the model's seed.
+    pub(crate) fn for_model(model: &Model) -> Self {
+        Self {
+            short_cache: model.seed_cache.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 /// A totally ordered key: higher score first, then lower `left` first.
@@ -167,8 +209,8 @@ fn encode_raw_segment(
     let raw = &text[start..end];
     let key = short_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
-        if let Some(&(first, len)) = ws.short_cache.get(key) {
-            for &id in &ws.arena[first as usize..(first + len) as usize] {
+        if let Some(ids) = ws.short_cache.get(key) {
+            for &id in ids {
                 out.push(id);
             }
             return;
@@ -202,14 +244,10 @@ fn encode_raw_segment_miss(
     encode_segment_uncached(model, &segment, ws, out);
     ws.segment = segment;
     if let Some(key) = key {
-        if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
-            ws.short_cache.clear();
-            ws.arena.clear();
+        if ws.short_cache.len() >= model.seed_cache.len() + MAX_CACHE_ENTRIES {
+            ws.short_cache.clone_from(&model.seed_cache);
         }
-        let start = ws.arena.len() as u32;
-        ws.arena.extend_from_slice(&out[first..]);
-        ws.short_cache
-            .insert(key, (start, (out.len() - first) as u32));
+        ws.short_cache.insert(key, &out[first..]);
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {
         // (A long segment with the dummy prefix starts a text: too rare to be worth caching.)
         if ws.cache.len() >= MAX_CACHE_ENTRIES {
@@ -230,8 +268,8 @@ fn encode_segment_uncached(model: &Model, segment: &str, ws: &mut Workspace, out
 /// A segment of up to `MAX_SHORT_KEY_LEN` raw bytes as four words: its bytes, zero-padded, with
 /// the length and the prefix flag in the last byte. Hashing and comparing that costs a fraction of
 /// a string key's, and it covers words with their indentation in code.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ShortKey([u64; 4]);
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct ShortKey([u64; 4]);
 
 impl std::hash::Hash for ShortKey {
     #[inline]

@@ -63,6 +63,8 @@ pub struct Model {
     pub(crate) other_bigrams: FxHashSet<u64>,
     /// `true` when encoding the text of this piece on its own gives exactly this piece.
     pub(crate) self_encoding: Vec<bool>,
+    /// The segment cache every workspace starts from (see `derive_encoder_tables`).
+    pub(crate) seed_cache: bpe::SegmentCache,
     /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
     pub(crate) raw_ascii_ids: Vec<Box<[u32]>>,
     /// `ascii_bigrams` for raw text, where ' ' stands for `▁`, indexed by `a * 128 + b`: the
@@ -277,6 +279,7 @@ impl Model {
             self_encoding: Vec::new(),
             raw_ascii_bigrams: vec![false; 128 * 128].into_boxed_slice(),
             raw_ascii_ids: Vec::new(),
+            seed_cache: bpe::SegmentCache::default(),
         };
         model.derive_encoder_tables();
         Ok(model)
@@ -286,13 +289,12 @@ impl Model {
     /// self-encoding flags. Only mergeable pieces matter: they are the only results of merges.
     fn derive_encoder_tables(&mut self) {
         let n = self.pieces.len() as u32;
-        let mut texts: Vec<(String, u32)> = self
-            .mergeable
-            .iter()
-            .map(|(t, &i)| (t.clone(), i))
+        // In id order, so that virtual ids do not depend on hash order.
+        let texts: Vec<(String, u32)> = (0..n)
+            .filter(|&id| self.types[id as usize].is_mergeable())
+            .map(|id| (self.pieces[id as usize].clone(), id))
             .collect();
-        texts.sort_by_key(|&(_, id)| id); // deterministic virtual ids
-                                          // Characters that are mergeable pieces themselves.
+        // Characters that are mergeable pieces themselves.
         for (text, id) in &texts {
             let mut chars = text.chars();
             if let (Some(c), None) = (chars.next(), chars.next()) {
@@ -353,12 +355,27 @@ impl Model {
         let mut ws = Workspace::default();
         let mut out = Vec::new();
         let mut self_encoding = vec![false; n as usize];
-        for (text, id) in texts {
+        for (text, id) in &texts {
             out.clear();
-            bpe::encode_segment(self, &text, &mut ws, &mut out);
-            self_encoding[id as usize] = out.len() == 1 && out[0] == id;
+            bpe::encode_segment(self, text, &mut ws, &mut out);
+            self_encoding[*id as usize] = out.len() == 1 && out[0] == *id;
         }
         self.self_encoding = self_encoding;
+        // Those pieces, under the raw-text forms a segment of them can have, seed every segment
+        // cache: the first occurrence of a word that is a piece is then a cache hit too.
+        let mut seed = bpe::SegmentCache::default();
+        if !self.has_unused {
+            for (text, id) in &texts {
+                if self.self_encoding[*id as usize] {
+                    let raw = text.replace(SPACE_SYMBOL, " ");
+                    seed.insert_raw(raw.as_bytes(), false, &[*id]);
+                    if let Some(rest) = raw.strip_prefix(' ') {
+                        seed.insert_raw(rest.as_bytes(), true, &[*id]);
+                    }
+                }
+            }
+        }
+        self.seed_cache = seed;
         self.raw_ascii_ids = (0..128u8)
             .map(|b| {
                 let text = raw_char(b as char).to_string();

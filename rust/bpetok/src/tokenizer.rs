@@ -73,7 +73,7 @@ impl Tokenizer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut ws = pooled.unwrap_or_default();
+        let mut ws = pooled.unwrap_or_else(|| Workspace::for_model(&self.model));
         let result = f(&mut ws);
         let mut pool = self
             .workspaces
@@ -190,7 +190,7 @@ impl Tokenizer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
-            .unwrap_or_default()
+            .unwrap_or_else(|| Workspace::for_model(&self.model))
     }
 
     fn return_workspace(&self, ws: Option<Workspace>) {
