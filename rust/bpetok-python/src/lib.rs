@@ -2,10 +2,10 @@
 //! (argument conversion, the GIL released around real work, errors mapped to exceptions); the
 //! argument policy and documentation live in the Python package `bpetok`.
 
-use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString};
 
 pyo3::create_exception!(
     _bpetok,
@@ -30,10 +30,27 @@ fn to_py_err(err: bpetok::Error) -> PyErr {
 }
 
 /// A `str` (read as UTF-8) or `bytes` (invalid UTF-8 read as U+FFFD per bad byte).
-#[derive(FromPyObject)]
 enum TextArg {
     Str(PyBackedStr),
     Bytes(PyBackedBytes),
+}
+
+impl<'py> FromPyObject<'_, 'py> for TextArg {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(s) = ob.cast::<PyString>() {
+            // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
+            return Ok(TextArg::Str(PyBackedStr::try_from(s.to_owned())?));
+        }
+        if let Ok(b) = ob.cast::<PyBytes>() {
+            return Ok(TextArg::Bytes(PyBackedBytes::from(b.to_owned())));
+        }
+        Err(PyTypeError::new_err(format!(
+            "expected str or bytes, got {}",
+            ob.get_type().name()?
+        )))
+    }
 }
 
 impl TextArg {
