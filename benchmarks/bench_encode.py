@@ -242,6 +242,17 @@ def worker_hf_single(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def malloc_trim() -> bool:
+    """Returns freed heap memory to the OS (glibc ``malloc_trim(0)``); False where unavailable."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def reset_peak_rss() -> None:
     """Resets VmHWM to the current RSS (Linux >= 4.0), so the peak read later is that of what follows."""
     try:
@@ -293,6 +304,7 @@ def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
     with open(cfg["docs"], encoding="utf-8") as f:
         docs = [json.loads(line)["text"] for line in f]
     gc.collect()
+    trimmed = malloc_trim()  # drop what reading the documents freed, so encoding cannot reuse it
     reset_peak_rss()
     with_docs = rss_kb()["VmRSS"]
     for d in docs:
@@ -301,10 +313,13 @@ def worker_memory(cfg: dict[str, Any]) -> dict[str, Any]:
         encode_many(docs[i : i + 64])
     gc.collect()
     after = rss_kb()
+    malloc_trim()
+    after_trim = rss_kb()["VmRSS"]
     return {
         "import_mb": (imported - base) / 1024,
         "load_mb": (loaded - base) / 1024,
         "after_encode_mb": (loaded - base + after["VmRSS"] - with_docs) / 1024,
+        "after_encode_trimmed_mb": (loaded - base + after_trim - with_docs) / 1024 if trimmed else None,
         "peak_mb": (loaded - base + after["VmHWM"] - with_docs) / 1024,
         "encoded_bytes": sum(map(utf8_len, docs)),
     }
@@ -398,6 +413,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.vocab:
         peer_model = Path(args.vocab)
+        if not peer_model.is_file():
+            sys.exit(f"--vocab {peer_model}: no such file")
         tok = bpetok.Tokenizer.from_file(peer_model)
         bpetok_vocab = str(peer_model)
     else:
@@ -603,9 +620,9 @@ def run(args: argparse.Namespace) -> int:
         log("memory (fresh subprocesses) ...")
         mem_docs_path = os.path.join(tmp.name, "memory_docs.jsonl")
         with open(mem_docs_path, "w", encoding="utf-8") as f:
-            for n in sets:
-                for i in peer_idx[n]:
-                    f.write(json.dumps({"text": docs[n][i]}, ensure_ascii=False) + "\n")
+            for n in sets:  # all the benchmarked documents: caches may grow with what was encoded
+                for d in docs[n]:
+                    f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
         mem_models = {
             "bpetok": "default" if not args.vocab else str(peer_model),
             "sentencepiece": str(peer_model),
@@ -701,6 +718,10 @@ ROWS = [
     ("hf.batch2", "HF tokenizers", "encode_batch(docs) [b]", 2),
     ("tt.batch2", "tiktoken cl100k", "encode_ordinary_batch(docs, 2) [c]", 2),
 ]
+
+
+def fmt_opt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 def verdict(ok: bool) -> str:
@@ -873,7 +894,7 @@ def format_report(
             f"MEMORY  RSS added (MB, VmRSS) in a fresh process, over its RSS before the import; "
             f"encoding = {mb:.1f} MB of the documents, one by one then in batches of 64 on 2 threads"
         )
-        head = f"{'engine':<16}{'import':>9}{'+ load':>9}{'+ encode':>10}{'peak':>9}   target"
+        head = f"{'engine':<16}{'import':>9}{'+ load':>9}{'+ encode':>10}{'trimmed':>9}{'peak':>9}   target"
         lines += [head, "-" * len(head)]
         for engine, m in memory.items():
             tgt = ""
@@ -886,13 +907,14 @@ def format_report(
                 )
             lines.append(
                 f"{engine:<16}{m['import_mb']:9.1f}{m['load_mb']:9.1f}{m['after_encode_mb']:10.1f}"
-                f"{m['peak_mb']:9.1f}   {tgt}"
+                f"{fmt_opt(m['after_encode_trimmed_mb']):>9}{m['peak_mb']:9.1f}   {tgt}"
             )
         lines.append(
-            "  (+ load, + encode and peak include the import. The tokenizer is loaded before the documents "
-            "are read; + encode / peak add\n   the RSS / VmHWM growth while encoding, over the RSS with the "
-            "documents read, to + load. Result lists are dropped,\n   but the Python allocator may keep "
-            "some of their memory, so + encode is an upper bound.)"
+            "  (all include the import. The tokenizer is loaded before the documents are read; "
+            "+ encode, trimmed and peak add the growth\n   of RSS / VmHWM while encoding, over the RSS "
+            "with the documents read (after malloc_trim), to + load; result lists are dropped.\n"
+            "   + encode counts memory freed but kept by the C allocator; trimmed = after glibc "
+            "malloc_trim(0), what is still in use.)"
         )
         lines.append("")
 
