@@ -23,6 +23,7 @@
 //! 2. Reuse. A segment that is itself a piece which encodes to itself (checked for every piece at
 //!    load time) is that piece; other short segments are cached per worker.
 
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
@@ -33,35 +34,31 @@ use crate::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
 const MAX_CACHED_LEN: usize = 256;
-/// A worker's cache goes back to the model's seed when it has this many entries more than the
-/// seed (bounds memory at a few MB per worker).
+/// A worker's short-segment cache goes back to the model's seed when it has this many entries
+/// more than the seed, and its long-segment cache is emptied at `MAX_LONG_CACHE_ENTRIES`: a few MB
+/// per worker, whatever the corpus.
 const MAX_CACHE_ENTRIES: usize = 1 << 17;
+const MAX_LONG_CACHE_ENTRIES: usize = 1 << 14;
 /// Segments up to this many bytes are encoded by `encode_short_segment`.
 const MAX_SHORT_LEN: usize = 48;
 /// "No neighbour" in the symbol list.
 const NONE: u32 = u32::MAX;
 
+/// A symbol of the heap version: 16 bytes, since a long segment has one per character.
 #[derive(Clone, Copy, Debug)]
 struct Symbol {
-    /// Byte offset of the symbol's text in the segment.
-    start: u32,
     /// Byte length of the symbol's text; 0 once merged into its left neighbour.
     len: u32,
-    /// Symbol id: a mergeable piece id, a virtual character id, or `NO_SYM`.
+    /// Symbol id (a mergeable piece id, a virtual character id, or `NO_SYM`), with `FROZEN` set
+    /// for a user-defined piece.
     id: u32,
     prev: u32,
     next: u32,
-    /// A user-defined piece: never merged.
-    frozen: bool,
 }
 
-/// A candidate merge on the heap. `key` orders by score, then by the leftmost position.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Candidate {
-    key: u64,
-    right: u32,
-    merged: u32,
-}
+/// Marks a symbol id that never merges (a user-defined piece). Ids are below 2^31 (checked when
+/// the model is loaded), and `NO_SYM` has this bit set too.
+const FROZEN: u32 = 1 << 31;
 
 /// Ids of short segments by their raw bytes (`ShortKey`), stored as ranges of one arena.
 #[derive(Clone, Default, Debug)]
@@ -99,7 +96,9 @@ impl SegmentCache {
 #[derive(Default)]
 pub(crate) struct Workspace {
     symbols: Vec<Symbol>,
-    heap: BinaryHeap<Candidate>,
+    /// Candidate merges of the heap version: (score, left position) only (see
+    /// `encode_segment_heap` for why the pair need not be stored).
+    agenda: Agenda,
     short_symbols: Vec<ShortSymbol>,
     short_pairs: Vec<Option<(f32, u32)>>,
     /// For UNUSED merged pieces: the pair that was pushed last for it (SentencePiece's
@@ -124,16 +123,107 @@ impl Workspace {
     }
 }
 
-/// A totally ordered key: higher score first, then lower `left` first.
+/// The candidate merges of the heap version, grouped by score. Popping gives the highest score
+/// and, within it, the lowest position: the order of SentencePiece's agenda. A long segment puts
+/// one candidate per character here, and candidates of one score mostly arrive in increasing
+/// position (the initial scan, and merges sweeping a run left to right); those go to an
+/// append-only queue, the others to a small heap. A long run of one character is then close to
+/// linear, where one binary heap of a million entries was dominated by cache misses.
+#[derive(Default)]
+struct Agenda {
+    /// Score keys (`score_key`) of the non-empty buckets.
+    scores: BinaryHeap<u32>,
+    /// Score key -> index in `buckets`.
+    index: FxHashMap<u32, usize>,
+    /// Buckets, reused across segments; the first `index.len()` are in use.
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Positions in increasing order, consumed from `cursor`.
+    run: Vec<u32>,
+    cursor: usize,
+    /// Positions that arrived out of order.
+    heap: BinaryHeap<Reverse<u32>>,
+}
+
+impl Bucket {
+    fn is_empty(&self) -> bool {
+        self.cursor == self.run.len() && self.heap.is_empty()
+    }
+
+    fn push(&mut self, pos: u32) {
+        if self.cursor == self.run.len() {
+            self.run.clear();
+            self.cursor = 0;
+        }
+        if self.run.last().is_none_or(|&last| pos >= last) {
+            self.run.push(pos);
+        } else {
+            self.heap.push(Reverse(pos));
+        }
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        let from_run = self.run.get(self.cursor).copied();
+        match (from_run, self.heap.peek()) {
+            (Some(a), Some(&Reverse(b))) if b < a => self.heap.pop().map(|Reverse(b)| b),
+            (Some(a), _) => {
+                self.cursor += 1;
+                Some(a)
+            }
+            (None, _) => self.heap.pop().map(|Reverse(b)| b),
+        }
+    }
+}
+
+impl Agenda {
+    fn clear(&mut self) {
+        for bucket in &mut self.buckets[..self.index.len()] {
+            bucket.run.clear();
+            bucket.cursor = 0;
+            bucket.heap.clear();
+        }
+        self.index.clear();
+        self.scores.clear();
+    }
+
+    fn push(&mut self, score: u32, pos: u32) {
+        let next = self.index.len();
+        let slot = *self.index.entry(score).or_insert(next);
+        if slot == self.buckets.len() {
+            self.buckets.push(Bucket::default());
+        }
+        let bucket = &mut self.buckets[slot];
+        if bucket.is_empty() {
+            self.scores.push(score);
+        }
+        bucket.push(pos);
+    }
+
+    /// The best candidate: (score key, position).
+    fn pop(&mut self) -> Option<(u32, u32)> {
+        let &score = self.scores.peek()?;
+        let bucket = &mut self.buckets[self.index[&score]];
+        let pos = bucket.pop()?;
+        if bucket.is_empty() {
+            self.scores.pop();
+        }
+        Some((score, pos))
+    }
+}
+
+/// Scores as totally ordered integers (higher score, higher key). Scores are never NaN, and -0.0
+/// is stored as 0.0 (see `Model::from_bytes`).
 #[inline]
-fn candidate_key(score: f32, left: u32) -> u64 {
+fn score_key(score: f32) -> u32 {
     let bits = score.to_bits();
-    let ordered = if bits & 0x8000_0000 != 0 {
+    if bits & 0x8000_0000 != 0 {
         !bits
     } else {
         bits | 0x8000_0000
-    };
-    (u64::from(ordered) << 32) | u64::from(!left)
+    }
 }
 
 /// Encodes raw text (before normalization), appending ids. Equivalent to normalizing it (dummy
@@ -250,7 +340,7 @@ fn encode_raw_segment_miss(
         ws.short_cache.insert(key, &out[first..]);
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {
         // (A long segment with the dummy prefix starts a text: too rare to be worth caching.)
-        if ws.cache.len() >= MAX_CACHE_ENTRIES {
+        if ws.cache.len() >= MAX_LONG_CACHE_ENTRIES {
             ws.cache.clear();
         }
         ws.cache.insert(raw.into(), out[first..].into());
@@ -342,37 +432,6 @@ fn match_user_defined(model: &Model, text: &str) -> Option<(usize, u32)> {
         .map(|(piece, id)| (piece.len(), *id))
 }
 
-/// Pushes the merge of `left` and `right` if the model has one (SentencePiece's
-/// `MaybeAddNewSymbolPair`).
-#[inline]
-fn push_pair(
-    model: &Model,
-    symbols: &[Symbol],
-    heap: &mut BinaryHeap<Candidate>,
-    rev_merge: &mut FxHashMap<u32, (u32, u32)>,
-    left: u32,
-    right: u32,
-) {
-    if left == NONE || right == NONE {
-        return;
-    }
-    let (l, r) = (&symbols[left as usize], &symbols[right as usize]);
-    if l.frozen || r.frozen || l.id == NO_SYM || r.id == NO_SYM {
-        return;
-    }
-    let key = (u64::from(l.id) << 32) | u64::from(r.id);
-    if let Some(&(merged, score)) = model.merges.get(&key) {
-        heap.push(Candidate {
-            key: candidate_key(score, left),
-            right,
-            merged,
-        });
-        if model.has_unused && model.types[merged as usize] == PieceType::Unused {
-            rev_merge.insert(merged, (l.id, r.id));
-        }
-    }
-}
-
 /// A symbol of `encode_short_segment`: where its text is, and its id.
 #[derive(Clone, Copy)]
 struct ShortSymbol {
@@ -433,7 +492,7 @@ fn encode_short_segment(model: &Model, text: &str, ws: &mut Workspace, out: &mut
         let mut best: Option<(usize, f32, u32)> = None;
         for (i, pair) in pairs.iter().enumerate() {
             if let Some((score, merged)) = *pair {
-                if best.map_or(true, |(_, best_score, _)| score > best_score) {
+                if best.is_none_or(|(_, best_score, _)| score > best_score) {
                     best = Some((i, score, merged));
                 }
             }
@@ -474,36 +533,34 @@ pub(crate) fn encode_segment_heap(
 ) {
     let Workspace {
         symbols,
-        heap,
+        agenda,
         rev_merge,
         ..
     } = ws;
     symbols.clear();
-    heap.clear();
+    agenda.clear();
     rev_merge.clear();
 
     // One symbol per character, or per user-defined match.
     let bytes = text.as_bytes();
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let (len, id, frozen) = if let Some((len, id)) = match_user_defined(model, &text[pos..]) {
-            (len, id, true)
+        let (len, id) = if let Some((len, id)) = match_user_defined(model, &text[pos..]) {
+            (len, id | FROZEN)
         } else if bytes[pos] < 0x80 {
-            (1, model.ascii_sym[bytes[pos] as usize], false)
+            (1, model.ascii_sym[bytes[pos] as usize])
         } else {
             let Some(c) = text[pos..].chars().next() else {
                 break;
             };
-            (c.len_utf8(), model.sym_of_char(c), false)
+            (c.len_utf8(), model.sym_of_char(c))
         };
         let index = symbols.len() as u32;
         symbols.push(Symbol {
-            start: pos as u32,
             len: len as u32,
             id,
             prev: if index == 0 { NONE } else { index - 1 },
             next: index + 1,
-            frozen,
         });
         pos += len;
     }
@@ -512,34 +569,82 @@ pub(crate) fn encode_segment_heap(
     };
     last.next = NONE;
 
-    for right in 1..symbols.len() as u32 {
-        push_pair(model, symbols, heap, rev_merge, right - 1, right);
+    for left in 0..symbols.len() as u32 - 1 {
+        push_pair(model, symbols, agenda, rev_merge, left);
     }
 
-    while let Some(top) = heap.pop() {
-        let left = !(top.key as u32);
-        let (l, r) = (symbols[left as usize], symbols[top.right as usize]);
-        // Stale: one of the two symbols has changed since the pair was pushed.
-        if l.len == 0 || r.len == 0 || l.len + r.len != model.piece_len[top.merged as usize] {
+    // A candidate is only (score, left). When it comes out on top, the pair now at `left` is
+    // merged if its score is that score: that pair was pushed with exactly this key when it
+    // formed, so it is the best candidate now; whether this very entry or an equal one was pushed
+    // for it makes no difference. Otherwise the entry is stale. SentencePiece checks instead that
+    // both symbols are unchanged since the push; both merge the same pairs in the same order.
+    while let Some((key, left)) = agenda.pop() {
+        let l = symbols[left as usize];
+        if l.len == 0 || l.next == NONE {
             continue;
         }
-        symbols[left as usize].id = top.merged;
+        let r = symbols[l.next as usize];
+        let Some((merged, score)) = merge_of(model, l.id, r.id) else {
+            continue;
+        };
+        if score_key(score) != key {
+            continue;
+        }
+        symbols[left as usize].id = merged;
         symbols[left as usize].len = l.len + r.len;
         symbols[left as usize].next = r.next;
         if r.next != NONE {
             symbols[r.next as usize].prev = left;
         }
-        symbols[top.right as usize].len = 0;
-        push_pair(model, symbols, heap, rev_merge, l.prev, left);
-        push_pair(model, symbols, heap, rev_merge, left, r.next);
+        symbols[l.next as usize].len = 0;
+        if l.prev != NONE {
+            push_pair(model, symbols, agenda, rev_merge, l.prev);
+        }
+        push_pair(model, symbols, agenda, rev_merge, left);
     }
 
-    let mut index = 0u32;
+    let (mut index, mut start) = (0u32, 0usize);
     while index != NONE {
         let s = symbols[index as usize];
-        let piece = &text[s.start as usize..(s.start + s.len) as usize];
-        emit(model, s.id, piece, rev_merge, out);
-        index = s.next;
+        let end = start + s.len as usize;
+        emit(model, s.id & !FROZEN, &text[start..end], rev_merge, out);
+        (index, start) = (s.next, end);
+    }
+}
+
+/// The merge of two adjacent symbols, if the model allows one (never for a frozen symbol or a
+/// character outside every piece).
+#[inline]
+fn merge_of(model: &Model, left: u32, right: u32) -> Option<(u32, f32)> {
+    if (left | right) & FROZEN != 0 {
+        return None;
+    }
+    model
+        .merges
+        .get(&((u64::from(left) << 32) | u64::from(right)))
+        .copied()
+}
+
+/// Pushes the pair at `left` (with its right neighbour) if the model has a merge for it
+/// (SentencePiece's `MaybeAddNewSymbolPair`).
+#[inline]
+fn push_pair(
+    model: &Model,
+    symbols: &[Symbol],
+    agenda: &mut Agenda,
+    rev_merge: &mut FxHashMap<u32, (u32, u32)>,
+    left: u32,
+) {
+    let l = &symbols[left as usize];
+    if l.next == NONE {
+        return;
+    }
+    let r = &symbols[l.next as usize];
+    if let Some((merged, score)) = merge_of(model, l.id, r.id) {
+        agenda.push(score_key(score), left);
+        if model.has_unused && model.types[merged as usize] == PieceType::Unused {
+            rev_merge.insert(merged, (l.id, r.id));
+        }
     }
 }
 
@@ -650,6 +755,18 @@ mod tests {
             prop_assert_eq!(fast(m, &text, &mut ws), expected.clone());
             // Again, now from the cache.
             prop_assert_eq!(fast(m, &text, &mut ws), expected);
+        }
+
+        /// The array scan and the heap choose the same merges, also on long repetitive text
+        /// where many pairs tie (runs of one letter, of spaces).
+        #[test]
+        fn short_algorithm_equals_heap_algorithm(text in "[ab\u{2581}\u{65e5}]{1,300}") {
+            let m = model();
+            let mut ws = Workspace::default();
+            let (mut short, mut heap) = (Vec::new(), Vec::new());
+            encode_short_segment(m, &text, &mut ws, &mut short);
+            encode_segment_heap(m, &text, &mut ws, &mut heap);
+            prop_assert_eq!(short, heap);
         }
 
         #[test]
