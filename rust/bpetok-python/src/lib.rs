@@ -2,6 +2,8 @@
 //! (argument conversion, the GIL released around real work, errors mapped to exceptions); the
 //! argument policy and documentation live in the Python package `bpetok`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -185,22 +187,60 @@ impl PyTokenizer {
                 .collect::<PyResult<Vec<_>>>()?;
             return PyList::new(py, lists);
         }
-        // Building the Python lists needs the GIL and takes a fair share of the time, so this
-        // thread builds them while `threads` others encode, instead of after they are done.
-        let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; slices.len()];
+        // Building the Python lists needs the GIL and takes a fair share of the time. So this
+        // thread is one of the `threads` encoders (releasing the GIL for texts worth it) and, between
+        // two texts of its own, turns the results of the others into lists.
+        let n = slices.len();
+        let next = AtomicUsize::new(0);
+        let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
+        let mut keep =
+            |i: usize, ids: &[u32], lists: &mut Vec<Option<Bound<'py, PyList>>>| match self
+                .id_list(py, ids)
+            {
+                Ok(list) => lists[i] = Some(list),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
         std::thread::scope(|scope| {
-            let slices = &slices;
-            scope.spawn(move || {
-                tok.encode_batch_each(slices, add_bos, add_eos, threads, |i, ids| {
-                    // The receiver outlives the workers; a send cannot fail.
-                    let _ = sender.send((i, ids));
+            for _ in 1..threads {
+                let (sender, next, slices) = (sender.clone(), &next, &slices);
+                scope.spawn(move || {
+                    let mut encoder = tok.encoder();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        // The receiver outlives the workers: a send cannot fail.
+                        let _ = sender.send((i, encoder.encode_bytes(slices[i], add_bos, add_eos)));
+                    }
                 });
-            });
+            }
+            drop(sender);
+            let mut encoder = tok.encoder();
+            loop {
+                for (i, ids) in receiver.try_iter() {
+                    keep(i, &ids, &mut lists);
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let text = slices[i];
+                let ids = if text.len() < RELEASE_GIL_BYTES {
+                    encoder.encode_bytes(text, add_bos, add_eos)
+                } else {
+                    py.detach(|| encoder.encode_bytes(text, add_bos, add_eos))
+                };
+                keep(i, &ids, &mut lists);
+            }
+            drop(encoder);
+            // The others' last texts: wait for them without the GIL.
             let mut receiver = Some(receiver);
             while let Some(rx) = receiver.take() {
-                // Wait for results without the GIL, then take all that are ready.
                 let (ready, rx) = py.detach(move || match rx.recv() {
                     Ok(first) => {
                         let mut ready = vec![first];
@@ -211,12 +251,7 @@ impl PyTokenizer {
                 });
                 receiver = rx;
                 for (i, ids) in ready {
-                    match self.id_list(py, &ids) {
-                        Ok(list) => lists[i] = Some(list),
-                        Err(err) => {
-                            first_error.get_or_insert(err);
-                        }
-                    }
+                    keep(i, &ids, &mut lists);
                 }
             }
         });

@@ -20,4 +20,4 @@ mod tokenizer;
 pub use error::{Error, Result};
 pub use normalize::SPACE_SYMBOL;
 pub use proto::PieceType;
-pub use tokenizer::{Tokenizer, MIXTRAL_8X7B_MODEL};
+pub use tokenizer::{Encoder, Tokenizer, MIXTRAL_8X7B_MODEL};

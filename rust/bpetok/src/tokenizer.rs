@@ -67,22 +67,13 @@ impl Tokenizer {
         &self.model_bytes
     }
 
-    fn with_workspace<R>(&self, f: impl FnOnce(&mut Workspace) -> R) -> R {
-        let pooled = self
-            .workspaces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut ws = pooled.unwrap_or_else(|| Workspace::for_model(&self.model));
-        let result = f(&mut ws);
-        let mut pool = self
-            .workspaces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < MAX_POOLED_WORKSPACES {
-            pool.push(ws);
+    /// A handle for encoding on one thread: it holds one scratch space (with its segment cache)
+    /// from the tokenizer's pool until it is dropped. Keep one per thread for long runs of calls.
+    pub fn encoder(&self) -> Encoder<'_> {
+        Encoder {
+            tokenizer: self,
+            workspace: Some(self.take_workspace()),
         }
-        result
     }
 
     fn encode_with(
@@ -122,13 +113,13 @@ impl Tokenizer {
     /// Encodes text to ids. `add_bos` / `add_eos` put `<s>` / `</s>` around the result (also for
     /// empty text); they add nothing if the model has no such control piece.
     pub fn encode(&self, text: &str, add_bos: bool, add_eos: bool) -> Vec<u32> {
-        self.with_workspace(|ws| self.encode_with(ws, Text::Str(text), add_bos, add_eos))
+        self.encoder().encode(text, add_bos, add_eos)
     }
 
     /// Encodes UTF-8 bytes to ids; each byte that does not start a valid UTF-8 character is read
     /// as U+FFFD, as SentencePiece does.
     pub fn encode_bytes(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
-        self.with_workspace(|ws| self.encode_with(ws, Text::Bytes(text), add_bos, add_eos))
+        self.encoder().encode_bytes(text, add_bos, add_eos)
     }
 
     /// Encodes many texts on up to `num_threads` threads; results are in input order and do not
@@ -165,14 +156,8 @@ impl Tokenizer {
         run_parallel(
             threads,
             texts.len(),
-            |i, ws: &mut Option<Workspace>| {
-                let ws = ws.get_or_insert_with(|| self.take_workspace());
-                each(
-                    i,
-                    self.encode_with(ws, Text::Bytes(texts[i].as_ref()), add_bos, add_eos),
-                );
-            },
-            |ws| self.return_workspace(ws),
+            || self.encoder(),
+            |i, encoder| each(i, encoder.encode_bytes(texts[i].as_ref(), add_bos, add_eos)),
         );
     }
 
@@ -193,15 +178,13 @@ impl Tokenizer {
             .unwrap_or_else(|| Workspace::for_model(&self.model))
     }
 
-    fn return_workspace(&self, ws: Option<Workspace>) {
-        if let Some(ws) = ws {
-            let mut pool = self
-                .workspaces
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if pool.len() < MAX_POOLED_WORKSPACES {
-                pool.push(ws);
-            }
+    fn return_workspace(&self, ws: Workspace) {
+        let mut pool = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < MAX_POOLED_WORKSPACES {
+            pool.push(ws);
         }
     }
 
@@ -226,10 +209,10 @@ impl Tokenizer {
         run_parallel(
             threads,
             batch.len(),
-            |i, _: &mut ()| {
+            || (),
+            |i, _| {
                 let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
             },
-            |_| {},
         );
         slots
             .into_iter()
@@ -310,18 +293,18 @@ enum Text<'a> {
     Bytes(&'a [u8]),
 }
 
-/// Runs `work(i, state)` for every `i` in `0..n` on `threads` threads (the caller's included),
-/// each thread with its own `state`, which is handed to `finish` at the end. Indices are handed
-/// out one at a time, so uneven items balance.
-fn run_parallel<S: Default>(
+/// Runs `work(i, &mut state)` for every `i` in `0..n` on `threads` threads (the caller's
+/// included), each thread with its own `state` from `init`. Indices are handed out one at a time,
+/// so uneven items balance.
+fn run_parallel<S>(
     threads: usize,
     n: usize,
+    init: impl Fn() -> S + Sync,
     work: impl Fn(usize, &mut S) + Sync,
-    finish: impl Fn(S) + Sync,
 ) {
     let next = AtomicUsize::new(0);
     let worker = || {
-        let mut state = S::default();
+        let mut state = init();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
@@ -329,7 +312,6 @@ fn run_parallel<S: Default>(
             }
             work(i, &mut state);
         }
-        finish(state);
     };
     if threads <= 1 {
         worker();
@@ -344,4 +326,45 @@ fn run_parallel<S: Default>(
             }
         }
     });
+}
+
+/// Encodes on one thread with one scratch space from the tokenizer's pool (see
+/// [`Tokenizer::encoder`]); the scratch space goes back to the pool when this is dropped.
+pub struct Encoder<'a> {
+    tokenizer: &'a Tokenizer,
+    workspace: Option<Workspace>,
+}
+
+impl Encoder<'_> {
+    fn workspace(&mut self) -> &mut Workspace {
+        let tokenizer = self.tokenizer;
+        self.workspace
+            .get_or_insert_with(|| tokenizer.take_workspace())
+    }
+
+    /// [`Tokenizer::encode`] with this encoder's scratch space.
+    pub fn encode(&mut self, text: &str, add_bos: bool, add_eos: bool) -> Vec<u32> {
+        let tokenizer = self.tokenizer;
+        tokenizer.encode_with(self.workspace(), Text::Str(text), add_bos, add_eos)
+    }
+
+    /// [`Tokenizer::encode_bytes`] with this encoder's scratch space.
+    pub fn encode_bytes(&mut self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
+        let tokenizer = self.tokenizer;
+        tokenizer.encode_with(self.workspace(), Text::Bytes(text), add_bos, add_eos)
+    }
+}
+
+impl Drop for Encoder<'_> {
+    fn drop(&mut self) {
+        if let Some(ws) = self.workspace.take() {
+            self.tokenizer.return_workspace(ws);
+        }
+    }
+}
+
+impl std::fmt::Debug for Encoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoder")
+    }
 }
