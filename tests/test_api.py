@@ -48,7 +48,8 @@ def assert_same(sp: spm.SentencePieceProcessor, text: str | bytes, got: list[int
 def synthetic_batch(vocab: Vocab, total_bytes: int, seed: int = 1234) -> list[str]:
     """Documents of varied length made from vocabulary pieces and a few rarer characters, deterministic."""
     rng = random.Random(seed)
-    normal = [i for i in range(vocab.size) if i not in set(vocab.special_ids)]
+    special = set(vocab.special_ids)
+    normal = [i for i in range(vocab.size) if i not in special]
     extras = [" ", "  ", "\n", "\t", "\u3000", "\U0001f600", "\u00e9", "\u4e2d", "1", "22"]
     docs: list[str] = []
     size = 0
@@ -170,7 +171,7 @@ def test_spawn_pool_encodes_like_the_parent(v3: Vocab) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = ctx.Pool(2)
     try:
-        # Bound methods pickle their Tokenizer: each task ships the tokenizer to a fresh interpreter.
+        # A bound method pickles its Tokenizer, so every task carries the tokenizer to a spawned worker.
         from_default = pool.map(default.encode, TEXTS, chunksize=1)
         from_file = pool.map(v3.tok.encode, TEXTS, chunksize=1)
         module_level = pool.map(bpetok.encode, TEXTS, chunksize=1)
@@ -186,6 +187,7 @@ def test_shared_across_threads(vocab: Vocab) -> None:
     tok = vocab.tok
     texts = [*TEXTS, *synthetic_batch(vocab, 300_000, seed=5)]
     ids = [tok.encode(t) for t in texts]
+    assert ids == vocab.sp.encode(texts)
 
     def work(k: int) -> tuple[Any, ...]:
         barrier.wait()
@@ -320,7 +322,9 @@ def test_decode_out_of_range_id_raises_index_error(vocab: Vocab, bad_id: int | s
             bpetok.decode([id_])
 
 
-@pytest.mark.parametrize("bad", [None, 5, 3.0, ["a"], object(), bytearray(b"ab")], ids=repr)
+@pytest.mark.parametrize(
+    "bad", [None, 5, 3.0, ["a"], object(), bytearray(b"ab")], ids=lambda v: type(v).__name__
+)
 def test_encode_rejects_non_text(vocab: Vocab, bad: object) -> None:
     with pytest.raises(TypeError):
         vocab.tok.encode(bad)  # type: ignore[arg-type]
