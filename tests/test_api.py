@@ -306,6 +306,21 @@ def test_module_encode_lone_surrogate_raises_unicode_encode_error() -> None:
             bpetok.encode(text)
 
 
+def test_id_beyond_64_bits_raises_index_error(vocab: Vocab) -> None:
+    huge = 2**70
+    with pytest.raises(IndexError, match=str(huge)):
+        vocab.tok.decode([5, huge])
+    with pytest.raises(IndexError, match=str(huge)):
+        vocab.tok.decode_batch([[5], [huge]])
+    with pytest.raises(IndexError, match=str(huge)):
+        vocab.tok.id_to_piece(huge)
+
+
+def test_out_of_range_message_names_the_valid_ids(vocab: Vocab) -> None:
+    with pytest.raises(IndexError, match=f"ids 0 to {vocab.size - 1}"):
+        vocab.tok.decode([vocab.size])
+
+
 @pytest.mark.parametrize("bad_id", ["vocab_size", -1, 2**40])
 def test_decode_out_of_range_id_raises_index_error(vocab: Vocab, bad_id: int | str) -> None:
     id_ = vocab.size if bad_id == "vocab_size" else bad_id

@@ -74,3 +74,8 @@ def test_misuse_is_a_type_error(tmp_path: Path) -> None:
     assert result.returncode == 1, f"mypy accepted a misuse of the API:\n{result.stdout}\n{result.stderr}"
     assert "misuse.py:4: error" in result.stdout, result.stdout
     assert "misuse.py:5: error" in result.stdout, result.stdout
+
+
+def test_package_type_checks_strict() -> None:
+    result = run("mypy", "--strict", "--no-incremental", "python/bpetok", cwd=ROOT)
+    assert result.returncode == 0, f"mypy --strict python/bpetok failed:\n{result.stdout}\n{result.stderr}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from bpetok import _bpetok
 from bpetok._bpetok import ModelError
@@ -30,7 +30,7 @@ __all__ = [
 
 __version__: str = _bpetok.__version__
 
-Text = Union[str, bytes]
+Text = str | bytes
 
 
 def _default_threads() -> int:
@@ -73,7 +73,9 @@ class Tokenizer:
     def __init__(self, _core: _bpetok.Tokenizer, _is_default: bool = False) -> None:
         """Use :meth:`from_file`, :meth:`from_bytes` or :meth:`default` to make a Tokenizer."""
         if not isinstance(_core, _bpetok.Tokenizer):
-            raise TypeError("use Tokenizer.from_file(path), Tokenizer.from_bytes(data) or Tokenizer.default()")
+            raise TypeError(
+                "use Tokenizer.from_file(path), Tokenizer.from_bytes(data) or Tokenizer.default()"
+            )
         self._core = _core
         self._is_default = _is_default
 
@@ -208,19 +210,30 @@ class Tokenizer:
 
         An id outside ``0 .. vocab_size() - 1`` raises ``IndexError`` naming it.
         """
-        return self._core.decode(_as_id_list(ids))
+        ids = _as_id_list(ids)
+        try:
+            return self._core.decode(ids)
+        except OverflowError:
+            raise _id_overflow(ids, self.vocab_size()) from None
 
     def decode_batch(
         self, batch: Iterable[Sequence[int] | npt.ArrayLike], *, num_threads: int | None = None
     ) -> list[str]:
         """Decodes many id lists on several threads, results in input order."""
-        return self._core.decode_batch([_as_id_list(ids) for ids in batch], _threads(num_threads))
+        lists = [_as_id_list(ids) for ids in batch]
+        try:
+            return self._core.decode_batch(lists, _threads(num_threads))
+        except OverflowError:
+            raise _id_overflow([i for ids in lists for i in ids], self.vocab_size()) from None
 
     # ---- vocabulary ---------------------------------------------------------------------------
 
     def id_to_piece(self, id: int) -> str:
         """The text of piece ``id`` (``IndexError`` if out of range)."""
-        return self._core.id_to_piece(id)
+        try:
+            return self._core.id_to_piece(id)
+        except OverflowError:
+            raise _id_overflow([id], self.vocab_size()) from None
 
     def piece_to_id(self, piece: str) -> int:
         """The id of ``piece``, or :meth:`unk_id` if the vocabulary has no such piece."""
@@ -290,7 +303,17 @@ def _as_id_list(ids: object) -> list[int]:
         return converted if isinstance(converted, list) else [converted]
     if isinstance(ids, (str, bytes)):
         raise TypeError("decode takes a sequence of ids, not text")
-    return list(ids)  # type: ignore[call-overload]
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"decode takes a sequence of ids, got {type(ids).__name__}")
+    return list(ids)
+
+
+def _id_overflow(ids: list[int], vocab_size: int) -> IndexError:
+    """The IndexError for an id too large even for a 64-bit integer."""
+    bad = next((i for i in ids if not -(2**63) <= i < 2**63), None)
+    return IndexError(
+        f"token id {bad} is out of range: the vocabulary has {vocab_size} pieces (ids 0 to {vocab_size - 1})"
+    )
 
 
 _DEFAULT: Tokenizer | None = None

@@ -27,7 +27,10 @@ pub enum Error {
     Inconsistent(String),
 
     /// An id given to `decode` or `id_to_piece` is not in the vocabulary.
-    #[error("token id {id} is out of range: the vocabulary has {vocab_size} pieces (ids 0..{vocab_size})")]
+    #[error(
+        "token id {id} is out of range: the vocabulary has {vocab_size} pieces (ids 0 to {})",
+        vocab_size.saturating_sub(1)
+    )]
     IdOutOfRange { id: i64, vocab_size: usize },
 }
 
