@@ -14,10 +14,12 @@ mod decode;
 mod error;
 mod model;
 mod normalize;
+pub mod pack;
 mod proto;
 mod tokenizer;
 
 pub use error::{Error, Result};
 pub use normalize::SPACE_SYMBOL;
+pub use pack::{PackError, PackOptions, Packer, Sample, Segment};
 pub use proto::PieceType;
 pub use tokenizer::{Encoder, Tokenizer, MIXTRAL_8X7B_MODEL};
