@@ -34,10 +34,11 @@ use crate::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
 const MAX_CACHED_LEN: usize = 256;
-/// A worker's short-segment cache goes back to the model's seed when it has this many entries
-/// more than the seed, and its long-segment cache is emptied at `MAX_LONG_CACHE_ENTRIES`: a few MB
-/// per worker, whatever the corpus.
-const MAX_CACHE_ENTRIES: usize = 1 << 17;
+/// A worker's short-segment cache is emptied when it reaches this many entries (just under 7/8 of
+/// 2^17, where the hash table would double), its long-segment cache at `MAX_LONG_CACHE_ENTRIES`:
+/// under 10 MB per worker, whatever the corpus. The pieces themselves live in the model's seed
+/// cache, shared by all workers.
+const MAX_CACHE_ENTRIES: usize = 114_000;
 const MAX_LONG_CACHE_ENTRIES: usize = 1 << 14;
 /// Segments up to this many bytes are encoded by `encode_short_segment`.
 const MAX_SHORT_LEN: usize = 48;
@@ -90,6 +91,11 @@ impl SegmentCache {
     fn len(&self) -> usize {
         self.map.len()
     }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.arena.clear();
+    }
 }
 
 /// Scratch space for one encoding thread: reused buffers and the segment cache.
@@ -107,20 +113,10 @@ pub(crate) struct Workspace {
     normalized: String,
     /// The normalized text of the segment being encoded.
     segment: String,
-    /// Ids of short segments seen recently (or seeded from the model).
+    /// Ids of short segments this worker saw recently (the pieces are in the model's seed).
     short_cache: SegmentCache,
     /// Ids of recently seen longer segments.
     cache: FxHashMap<Box<str>, Box<[u32]>>,
-}
-
-impl Workspace {
-    /// A workspace whose segment cache starts from the model's seed.
-    pub(crate) fn for_model(model: &Model) -> Self {
-        Self {
-            short_cache: model.seed_cache.clone(),
-            ..Self::default()
-        }
-    }
 }
 
 /// The candidate merges of the heap version, grouped by score. Popping gives the highest score
@@ -299,7 +295,12 @@ fn encode_raw_segment(
     let raw = &text[start..end];
     let key = short_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
-        if let Some(ids) = ws.short_cache.get(key) {
+        // Most segments are pieces (the shared seed); the rest were seen by this worker.
+        if let Some(ids) = model
+            .seed_cache
+            .get(key)
+            .or_else(|| ws.short_cache.get(key))
+        {
             for &id in ids {
                 out.push(id);
             }
@@ -334,8 +335,8 @@ fn encode_raw_segment_miss(
     encode_segment_uncached(model, &segment, ws, out);
     ws.segment = segment;
     if let Some(key) = key {
-        if ws.short_cache.len() >= model.seed_cache.len() + MAX_CACHE_ENTRIES {
-            ws.short_cache.clone_from(&model.seed_cache);
+        if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
+            ws.short_cache.clear();
         }
         ws.short_cache.insert(key, &out[first..]);
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {

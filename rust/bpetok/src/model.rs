@@ -63,7 +63,8 @@ pub struct Model {
     pub(crate) other_bigrams: FxHashSet<u64>,
     /// `true` when encoding the text of this piece on its own gives exactly this piece.
     pub(crate) self_encoding: Vec<bool>,
-    /// The segment cache every workspace starts from (see `derive_encoder_tables`).
+    /// The segments that are pieces encoding to themselves, read by every worker before its own
+    /// cache (see `derive_encoder_tables`).
     pub(crate) seed_cache: bpe::SegmentCache,
     /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
     pub(crate) raw_ascii_ids: Vec<Box<[u32]>>,
@@ -361,8 +362,8 @@ impl Model {
             self_encoding[*id as usize] = out.len() == 1 && out[0] == *id;
         }
         self.self_encoding = self_encoding;
-        // Those pieces, under the raw-text forms a segment of them can have, seed every segment
-        // cache: the first occurrence of a word that is a piece is then a cache hit too.
+        // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
+        // every worker reads first: a word that is a piece is a hit from its first occurrence.
         let mut seed = bpe::SegmentCache::default();
         if !self.has_unused {
             for (text, id) in &texts {

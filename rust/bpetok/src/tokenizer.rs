@@ -175,7 +175,7 @@ impl Tokenizer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
-            .unwrap_or_else(|| Workspace::for_model(&self.model))
+            .unwrap_or_default()
     }
 
     fn return_workspace(&self, ws: Workspace) {
