@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString};
 
 pyo3::create_exception!(
@@ -31,11 +31,11 @@ fn to_py_err(err: bpetok::Error) -> PyErr {
     }
 }
 
-/// A `str` (read as UTF-8) or `bytes` (invalid UTF-8 read as U+FFFD per bad byte).
-enum TextArg {
-    Str(PyBackedStr),
-    Bytes(PyBackedBytes),
-}
+/// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
+/// byte). A `str` is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache
+/// (`PyUnicode_AsUTF8AndSize`), which would keep a UTF-8 copy of every non-ASCII text alive as long
+/// as the caller keeps the text: for a corpus held in memory, that doubled it.
+struct TextArg(PyBackedBytes);
 
 impl<'py> FromPyObject<'_, 'py> for TextArg {
     type Error = PyErr;
@@ -43,10 +43,10 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
     fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(s) = ob.cast::<PyString>() {
             // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
-            return Ok(TextArg::Str(PyBackedStr::try_from(s.to_owned())?));
+            return Ok(TextArg(PyBackedBytes::from(s.encode_utf8()?)));
         }
         if let Ok(b) = ob.cast::<PyBytes>() {
-            return Ok(TextArg::Bytes(PyBackedBytes::from(b.to_owned())));
+            return Ok(TextArg(PyBackedBytes::from(b.to_owned())));
         }
         Err(PyTypeError::new_err(format!(
             "expected str or bytes, got {}",
@@ -57,10 +57,7 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
 
 impl TextArg {
     fn as_bytes(&self) -> &[u8] {
-        match self {
-            TextArg::Str(s) => s.as_bytes(),
-            TextArg::Bytes(b) => b,
-        }
+        &self.0
     }
 }
 
@@ -160,10 +157,11 @@ impl PyTokenizer {
         add_eos: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let tok = &self.inner;
-        let ids = match &text {
-            TextArg::Str(s) if s.len() < RELEASE_GIL_BYTES => tok.encode(s, add_bos, add_eos),
-            TextArg::Str(s) => py.detach(|| tok.encode(s, add_bos, add_eos)),
-            TextArg::Bytes(b) => py.detach(|| tok.encode_bytes(b, add_bos, add_eos)),
+        let text = text.as_bytes();
+        let ids = if text.len() < RELEASE_GIL_BYTES {
+            tok.encode_bytes(text, add_bos, add_eos)
+        } else {
+            py.detach(|| tok.encode_bytes(text, add_bos, add_eos))
         };
         self.id_list(py, &ids)
     }
