@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpetok import _bpetok
 from bpetok._bpetok import ModelError
+from bpetok.dataset import ShardDataset, collate_flattened
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelError",
+    "ShardDataset",
     "Tokenizer",
     "__version__",
+    "collate_flattened",
     "decode",
     "encode",
 ]
