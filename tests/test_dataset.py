@@ -20,6 +20,8 @@ import os
 import pickle
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -794,3 +796,10 @@ def test_attention_check_catches_short_overlap() -> None:
         assert (
             sum(assert_attention_matches_whole_documents(ds[i], exact.docs, 3) for i in range(len(ds))) == 19
         )
+
+
+def test_import_bpetok_does_not_import_numpy() -> None:
+    """The reader imports numpy on first use, so tokenizer-only users keep a quick `import bpetok`."""
+    code = "import sys, bpetok; assert 'numpy' not in sys.modules; bpetok.ShardDataset; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -6,23 +6,37 @@ padding-free row for FlashAttention's varlen kernels and transformers' padding-f
 
 Only numpy is needed. torch is optional: ``ShardDataset`` works as a ``torch.utils.data.Dataset``
 (it has ``__len__`` and ``__getitem__``, and is picklable and fork-safe, so it can be used in
-``DataLoader`` workers), and ``collate_flattened(..., return_tensors="pt")`` returns tensors.
+``DataLoader`` workers), and ``collate_flattened(..., return_tensors="pt")`` returns tensors::
+
+    ds = bpetok.ShardDataset("out/")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=8, shuffle=True, num_workers=4,
+        collate_fn=functools.partial(bpetok.collate_flattened, return_tensors="pt"),
+    )
+    for batch in loader:
+        loss = model(**batch).loss  # a transformers model with attn_implementation="flash_attention_2"
+
+Use ``collate_flattened`` (or your own collate function), not torch's default one: ``cu_seqlens``,
+``doc_ids`` and ``doc_starts`` differ in length from sample to sample, so they cannot be stacked.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import importlib
+import itertools
 import json
 import operator
 import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported on first use, so `import bpetok` stays quick
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["FlattenedBatch", "Sample", "ShardDataset", "ShardFormatError", "collate_flattened"]
 
@@ -32,7 +46,7 @@ MANIFEST = "manifest.json"
 IGNORE_INDEX = -100
 """The label of a position that is not a target (PyTorch's ``CrossEntropyLoss`` default)."""
 
-_TOKEN_DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+_TOKEN_DTYPES = {"uint16": "<u2", "uint32": "<u4"}  # manifest token_dtype -> .npy dtype
 _SEGMENT_COLUMNS = 5  # start, length, context, doc_id, doc_start
 _FILE_KINDS = ("tokens", "segments", "sample_index")
 
@@ -151,13 +165,15 @@ class ShardDataset:
         self._digest: str = digest
         self._seq_len: int = seq_len
         self._window: int = window
-        self._token_dtype = _TOKEN_DTYPES[dtype_name]
+        self._token_dtype: str = _TOKEN_DTYPES[dtype_name]
         self._shards = tuple(_shard_info(s, k, self._path, where) for k, s in enumerate(shards))
-        counts = np.array([s.samples for s in self._shards], dtype=np.int64)
-        # ends[k] is one past the last global index of shard k.
-        self._ends: npt.NDArray[np.int64] = np.cumsum(counts, dtype=np.int64)
-        self._len = int(self._ends[-1]) if len(self._ends) else 0
+        self._count()
         self._state: _ProcessState | None = None
+
+    def _count(self) -> None:
+        # ends[k] is one past the last global index of shard k.
+        self._ends = list(itertools.accumulate(s.samples for s in self._shards))
+        self._len = self._ends[-1] if self._ends else 0
 
     # ---- metadata -----------------------------------------------------------------------------
 
@@ -204,7 +220,9 @@ class ShardDataset:
     @property
     def token_dtype(self) -> np.dtype[Any]:
         """The on-disk dtype of the tokens (``uint16`` or ``uint32``, little-endian)."""
-        return self._token_dtype
+        import numpy as np
+
+        return np.dtype(self._token_dtype)
 
     def __len__(self) -> int:
         return self._len
@@ -223,7 +241,7 @@ class ShardDataset:
             "digest": self._digest,
             "seq_len": self._seq_len,
             "window": self._window,
-            "token_dtype": self._token_dtype.str,
+            "token_dtype": self._token_dtype,
             "shards": self._shards,
         }
 
@@ -232,10 +250,9 @@ class ShardDataset:
         self._digest = state["digest"]
         self._seq_len = state["seq_len"]
         self._window = state["window"]
-        self._token_dtype = np.dtype(state["token_dtype"])
+        self._token_dtype = state["token_dtype"]
         self._shards = state["shards"]
-        self._ends = np.cumsum(np.array([s.samples for s in self._shards], dtype=np.int64), dtype=np.int64)
-        self._len = int(self._ends[-1]) if len(self._ends) else 0
+        self._count()
         self._manifest = None
         self._state = None
 
@@ -264,8 +281,8 @@ class ShardDataset:
         _check_sizes(shard, self._manifest_path)
         tokens_path, segments_path, index_path = shard.paths
         tokens = _load(tokens_path, self._token_dtype, (shard.samples, self._seq_len))
-        segments = _load(segments_path, np.dtype("<i8"), (shard.segments, _SEGMENT_COLUMNS))
-        sample_index = _load(index_path, np.dtype("<i8"), (shard.samples + 1,))
+        segments = _load(segments_path, "<i8", (shard.segments, _SEGMENT_COLUMNS))
+        sample_index = _load(index_path, "<i8", (shard.samples + 1,))
         if sample_index[0] != 0 or sample_index[-1] != shard.segments:
             raise ShardFormatError(
                 f"{index_path}: must run from 0 to {shard.segments} (the segment count), "
@@ -283,11 +300,13 @@ class ShardDataset:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"sample index {index} is out of range for a dataset of {n} samples")
-        k = int(np.searchsorted(self._ends, i, side="right"))
-        local = i - (int(self._ends[k - 1]) if k else 0)
+        k = bisect.bisect_right(self._ends, i)
+        local = i - (self._ends[k - 1] if k else 0)
         return self._sample(k, local)
 
     def _sample(self, k: int, local: int) -> Sample:
+        import numpy as np
+
         shard = self._opened(k)
         L = self._seq_len
         first, last = int(shard.sample_index[local]), int(shard.sample_index[local + 1])
@@ -348,6 +367,8 @@ def collate_flattened(
     # dimension of 1, cu_seq_lens_q/k int32, max_length_q/k Python ints) and the
     # FlashAttentionKwargs / _flash_attention_forward(..., cu_seq_lens_q, cu_seq_lens_k,
     # max_length_q, max_length_k) parameters in src/transformers/modeling_flash_attention_utils.py.
+    import numpy as np
+
     if return_tensors not in ("np", "pt"):
         raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
     if len(samples) == 0:
@@ -502,7 +523,10 @@ def _check_sizes(shard: _ShardInfo, where: str) -> None:
             )
 
 
-def _load(path: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Any:
+def _load(path: str, dtype_str: str, shape: tuple[int, ...]) -> Any:
+    import numpy as np
+
+    dtype = np.dtype(dtype_str)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
