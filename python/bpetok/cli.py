@@ -1,0 +1,594 @@
+"""The ``bpetok`` command line: argument parsing, the subcommands, and what they share.
+
+A subcommand is one ``run_NAME(args) -> int`` function plus one ``_NAME_arguments(parser)``
+setup function, listed in :data:`SUBCOMMANDS`. What every subcommand shares lives here too:
+global options (``--vocab``, ``--quiet``, ``--json``, ``--threads``), input options
+(:func:`add_input_arguments`, :func:`open_inputs`), atomic output (:class:`AtomicOutput`),
+the progress bar (:class:`Progress`), the summary (:func:`report`), and the error policy of
+:func:`main`: an expected error is one line ``bpetok: error: ...`` on stderr and exit status 1
+(2 for usage errors, 130 on Ctrl-C), never a traceback. ``docs/cli.md`` describes the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
+
+from bpetok.inputs import FORMATS, Document, InputError, InputReader
+
+if TYPE_CHECKING:
+    from bpetok import Tokenizer
+
+PROG = "bpetok"
+BATCH_CHARS = 4 << 20
+"""Characters of text per ``encode_batch`` call: large enough that the per-call overhead and
+thread start-up vanish, small enough that two batches in flight stay a few tens of MB."""
+BATCH_RECORDS = 4096
+"""Records per ``decode_batch`` call."""
+
+
+class CliError(Exception):
+    """An expected failure: ``main`` prints ``bpetok: error: MESSAGE`` and exits with ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ---- shared pieces ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The global options; accepted before and after the subcommand name."""
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--vocab",
+        metavar="MODEL",
+        default=default,
+        help="SentencePiece .model file (default: the embedded Mistral 7B / Mixtral 8x7B vocabulary)",
+    )
+    group.add_argument(
+        "--threads",
+        metavar="N",
+        type=_positive_int,
+        default=default,
+        help="encoding threads (default: every CPU this process may use)",
+    )
+    group.add_argument(
+        "--quiet", action="store_true", default=default, help="no progress bar and no summary on stderr"
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default,
+        help="print the summary as one JSON object (on stdout, or on stderr when stdout is the output)",
+    )
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, *, field: bool = True) -> None:
+    """``INPUT...`` and the options saying how to read them (see :mod:`bpetok.inputs`)."""
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="files, directories (walked in sorted order) or - for stdin",
+    )
+    if field:
+        parser.add_argument(
+            "--field", default="text", help="JSONL field / Parquet column holding the text (default: text)"
+        )
+        parser.add_argument(
+            "--lines", action="store_true", help="in text files, every non-empty line is a document"
+        )
+    parser.add_argument(
+        "--input-format",
+        choices=FORMATS,
+        default="auto",
+        help="how to read every input (default: auto, from the file name; stdin is JSONL)",
+    )
+    parser.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="invalid UTF-8 (and lone surrogates in JSON): an error (strict, the default) "
+        "or U+FFFD (replace)",
+    )
+
+
+def open_inputs(args: argparse.Namespace, progress: Progress | None = None) -> InputReader:
+    """The :class:`InputReader` for the input arguments, reporting bytes read to ``progress``."""
+    reader = InputReader(
+        args.inputs,
+        field=getattr(args, "field", "text"),
+        lines=getattr(args, "lines", False),
+        errors=args.errors,
+        input_format=args.input_format,
+        on_bytes=progress.add_bytes if progress is not None else None,
+    )
+    if progress is not None:
+        progress.set_total(reader.total_size)
+    return reader
+
+
+def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
+    """The tokenizer of ``--vocab``, or the embedded one."""
+    from bpetok import ModelError, Tokenizer
+
+    if args.vocab is None:
+        return Tokenizer.default()
+    try:
+        return Tokenizer.from_file(args.vocab)
+    except ModelError as err:
+        raise CliError(str(err)) from None
+    except OSError as err:
+        raise CliError(f"{args.vocab}: {err.strerror or err}") from None
+
+
+def _temp_beside(path: str) -> str:
+    """A new empty file in ``path``'s directory, with the permissions a new file gets."""
+    directory, base = os.path.split(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
+    return temp
+
+
+class AtomicOutput:
+    """A binary output: a file written under a temporary name in its directory and renamed over
+    ``path`` by :meth:`commit`, or stdout when ``path`` is None or ``-``. :meth:`abort` (or
+    leaving a ``with`` block by an exception) removes the temporary file, so an output that
+    exists under its name is complete."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = None if path in (None, "-") else path
+        self._temp: str | None = None
+        if self.path is None:
+            self.stream: IO[bytes] = sys.stdout.buffer
+        else:
+            try:
+                self._temp = _temp_beside(self.path)
+            except OSError as err:
+                raise CliError(f"{self.path}: cannot write here: {err.strerror or err}") from None
+            self.stream = open(self._temp, "wb", buffering=1 << 20)
+
+    @property
+    def is_stdout(self) -> bool:
+        return self.path is None
+
+    def commit(self) -> None:
+        if self._temp is None:
+            self.stream.flush()
+            return
+        self.stream.close()
+        assert self.path is not None
+        os.replace(self._temp, self.path)
+        self._temp = None
+
+    def abort(self) -> None:
+        if self._temp is None:
+            return
+        self.stream.close()
+        try:
+            os.remove(self._temp)
+        except FileNotFoundError:
+            pass
+        self._temp = None
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class Progress:
+    """A tqdm bar of raw input bytes with documents and tokens, on a terminal only.
+
+    Disabled (every method a no-op) with ``--quiet`` or when stderr is not a terminal.
+    """
+
+    def __init__(self, args: argparse.Namespace, description: str) -> None:
+        self._bar: Any = None
+        if args.quiet or not sys.stderr.isatty():
+            return
+        try:
+            tqdm = importlib.import_module("tqdm").tqdm
+        except ImportError:  # a broken install: go on without a bar
+            return
+        self._bar = tqdm(
+            desc=description,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1000,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.25,
+            smoothing=0.1,
+        )
+
+    def set_total(self, total: int | None) -> None:
+        if self._bar is not None and total is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def add_bytes(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set_counts(self, documents: int, tokens: int) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{documents:,} docs, {tokens:,} tokens", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def report(args: argparse.Namespace, summary: dict[str, Any], *, output_on_stdout: bool) -> None:
+    """Prints the summary: one line on stderr (not with ``--quiet``), or with ``--json`` one JSON
+    object on stdout (on stderr when stdout carries the command's output)."""
+    if args.json:
+        stream = sys.stderr if output_on_stdout else sys.stdout
+        stream.write(json.dumps(summary, sort_keys=True) + "\n")
+        stream.flush()
+        return
+    if args.quiet:
+        return
+    seconds = summary.get("seconds", 0.0)
+    megabytes = summary.get("input_bytes", 0) / 1e6
+    parts = [f"{summary['documents']:,} documents"]
+    if "tokens" in summary:
+        parts.append(f"{summary['tokens']:,} tokens")
+    parts.append(f"{megabytes:,.1f} MB in {seconds:.2f} s ({summary.get('mb_per_s', 0.0):,.1f} MB/s)")
+    where = f" -> {summary['output']}" if summary.get("output") else ""
+    sys.stderr.write(f"{PROG} {summary['command']}: {', '.join(parts)}{where}\n")
+
+
+def _throughput(input_bytes: int, seconds: float) -> float:
+    return round(input_bytes / 1e6 / seconds, 3) if seconds > 0 else 0.0
+
+
+def _batches(documents: Iterable[Document], max_chars: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    chars = 0
+    for doc in documents:
+        batch.append(doc)
+        chars += len(doc.text)
+        if chars >= max_chars:
+            yield batch
+            batch = []
+            chars = 0
+    if batch:
+        yield batch
+
+
+def _lone_surrogates_replaced(text: str) -> str:
+    """``text`` with every lone surrogate (from a JSON ``\\uD800`` escape) as one U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _texts_for_encoding(batch: list[Document], errors: str) -> list[str]:
+    """The texts of ``batch``, after a failed encode: locate lone surrogates, fix or report."""
+    texts = []
+    for doc in batch:
+        try:
+            doc.text.encode("utf-8")
+            texts.append(doc.text)
+        except UnicodeEncodeError as err:
+            if errors == "replace":
+                texts.append(_lone_surrogates_replaced(doc.text))
+                continue
+            raise InputError(
+                f"{doc.source}: lone surrogate U+{ord(doc.text[err.start]):04X} in the text "
+                "(a JSON \\u escape that is half of a pair); pass --errors replace to read it as U+FFFD"
+            ) from None
+    return texts
+
+
+def _pipelined(
+    batches: Iterable[list[Document]], work: Callable[[list[Document]], Any]
+) -> Iterator[tuple[list[Document], Any]]:
+    """``(batch, work(batch))`` in order, ``work`` of one batch running on a worker thread while
+    this thread reads the next batch and the caller writes the previous result (the encoder
+    releases the GIL, so reading, encoding and writing overlap)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpetok-encode") as pool:
+        pending: tuple[list[Document], Future[Any]] | None = None
+        try:
+            for batch in batches:
+                submitted = (batch, pool.submit(work, batch))
+                if pending is not None:
+                    yield pending[0], pending[1].result()
+                pending = submitted
+            if pending is not None:
+                yield pending[0], pending[1].result()
+                pending = None
+        finally:
+            if pending is not None:
+                pending[1].cancel()
+
+
+# ---- encode ----------------------------------------------------------------------------------
+
+
+def _encode_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (default: stdout); with --format megatron the PREFIX of PREFIX.bin / PREFIX.idx",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "megatron"),
+        default="jsonl",
+        help='jsonl: one {"ids": [...]} per document (default); megatron: Megatron-LM .bin/.idx',
+    )
+    parser.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="start each document with <s> (default: no)",
+    )
+    parser.add_argument(
+        "--eos",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="end each document with </s> (default: no)",
+    )
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """Text to token ids, as JSONL or Megatron-LM files; one output record per document."""
+    if args.format == "megatron":
+        if args.output in (None, "-"):
+            raise CliError("--format megatron needs -o PREFIX (it writes PREFIX.bin and PREFIX.idx)", 2)
+        if args.output.endswith((".bin", ".idx")):
+            raise CliError(f"-o takes the prefix, without .bin / .idx: -o {args.output[:-4]}", 2)
+    tok = load_tokenizer(args)
+    threads = args.threads
+    start = time.perf_counter()
+    progress = Progress(args, "encode")
+    try:
+        reader = open_inputs(args, progress)
+        documents = tokens = 0
+
+        def count(batch: list[Document], n_tokens: int) -> None:
+            nonlocal documents, tokens
+            documents += len(batch)
+            tokens += n_tokens
+            progress.set_counts(documents, tokens)
+
+        batches = _batches(reader.documents(), BATCH_CHARS)
+        if args.format == "megatron":
+            from bpetok.megatron import MegatronWriter, dtype_for_vocab
+
+            def encode_flat(batch: list[Document]) -> Any:
+                texts: list[str] = [d.text for d in batch]
+                try:
+                    return tok.encode_batch_to_numpy(
+                        texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads
+                    )
+                except UnicodeEncodeError:
+                    texts = _texts_for_encoding(batch, args.errors)
+                    return tok.encode_batch_to_numpy(
+                        texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads
+                    )
+
+            output = args.output
+            with MegatronWriter(args.output, dtype_for_vocab(tok.vocab_size())) as writer:
+                for batch, (ids, offsets) in _pipelined(batches, encode_flat):
+                    writer.add_documents(ids, offsets)
+                    count(batch, int(offsets[-1]))
+            on_stdout = False
+        else:
+
+            def encode_lists(batch: list[Document]) -> list[list[int]]:
+                texts: list[str] = [d.text for d in batch]
+                try:
+                    return tok.encode_batch(texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads)
+                except UnicodeEncodeError:
+                    texts = _texts_for_encoding(batch, args.errors)
+                    return tok.encode_batch(texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads)
+
+            number = [str(i) for i in range(tok.vocab_size())].__getitem__
+            with AtomicOutput(args.output) as out:
+                for batch, encoded in _pipelined(batches, encode_lists):
+                    lines = ['{"ids": [' + ",".join(map(number, ids)) + "]}\n" for ids in encoded]
+                    out.stream.write("".join(lines).encode("ascii"))
+                    count(batch, sum(map(len, encoded)))
+            output = out.path
+            on_stdout = out.is_stdout
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    summary = {
+        "command": "encode",
+        "format": args.format,
+        "output": output,
+        "inputs": len(reader.files),
+        "documents": documents,
+        "tokens": tokens,
+        "input_bytes": reader.bytes_read,
+        "seconds": round(seconds, 3),
+        "mb_per_s": _throughput(reader.bytes_read, seconds),
+    }
+    report(args, summary, output_on_stdout=on_stdout)
+    return 0
+
+
+# ---- decode ----------------------------------------------------------------------------------
+
+
+def _decode_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser, field=False)
+    parser.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    parser.add_argument("--field", default="ids", help="the field holding the ids (default: ids)")
+
+
+def _id_lists(records: Iterable[Any], field: str) -> Iterator[tuple[str, list[int]]]:
+    for value, source in records:
+        ids = value.get(field)
+        if not isinstance(ids, list):
+            if field not in value:
+                raise InputError(f"{source}: record has no field {field!r}; name the ids field with --field")
+            raise InputError(f"{source}: field {field!r} is not a list of token ids")
+        yield source, ids
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """Ids JSONL (as ``encode`` writes it) back to text JSONL, one ``{"text": ...}`` per record."""
+    tok = load_tokenizer(args)
+    start = time.perf_counter()
+    progress = Progress(args, "decode")
+    documents = tokens = 0
+    try:
+        reader = open_inputs(args, progress)
+        with AtomicOutput(args.output) as out:
+            batch: list[tuple[str, list[int]]] = []
+            records = _id_lists(reader.records(), args.field)
+            while True:
+                batch.clear()
+                for item in records:
+                    batch.append(item)
+                    if len(batch) >= BATCH_RECORDS:
+                        break
+                if not batch:
+                    break
+                texts = _decode_batch(tok, batch, args.threads)
+                out.stream.write(
+                    "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts).encode("utf-8")
+                )
+                documents += len(batch)
+                tokens += sum(len(ids) for _, ids in batch)
+                progress.set_counts(documents, tokens)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    summary = {
+        "command": "decode",
+        "output": out.path,
+        "inputs": len(reader.files),
+        "documents": documents,
+        "tokens": tokens,
+        "input_bytes": reader.bytes_read,
+        "seconds": round(seconds, 3),
+        "mb_per_s": _throughput(reader.bytes_read, seconds),
+    }
+    report(args, summary, output_on_stdout=out.is_stdout)
+    return 0
+
+
+def _decode_batch(tok: Tokenizer, batch: list[tuple[str, list[int]]], threads: int | None) -> list[str]:
+    try:
+        return tok.decode_batch([ids for _, ids in batch], num_threads=threads)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    for source, ids in batch:  # find the record at fault
+        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, int)), None)
+        if bad is not None:
+            raise InputError(f"{source}: token ids must be integers, found {json.dumps(bad)}")
+        try:
+            tok.decode(ids)
+        except (TypeError, ValueError, IndexError, OverflowError) as err:
+            raise InputError(f"{source}: {err}") from None
+    raise AssertionError("decode_batch failed but every record decodes")  # pragma: no cover
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+SUBCOMMANDS: list[Subcommand] = [
+    ("encode", "text to token ids (JSONL, or Megatron-LM .bin/.idx)", _encode_arguments, run_encode),
+    ("decode", "token ids (JSONL, as encode writes) back to text JSONL", _decode_arguments, run_decode),
+]
+"""(name, one-line help, argparse setup, run): add a subcommand by adding a line."""
+
+_GLOBAL_DEFAULTS: dict[str, Any] = {"vocab": None, "threads": None, "quiet": False, "json": False}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bpetok import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Exact SentencePiece BPE for Mistral / Mixtral vocabularies: encode, decode.",
+        epilog="Exit status: 0 done, 1 bad input or I/O error, 2 usage error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    # Global options are parsed before and after the subcommand name; SUPPRESS keeps a value
+    # given before it from being reset by the subparser's default.
+    _add_global_arguments(parser, argparse.SUPPRESS)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text, setup, run in SUBCOMMANDS:
+        sub = subparsers.add_parser(name, help=help_text, description=run.__doc__)
+        setup(sub)
+        _add_global_arguments(sub, argparse.SUPPRESS)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, value in _GLOBAL_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # run the cleanup of temporary files
+    try:
+        return int(args.run(args))
+    except CliError as err:
+        if err.status == 2:
+            parser.error(str(err))  # usage message, exit 2
+        return _fail(str(err), err.status)
+    except InputError as err:
+        return _fail(str(err), 1)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\n{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (as with `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(f"{where}{err.strerror or err}", 1)
+
+
+def _fail(message: str, status: int) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return status
