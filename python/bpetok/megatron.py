@@ -32,6 +32,7 @@ import os
 import struct
 import tempfile
 from array import array
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -256,6 +257,9 @@ class MegatronDataset:
         return np.frombuffer(
             self._tokens, self.dtype, int(self.sequence_lengths[i]), int(self.sequence_pointers[i])
         )
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
 
     def document(self, d: int) -> np.ndarray:
         """The tokens of document ``d`` (all its sequences, concatenated)."""
