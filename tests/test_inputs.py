@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from bpetok.inputs import InputError, InputReader, kind_of, resolve_inputs
 
 DOCS = ["Hello world", "", "second\nline\n", "日本語のテキスト 🙂", "  spaces  "]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bpetok.megatron import MegatronDataset, MegatronWriter, dtype_for_vocab
 
 
@@ -53,7 +52,10 @@ def read_independently(prefix: Path) -> tuple[int, list[list[int]], list[int]]:
     pos += 8 * n_doc
     assert pos == len(idx)
     fmt, size = {8: ("H", 2), 4: ("i", 4), 1: ("B", 1)}[code]
-    sequences = [list(struct.unpack(f"<{n}{fmt}", data[p : p + n * size])) for n, p in zip(lengths, pointers)]
+    sequences = [
+        list(struct.unpack(f"<{n}{fmt}", data[p : p + n * size]))
+        for n, p in zip(lengths, pointers, strict=True)
+    ]
     return code, sequences, doc_index
 
 
