@@ -16,10 +16,12 @@ mod model;
 mod normalize;
 pub mod pack;
 mod proto;
+pub mod shard;
 mod tokenizer;
 
 pub use error::{Error, Result};
 pub use normalize::SPACE_SYMBOL;
 pub use pack::{PackError, PackOptions, Packer, Sample, Segment};
 pub use proto::PieceType;
+pub use shard::{verify_dir, Manifest, ManifestInfo, ShardError, ShardWriter, ShardWriterOptions};
 pub use tokenizer::{Encoder, Tokenizer, MIXTRAL_8X7B_MODEL};

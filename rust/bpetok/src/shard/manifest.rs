@@ -1,0 +1,266 @@
+//! `manifest.json`: its structure (field order is the serialisation order, as the format
+//! prescribes) and the streaming SHA-256 helpers that fill in file sizes and hashes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::TokenDtype;
+
+/// The whole manifest. Field order here is the key order in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`super::FORMAT`].
+    pub format: String,
+    /// Always [`super::FORMAT_VERSION`] for what this module writes.
+    pub format_version: u64,
+    pub tokenizer: TokenizerInfo,
+    pub options: ManifestOptions,
+    pub token_dtype: TokenDtype,
+    pub inputs: Vec<InputFile>,
+    pub shards: Vec<ShardEntry>,
+    pub totals: Totals,
+}
+
+/// Which tokenizer made the ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerInfo {
+    /// Lowercase hex SHA-256 of the model file (see [`hash_file`]).
+    pub sha256: String,
+    pub vocab_size: u64,
+    /// `null` when the model has no BOS piece.
+    pub bos_id: Option<u32>,
+    /// `null` when the model has no EOS piece.
+    pub eos_id: Option<u32>,
+}
+
+/// Every option that changes the output, as used (after defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestOptions {
+    pub seq_len: u64,
+    pub window: u64,
+    /// The overlap asked for; `null` for the default.
+    pub overlap: Option<u64>,
+    /// The overlap applied: `max(1, overlap or its default)` (docs/packing.md).
+    pub overlap_tokens: u64,
+    pub pack_buffer: u64,
+    pub seed: u64,
+    /// Whether documents got a BOS token.
+    pub bos: bool,
+    /// Whether documents got an EOS token.
+    pub eos: bool,
+    pub pad_id: u32,
+    pub samples_per_shard: u64,
+    /// Input-reading options (JSONL field, one document per line, ...), named by whoever read the
+    /// inputs; a JSON object whose keys are written sorted. `{}` when there are none.
+    pub input: BTreeMap<String, serde_json::Value>,
+}
+
+/// One input file, in the order read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    /// The path as given (`-` for standard input).
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Documents (records) it contributed, empty ones included.
+    pub documents: u64,
+}
+
+impl InputFile {
+    pub fn new(path: impl Into<String>, hash: FileHash, documents: u64) -> Self {
+        InputFile {
+            path: path.into(),
+            size: hash.size,
+            sha256: hash.sha256,
+            documents,
+        }
+    }
+}
+
+/// One shard: its counts and its three files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    /// `shard-NNNNN`, the shard's index counted from 0.
+    pub name: String,
+    pub samples: u64,
+    /// Segment rows.
+    pub segments: u64,
+    /// `samples * seq_len`.
+    pub tokens: u64,
+    pub padding_tokens: u64,
+    pub context_tokens: u64,
+    pub files: ShardFiles,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardFiles {
+    pub tokens: FileDigest,
+    pub segments: FileDigest,
+    pub sample_index: FileDigest,
+}
+
+/// A file inside the directory: its path relative to the directory, size in bytes, SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Totals over the whole output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// Documents read, empty ones included.
+    pub documents: u64,
+    /// Documents with no tokens (absent from the shards).
+    pub empty_documents: u64,
+    /// Documents cut into more than one chunk.
+    pub documents_split: u64,
+    /// Document tokens, each counted once (context repeats not included).
+    pub document_tokens: u64,
+    pub samples: u64,
+    pub padding_tokens: u64,
+    pub context_tokens: u64,
+    pub target_tokens: u64,
+}
+
+impl Manifest {
+    /// The bytes of `manifest.json`: two-space indented JSON in field order, then a newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes =
+            serde_json::to_vec_pretty(self).expect("a manifest always serialises to JSON");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses `manifest.json` bytes (no checks beyond the structure; [`super::verify_dir`] checks).
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Size and lowercase hex SHA-256 of some bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHash {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Size and SHA-256 of a file, read as a stream (for inputs and for the model file).
+pub fn hash_file(path: impl AsRef<Path>) -> io::Result<FileHash> {
+    let mut reader = HashingReader::new(File::open(path)?);
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(reader.hash())
+}
+
+/// A reader that hashes what passes through it, so an input (standard input included) is
+/// hashed while it is parsed, in one pass.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Size and SHA-256 of everything read so far.
+    pub fn hash(&self) -> FileHash {
+        FileHash {
+            size: self.size,
+            sha256: hex(&self.hasher.clone().finalize()),
+        }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes what passes through it (the shard files are hashed as they are written).
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    pub(crate) fn finish(self) -> (W, FileHash) {
+        let hash = FileHash {
+            size: self.size,
+            sha256: hex(&self.hasher.finalize()),
+        };
+        (self.inner, hash)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// SHA-256 of `bytes` as lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// Whether `s` looks like what this format writes for a hash: 64 lowercase hex digits.
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -1,0 +1,151 @@
+//! Shard directories: the on-disk form of packed samples that `docs/shard-format.md` specifies.
+//! This module owns writing a directory ([`ShardWriter`]), its manifest ([`Manifest`], with the
+//! streaming SHA-256 helpers that fill it), checking a finished directory against every invariant
+//! of the format ([`verify_dir`]), and summarising one ([`inspect_dir`]).
+//!
+//! A shard is three `.npy` files (version 1.0 headers, little-endian): the tokens `[S, L]`, the
+//! segment rows `[G, 5]` and the sample index `[S + 1]`. `manifest.json` is written last; a
+//! directory without it is unfinished.
+
+mod inspect;
+mod manifest;
+mod npy;
+mod verify;
+mod writer;
+
+use serde::{Deserialize, Serialize};
+
+pub use inspect::{inspect_dir, LengthBucket, Summary};
+pub use manifest::{
+    hash_file, FileDigest, FileHash, HashingReader, InputFile, Manifest, ManifestOptions,
+    ShardEntry, ShardFiles, TokenizerInfo, Totals,
+};
+pub use verify::{verify_dir, VerifyError, VerifyReport, Violation, ViolationKind};
+pub use writer::{
+    ManifestInfo, ShardError, ShardWriter, ShardWriterOptions, DEFAULT_SAMPLES_PER_SHARD,
+};
+
+/// The value of the manifest's `format` field.
+pub const FORMAT: &str = "bpetok-shards";
+
+/// The value of the manifest's `format_version` field that this module writes and checks.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The manifest's file name inside a shard directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Columns of a `*.segments.npy` row, in order.
+pub const SEGMENT_COLUMNS: [&str; 5] = ["start", "length", "context", "doc_id", "doc_start"];
+
+/// The unsigned dtype of `*.tokens.npy`: the smallest that holds every id of the vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenDtype {
+    /// `<u2`, for vocabularies of at most 65,536 pieces.
+    Uint16,
+    /// `<u4`, for larger vocabularies (up to 2^32 pieces).
+    Uint32,
+}
+
+impl TokenDtype {
+    /// `uint16` if every id of a `vocab_size`-piece vocabulary fits (`vocab_size <= 65536`), else
+    /// `uint32`; `None` for an empty vocabulary or one with more than 2^32 pieces.
+    pub fn for_vocab_size(vocab_size: u64) -> Option<Self> {
+        match vocab_size {
+            0 => None,
+            1..=65_536 => Some(TokenDtype::Uint16),
+            65_537..=4_294_967_296 => Some(TokenDtype::Uint32),
+            _ => None,
+        }
+    }
+
+    /// The NumPy type string of the array (`<u2` or `<u4`).
+    pub fn descr(self) -> &'static str {
+        match self {
+            TokenDtype::Uint16 => "<u2",
+            TokenDtype::Uint32 => "<u4",
+        }
+    }
+
+    /// The manifest's name for it (`uint16` or `uint32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenDtype::Uint16 => "uint16",
+            TokenDtype::Uint32 => "uint32",
+        }
+    }
+
+    /// Bytes per token.
+    pub fn size(self) -> usize {
+        match self {
+            TokenDtype::Uint16 => 2,
+            TokenDtype::Uint32 => 4,
+        }
+    }
+}
+
+/// The three arrays of a shard, as the suffixes after its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShardFile {
+    Tokens,
+    Segments,
+    SampleIndex,
+}
+
+impl ShardFile {
+    pub(crate) const ALL: [ShardFile; 3] = [
+        ShardFile::Tokens,
+        ShardFile::Segments,
+        ShardFile::SampleIndex,
+    ];
+
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            ShardFile::Tokens => ".tokens.npy",
+            ShardFile::Segments => ".segments.npy",
+            ShardFile::SampleIndex => ".sample_index.npy",
+        }
+    }
+
+    pub(crate) fn file_name(self, shard_name: &str) -> String {
+        format!("{shard_name}{}", self.suffix())
+    }
+}
+
+/// `shard-NNNNN`: the name of the shard with this index (five digits, more past 99,999).
+pub fn shard_name(index: usize) -> String {
+    format!("shard-{index:05}")
+}
+
+/// Whether `name` is a final shard file name: `shard-` and five or more digits, then one of the
+/// three suffixes.
+pub(crate) fn is_shard_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("shard-") else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits >= 5 && ShardFile::ALL.iter().any(|f| &rest[digits..] == f.suffix())
+}
+
+/// The temporary name a final file is written under before it is renamed into place.
+pub(crate) fn temporary_name(final_name: &str) -> String {
+    format!(".{final_name}.tmp")
+}
+
+/// Whether `name` is a temporary of this module: a shard file's or the manifest's.
+pub(crate) fn is_temporary_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(|n| n == MANIFEST_FILE || is_shard_file_name(n))
+}
+
+/// Whether a manifest path is a plain file name inside the directory (no separator, not `.` or
+/// `..`), so nothing outside the directory is ever read or removed.
+pub(crate) fn is_plain_file_name(path: &str) -> bool {
+    !path.is_empty()
+        && path != "."
+        && path != ".."
+        && !path.contains('/')
+        && !path.contains('\\')
+        && !path.contains('\0')
+}

@@ -1,0 +1,689 @@
+//! [`ShardWriter`]: buffers one shard's samples, writes each file under a temporary name, fsyncs
+//! and renames it, and writes `manifest.json` last, so a directory that has a manifest is
+//! complete and one without is visibly unfinished.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::manifest::HashingWriter;
+use super::npy::{self, LittleEndian};
+use super::{
+    is_plain_file_name, is_shard_file_name, is_temporary_name, shard_name, temporary_name,
+    FileDigest, InputFile, Manifest, ManifestOptions, ShardEntry, ShardFile, ShardFiles,
+    TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
+};
+use crate::pack::{PackOptions, PackStats, Sample};
+
+/// Samples per shard unless set otherwise: 8192 samples of 4096 `uint16` tokens is 64 MiB.
+pub const DEFAULT_SAMPLES_PER_SHARD: usize = 8192;
+
+/// What can go wrong writing (or inspecting) a shard directory. Each message names the path or
+/// value at fault and, where there is one, what to change.
+#[derive(Debug, Error)]
+pub enum ShardError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "{dir} already holds a shard output ({found}); choose an empty or new directory, or set \
+         overwrite to replace it"
+    )]
+    DirectoryInUse { dir: PathBuf, found: String },
+
+    #[error(
+        "cannot overwrite {dir}: its manifest.json does not parse ({reason}), so which files \
+         belong to it is unknown; remove the directory by hand"
+    )]
+    UnreadableOldManifest { dir: PathBuf, reason: String },
+
+    #[error("invalid shard writer options: {0}")]
+    InvalidOptions(String),
+
+    #[error("sample {sample} cannot be written: {reason}")]
+    InvalidSample { sample: u64, reason: String },
+
+    #[error("the manifest information does not match what was written: {0}")]
+    ManifestMismatch(String),
+
+    #[error("an earlier shard write failed, so this output is incomplete; drop the writer")]
+    Failed,
+
+    #[error("{path}: not a readable shard directory: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ShardError + '_ {
+    move |source| ShardError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a [`ShardWriter`] lays out its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardWriterOptions {
+    /// Pieces in the vocabulary: every token id must be below it, and it picks the token dtype.
+    pub vocab_size: u64,
+    /// Tokens per sample, L.
+    pub seq_len: usize,
+    /// Samples per shard (the last shard may hold fewer). Memory is one shard's samples.
+    pub samples_per_shard: usize,
+    /// The id padding tokens hold (below `vocab_size`).
+    pub pad_id: u32,
+    /// Replace an existing output in the directory: remove the files its manifest lists and any
+    /// stale temporaries, nothing else.
+    pub overwrite: bool,
+}
+
+impl ShardWriterOptions {
+    /// [`DEFAULT_SAMPLES_PER_SHARD`] samples per shard, no overwrite.
+    pub fn new(vocab_size: u64, seq_len: usize, pad_id: u32) -> Self {
+        ShardWriterOptions {
+            vocab_size,
+            seq_len,
+            samples_per_shard: DEFAULT_SAMPLES_PER_SHARD,
+            pad_id,
+            overwrite: false,
+        }
+    }
+
+    /// The token dtype: `uint16` for vocabularies of at most 65,536 pieces, else `uint32`.
+    pub fn token_dtype(&self) -> Option<TokenDtype> {
+        TokenDtype::for_vocab_size(self.vocab_size)
+    }
+
+    fn validate(&self) -> Result<TokenDtype, ShardError> {
+        let invalid = |m: String| Err(ShardError::InvalidOptions(m));
+        let Some(dtype) = self.token_dtype() else {
+            return invalid(format!(
+                "vocab_size is {}, but it must be between 1 and 4294967296 (2^32)",
+                self.vocab_size
+            ));
+        };
+        if self.seq_len < 2 || self.seq_len > i32::MAX as usize {
+            return invalid(format!(
+                "seq_len is {}, but it must be between 2 and 2147483647",
+                self.seq_len
+            ));
+        }
+        if self.samples_per_shard == 0 {
+            return invalid("samples_per_shard is 0; use at least 1".to_string());
+        }
+        if self
+            .samples_per_shard
+            .checked_mul(self.seq_len)
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .is_none()
+        {
+            return invalid(format!(
+                "samples_per_shard {} x seq_len {} tokens do not fit in memory; use fewer samples \
+                 per shard",
+                self.samples_per_shard, self.seq_len
+            ));
+        }
+        if u64::from(self.pad_id) >= self.vocab_size {
+            return invalid(format!(
+                "pad_id {} is not below vocab_size {}; padding must hold a vocabulary id (0 or the \
+                 EOS id are usual)",
+                self.pad_id, self.vocab_size
+            ));
+        }
+        Ok(dtype)
+    }
+}
+
+/// What the writer cannot know by itself, given to [`ShardWriter::finish`] for the manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManifestInfo {
+    pub tokenizer: TokenizerInfo,
+    /// The packer's options; `seq_len` and `pad_id` must be the writer's.
+    pub pack: PackOptions,
+    /// Whether documents got a BOS / an EOS token.
+    pub bos: bool,
+    pub eos: bool,
+    /// Input-reading options for `options.input` (written with sorted keys).
+    pub input_options: BTreeMap<String, serde_json::Value>,
+    /// Input files in the order read.
+    pub inputs: Vec<InputFile>,
+    /// The packer's final statistics ([`crate::Packer::finish`]). Its sample, padding, context
+    /// and target counts must equal what the writer was given.
+    pub stats: PackStats,
+}
+
+/// The tokens of the shard being filled, in the shard's dtype.
+enum TokenBuffer {
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+}
+
+/// Writes packed samples into a shard directory (`docs/shard-format.md`).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bpetok::pack::{PackOptions, Packer};
+/// use bpetok::shard::{ManifestInfo, ShardWriter, ShardWriterOptions, TokenizerInfo};
+/// let opts = PackOptions::new(4096, 4096);
+/// let mut writer = ShardWriter::create("out", ShardWriterOptions::new(32000, 4096, 0))?;
+/// let mut packer = Packer::new(opts.clone())?;
+/// packer.push_document(0, &[1, 50, 51, 2], |s| writer.write_sample(&s))?;
+/// let stats = packer.finish(|s| writer.write_sample(&s))?;
+/// let tokenizer = TokenizerInfo { sha256: "0".repeat(64), vocab_size: 32000, bos_id: Some(1), eos_id: Some(2) };
+/// writer.finish(ManifestInfo {
+///     tokenizer, pack: opts, bos: true, eos: true,
+///     input_options: Default::default(), inputs: vec![], stats,
+/// })?;
+/// # Ok(()) }
+/// ```
+///
+/// Each file goes to `.NAME.tmp` in the directory, is fsynced and renamed to `NAME`; the
+/// directory is fsynced after the renames. A writer dropped without [`ShardWriter::finish`]
+/// leaves its completed shards but no `manifest.json`, and no temporary (a temporary is removed
+/// when its write fails or unwinds).
+pub struct ShardWriter {
+    dir: PathBuf,
+    opts: ShardWriterOptions,
+    dtype: TokenDtype,
+    tokens: TokenBuffer,
+    /// Rows of the shard being filled, flattened: start, length, context, doc_id, doc_start.
+    segments: Vec<i64>,
+    sample_index: Vec<i64>,
+    shard_padding: u64,
+    shard_context: u64,
+    shards: Vec<ShardEntry>,
+    samples: u64,
+    padding_tokens: u64,
+    context_tokens: u64,
+    target_tokens: u64,
+    /// Set when writing a shard failed: the buffer no longer matches the files, so every later
+    /// call fails too.
+    failed: bool,
+}
+
+impl ShardWriter {
+    /// Opens `dir` for a new output, creating it if missing. Refuses a directory that holds a
+    /// `manifest.json`, shard files or temporaries of this format, unless `opts.overwrite` is set:
+    /// then the old manifest is removed first, then the files it lists, then stale temporaries.
+    /// Other files are left alone.
+    pub fn create(dir: impl AsRef<Path>, opts: ShardWriterOptions) -> Result<Self, ShardError> {
+        let dtype = opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        prepare_directory(&dir, opts.overwrite)?;
+        let capacity = opts.samples_per_shard * opts.seq_len;
+        let tokens = match dtype {
+            TokenDtype::Uint16 => TokenBuffer::U16(Vec::with_capacity(capacity)),
+            TokenDtype::Uint32 => TokenBuffer::U32(Vec::with_capacity(capacity)),
+        };
+        Ok(ShardWriter {
+            dir,
+            dtype,
+            tokens,
+            segments: Vec::new(),
+            sample_index: vec![0],
+            shard_padding: 0,
+            shard_context: 0,
+            shards: Vec::new(),
+            samples: 0,
+            padding_tokens: 0,
+            context_tokens: 0,
+            target_tokens: 0,
+            failed: false,
+            opts,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn token_dtype(&self) -> TokenDtype {
+        self.dtype
+    }
+
+    /// Samples given so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Shards written so far (the one being filled not included).
+    pub fn shards(&self) -> &[ShardEntry] {
+        &self.shards
+    }
+
+    /// Adds a sample; writes a shard when `samples_per_shard` samples are buffered. The sample is
+    /// checked first (L tokens, segments tiling them, padding last and holding `pad_id`, ids below
+    /// `vocab_size`); a rejected sample changes nothing.
+    pub fn write_sample(&mut self, sample: &Sample) -> Result<(), ShardError> {
+        self.check_not_failed()?;
+        self.check_sample(sample)?;
+        let mut start = 0i64;
+        for seg in &sample.segments {
+            let (doc_id, context) = match seg.doc_id {
+                // check_sample made sure both fit in i64.
+                Some(doc) => (doc as i64, i64::from(seg.context)),
+                None => (-1, 0),
+            };
+            self.segments.extend_from_slice(&[
+                start,
+                i64::from(seg.len),
+                context,
+                doc_id,
+                seg.doc_start as i64,
+            ]);
+            start += i64::from(seg.len);
+        }
+        self.sample_index.push((self.segments.len() / 5) as i64);
+        match &mut self.tokens {
+            TokenBuffer::U16(t) => t.extend(sample.tokens.iter().map(|&id| id as u16)),
+            TokenBuffer::U32(t) => t.extend_from_slice(&sample.tokens),
+        }
+        let (padding, context) = (
+            sample.padding_tokens() as u64,
+            sample.context_tokens() as u64,
+        );
+        self.shard_padding += padding;
+        self.shard_context += context;
+        self.samples += 1;
+        self.padding_tokens += padding;
+        self.context_tokens += context;
+        self.target_tokens += sample.target_tokens() as u64;
+        if self.sample_index.len() - 1 == self.opts.samples_per_shard {
+            self.write_shard()?;
+        }
+        Ok(())
+    }
+
+    fn check_not_failed(&self) -> Result<(), ShardError> {
+        if self.failed {
+            return Err(ShardError::Failed);
+        }
+        Ok(())
+    }
+
+    fn check_sample(&self, sample: &Sample) -> Result<(), ShardError> {
+        let invalid = |reason: String| {
+            Err(ShardError::InvalidSample {
+                sample: self.samples,
+                reason,
+            })
+        };
+        let l = self.opts.seq_len;
+        if sample.tokens.len() != l {
+            return invalid(format!(
+                "it has {} tokens, but seq_len is {l}",
+                sample.tokens.len()
+            ));
+        }
+        let mut at = 0usize;
+        for (k, seg) in sample.segments.iter().enumerate() {
+            if seg.len == 0 {
+                return invalid(format!("segment {k} is empty"));
+            }
+            let end = at + seg.len as usize;
+            if end > l {
+                return invalid(format!("segment {k} ends at {end}, past seq_len {l}"));
+            }
+            match seg.doc_id {
+                None => {
+                    if k + 1 != sample.segments.len() {
+                        return invalid(format!("padding segment {k} is not the last segment"));
+                    }
+                    if seg.context != 0 || seg.doc_start != 0 {
+                        return invalid(format!(
+                            "padding segment {k} has context {} and doc_start {}; both must be 0",
+                            seg.context, seg.doc_start
+                        ));
+                    }
+                    if let Some(p) = sample.tokens[at..end]
+                        .iter()
+                        .position(|&t| t != self.opts.pad_id)
+                    {
+                        return invalid(format!(
+                            "padding token {} is {}, not pad_id {}",
+                            at + p,
+                            sample.tokens[at + p],
+                            self.opts.pad_id
+                        ));
+                    }
+                }
+                Some(doc) => {
+                    if seg.context >= seg.len {
+                        return invalid(format!(
+                            "segment {k} has context {} but length {}: a chunk needs a target",
+                            seg.context, seg.len
+                        ));
+                    }
+                    if doc > i64::MAX as u64
+                        || seg
+                            .doc_start
+                            .checked_add(u64::from(seg.len))
+                            .is_none_or(|e| e > i64::MAX as u64)
+                    {
+                        return invalid(format!(
+                            "segment {k} (doc_id {doc}, doc_start {}) does not fit int64",
+                            seg.doc_start
+                        ));
+                    }
+                }
+            }
+            at = end;
+        }
+        if at != l {
+            return invalid(format!("its segments cover {at} tokens, not seq_len {l}"));
+        }
+        if let Some(p) = sample
+            .tokens
+            .iter()
+            .position(|&t| u64::from(t) >= self.opts.vocab_size)
+        {
+            return invalid(format!(
+                "token {p} is id {}, not below vocab_size {}",
+                sample.tokens[p], self.opts.vocab_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered samples as the next shard and clears the buffer; on failure the writer
+    /// refuses all further calls.
+    fn write_shard(&mut self) -> Result<(), ShardError> {
+        self.failed = true;
+        let name = shard_name(self.shards.len());
+        let samples = (self.sample_index.len() - 1) as u64;
+        let rows = (self.segments.len() / 5) as u64;
+        let l = self.opts.seq_len as u64;
+        let tokens = match &self.tokens {
+            TokenBuffer::U16(t) => write_npy(&self.dir, &name, ShardFile::Tokens, &[samples, l], t),
+            TokenBuffer::U32(t) => write_npy(&self.dir, &name, ShardFile::Tokens, &[samples, l], t),
+        }?;
+        let segments = write_npy(
+            &self.dir,
+            &name,
+            ShardFile::Segments,
+            &[rows, 5],
+            &self.segments,
+        )?;
+        let sample_index = write_npy(
+            &self.dir,
+            &name,
+            ShardFile::SampleIndex,
+            &[samples + 1],
+            &self.sample_index,
+        )?;
+        sync_dir(&self.dir)?;
+        self.shards.push(ShardEntry {
+            name,
+            samples,
+            segments: rows,
+            tokens: samples * l,
+            padding_tokens: self.shard_padding,
+            context_tokens: self.shard_context,
+            files: ShardFiles {
+                tokens,
+                segments,
+                sample_index,
+            },
+        });
+        match &mut self.tokens {
+            TokenBuffer::U16(t) => t.clear(),
+            TokenBuffer::U32(t) => t.clear(),
+        }
+        self.segments.clear();
+        self.sample_index.clear();
+        self.sample_index.push(0);
+        self.shard_padding = 0;
+        self.shard_context = 0;
+        self.failed = false;
+        Ok(())
+    }
+
+    /// Writes the last, partial shard (if any samples are buffered), then `manifest.json`, and
+    /// returns the manifest. `info` is checked against what was written first, so a mismatch
+    /// leaves no manifest.
+    pub fn finish(mut self, info: ManifestInfo) -> Result<Manifest, ShardError> {
+        self.check_not_failed()?;
+        self.check_info(&info)?;
+        if self.sample_index.len() > 1 {
+            self.write_shard()?;
+        }
+        let pack = &info.pack;
+        let stats = &info.stats;
+        let manifest = Manifest {
+            format: FORMAT.to_string(),
+            format_version: FORMAT_VERSION,
+            tokenizer: info.tokenizer,
+            options: ManifestOptions {
+                seq_len: pack.seq_len as u64,
+                window: pack.window as u64,
+                overlap: pack.overlap.map(|o| o as u64),
+                overlap_tokens: pack.overlap_tokens() as u64,
+                pack_buffer: pack.pack_buffer as u64,
+                seed: pack.seed,
+                bos: info.bos,
+                eos: info.eos,
+                pad_id: pack.pad_id,
+                samples_per_shard: self.opts.samples_per_shard as u64,
+                input: info.input_options,
+            },
+            token_dtype: self.dtype,
+            inputs: info.inputs,
+            shards: std::mem::take(&mut self.shards),
+            totals: Totals {
+                documents: stats.documents,
+                empty_documents: stats.empty_documents,
+                documents_split: stats.documents_split,
+                document_tokens: stats.document_tokens,
+                samples: self.samples,
+                padding_tokens: self.padding_tokens,
+                context_tokens: self.context_tokens,
+                target_tokens: self.target_tokens,
+            },
+        };
+        write_atomically(&self.dir, MANIFEST_FILE, |w| {
+            w.write_all(&manifest.to_json())
+        })?;
+        sync_dir(&self.dir)?;
+        Ok(manifest)
+    }
+
+    fn check_info(&self, info: &ManifestInfo) -> Result<(), ShardError> {
+        let mismatch = |m: String| Err(ShardError::ManifestMismatch(m));
+        if info.tokenizer.vocab_size != self.opts.vocab_size {
+            return mismatch(format!(
+                "tokenizer vocab_size {} but the writer's vocab_size is {}",
+                info.tokenizer.vocab_size, self.opts.vocab_size
+            ));
+        }
+        if let Err(e) = info.pack.validate() {
+            return mismatch(format!("pack options: {e}"));
+        }
+        if info.pack.seq_len != self.opts.seq_len || info.pack.pad_id != self.opts.pad_id {
+            return mismatch(format!(
+                "pack options have seq_len {} and pad_id {}, the writer {} and {}",
+                info.pack.seq_len, info.pack.pad_id, self.opts.seq_len, self.opts.pad_id
+            ));
+        }
+        let s = &info.stats;
+        let written = (
+            self.samples,
+            self.padding_tokens,
+            self.context_tokens,
+            self.target_tokens,
+        );
+        let packed = (
+            s.samples,
+            s.padding_tokens,
+            s.context_tokens,
+            s.target_tokens,
+        );
+        if written != packed {
+            return mismatch(format!(
+                "the packer made (samples, padding, context, target tokens) {packed:?}, the writer \
+                 was given {written:?}; every sample the packer emits must be written"
+            ));
+        }
+        if !info.inputs.is_empty() {
+            let documents: u64 = info.inputs.iter().map(|i| i.documents).sum();
+            if documents != s.documents {
+                return mismatch(format!(
+                    "the inputs list {documents} documents, the packer was given {}",
+                    s.documents
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a directory with an output in it, or (with `overwrite`) removes that output: the old
+/// manifest first, so the directory never looks complete with a mix of files, then the files it
+/// lists, then stale temporaries.
+fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
+    let mut ours = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == MANIFEST_FILE || is_shard_file_name(&name) || is_temporary_name(&name) {
+            ours.push(name);
+        }
+    }
+    if ours.is_empty() {
+        return Ok(());
+    }
+    ours.sort();
+    if !overwrite {
+        let found = if ours.iter().any(|n| n == MANIFEST_FILE) {
+            MANIFEST_FILE.to_string()
+        } else {
+            format!("{} and {} more", ours[0], ours.len() - 1)
+        };
+        return Err(ShardError::DirectoryInUse {
+            dir: dir.to_path_buf(),
+            found,
+        });
+    }
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if ours.iter().any(|n| n == MANIFEST_FILE) {
+        let bytes = fs::read(&manifest_path).map_err(io_error(&manifest_path))?;
+        let listed = listed_files(&bytes).map_err(|reason| ShardError::UnreadableOldManifest {
+            dir: dir.to_path_buf(),
+            reason,
+        })?;
+        fs::remove_file(&manifest_path).map_err(io_error(&manifest_path))?;
+        sync_dir(dir)?;
+        for name in listed {
+            let path = dir.join(&name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+    }
+    for name in ours.iter().filter(|n| is_temporary_name(n)) {
+        let path = dir.join(name);
+        fs::remove_file(&path).map_err(io_error(&path))?;
+    }
+    Ok(())
+}
+
+/// The shard files an old manifest lists, read loosely (any format version), keeping only plain
+/// shard file names so nothing outside the directory, or not of this format, is removed.
+fn listed_files(manifest: &[u8]) -> Result<Vec<String>, String> {
+    let value: serde_json::Value = serde_json::from_slice(manifest).map_err(|e| e.to_string())?;
+    let shards = value
+        .get("shards")
+        .and_then(|s| s.as_array())
+        .ok_or("it has no \"shards\" list")?;
+    let mut names = Vec::new();
+    for shard in shards {
+        if let Some(files) = shard.get("files").and_then(|f| f.as_object()) {
+            for file in files.values() {
+                if let Some(path) = file.get("path").and_then(|p| p.as_str()) {
+                    if is_plain_file_name(path) && is_shard_file_name(path) {
+                        names.push(path.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Removes a temporary file when dropped, unless it was renamed into place.
+struct Temporary {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `name` in `dir` through `.name.tmp`: `write` fills a buffered, hashing writer; then the
+/// file is flushed, fsynced and renamed. Returns the file's digest.
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<HashingWriter<File>>) -> io::Result<()>,
+) -> Result<FileDigest, ShardError> {
+    let final_path = dir.join(name);
+    let mut temporary = Temporary {
+        path: dir.join(temporary_name(name)),
+        renamed: false,
+    };
+    let file = File::create(&temporary.path).map_err(io_error(&temporary.path))?;
+    let mut writer = BufWriter::with_capacity(1 << 20, HashingWriter::new(file));
+    write(&mut writer).map_err(io_error(&temporary.path))?;
+    let (file, hash) = writer
+        .into_inner()
+        .map_err(|e| io_error(&temporary.path)(e.into_error()))?
+        .finish();
+    file.sync_all().map_err(io_error(&temporary.path))?;
+    drop(file);
+    fs::rename(&temporary.path, &final_path).map_err(io_error(&final_path))?;
+    temporary.renamed = true;
+    Ok(FileDigest {
+        path: name.to_string(),
+        size: hash.size,
+        sha256: hash.sha256,
+    })
+}
+
+/// One `.npy` array of a shard: C order, little-endian, the version 1.0 header `numpy.save` writes.
+fn write_npy<T: LittleEndian>(
+    dir: &Path,
+    shard: &str,
+    file: ShardFile,
+    shape: &[u64],
+    data: &[T],
+) -> Result<FileDigest, ShardError> {
+    write_atomically(dir, &file.file_name(shard), |w| {
+        npy::write_array(w, shape, data)
+    })
+}
+
+/// Makes the renames in `dir` durable (a no-op where directories cannot be opened as files).
+fn sync_dir(dir: &Path) -> Result<(), ShardError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
