@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -145,15 +144,34 @@ def load_tokenizer(args: argparse.Namespace) -> Tokenizer:
         raise CliError(f"{args.vocab}: {err.strerror or err}") from None
 
 
-def _temp_beside(path: str) -> str:
-    """A new empty file in ``path``'s directory, with the permissions a new file gets."""
+_TEMPORARIES: list[str] = []
+"""Temporary output files made by this process; :func:`main` removes those still there when it
+ends, so an interrupt at any point (even before a writer's cleanup is armed) leaves none."""
+
+
+def temp_beside(path: str) -> str:
+    """A new empty file in ``path``'s directory, with the permissions a new file gets,
+    registered for removal if the command does not rename it into place."""
     directory, base = os.path.split(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    return temp
+    for _ in range(100):
+        temp = os.path.join(directory, f".{base}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+        _TEMPORARIES.append(temp)  # before it exists: no moment where it exists unregistered
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask))
+            return temp
+        except FileExistsError:
+            _TEMPORARIES.pop()
+    raise FileExistsError(f"{directory}: cannot make a temporary file")
+
+
+def _remove_temporaries() -> None:
+    while _TEMPORARIES:
+        try:
+            os.remove(_TEMPORARIES.pop())
+        except FileNotFoundError:
+            pass  # renamed into place, or removed by its writer
 
 
 class AtomicOutput:
@@ -169,7 +187,7 @@ class AtomicOutput:
             self.stream: IO[bytes] = sys.stdout.buffer
         else:
             try:
-                self._temp = _temp_beside(self.path)
+                self._temp = temp_beside(self.path)
             except OSError as err:
                 raise CliError(f"{self.path}: cannot write here: {err.strerror or err}") from None
             self.stream = open(self._temp, "wb", buffering=1 << 20)
@@ -229,6 +247,7 @@ class Progress:
             file=sys.stderr,
             dynamic_ncols=True,
             mininterval=0.25,
+            delay=0.5,  # nothing for runs shorter than that; the total is known by then
             smoothing=0.1,
         )
 
@@ -403,7 +422,9 @@ def run_encode(args: argparse.Namespace) -> int:
                     )
 
             output = args.output
-            with MegatronWriter(args.output, dtype_for_vocab(tok.vocab_size())) as writer:
+            with MegatronWriter(
+                args.output, dtype_for_vocab(tok.vocab_size()), make_temp=temp_beside
+            ) as writer:
                 for batch, (ids, offsets) in _pipelined(batches, encode_flat):
                     writer.add_documents(ids, offsets)
                     count(batch, int(offsets[-1]))
@@ -568,6 +589,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, value)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # run the cleanup of temporary files
+    try:
+        return _run(parser, args)
+    finally:
+        _remove_temporaries()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         return int(args.run(args))
     except CliError as err:

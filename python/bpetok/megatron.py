@@ -32,7 +32,7 @@ import os
 import struct
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -85,10 +85,17 @@ class MegatronWriter:
 
     Use as a context manager: the files appear under their names only when the block ends
     without an exception; otherwise (or after :meth:`abort`) the temporary files are removed.
-    The writer keeps 4 bytes per document in memory for the index.
+    The writer keeps 4 bytes per document in memory for the index. ``make_temp(path)`` makes
+    the empty temporary file that becomes ``path`` (default: one beside it).
     """
 
-    def __init__(self, prefix: str | os.PathLike[str], dtype: str) -> None:
+    def __init__(
+        self,
+        prefix: str | os.PathLike[str],
+        dtype: str,
+        *,
+        make_temp: Callable[[str], str] | None = None,
+    ) -> None:
         if dtype not in _CODE_OF:
             raise ValueError(f"dtype must be one of {sorted(_CODE_OF)}, got {dtype!r}")
         self.prefix = os.fspath(prefix)
@@ -96,7 +103,8 @@ class MegatronWriter:
         self.bin_path = self.prefix + ".bin"
         self.idx_path = self.prefix + ".idx"
         self._lengths = array("i")  # int32, as the index stores them
-        self._bin_temp = _temp_beside(self.bin_path)
+        self._make_temp = make_temp or _temp_beside
+        self._bin_temp = self._make_temp(self.bin_path)
         self._idx_temp: str | None = None
         self._bin: Any = open(self._bin_temp, "wb")
         self._done = False
@@ -136,7 +144,7 @@ class MegatronWriter:
         self._bin.close()
         count = len(self._lengths)
         itemsize = np.dtype(self.dtype).itemsize
-        self._idx_temp = _temp_beside(self.idx_path)
+        self._idx_temp = self._make_temp(self.idx_path)
         with open(self._idx_temp, "wb") as idx:
             idx.write(MAGIC)
             idx.write(struct.pack("<Q", VERSION))
