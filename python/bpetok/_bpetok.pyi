@@ -1,8 +1,9 @@
 """Type stub of the native module ``bpetok._bpetok`` (checked against it by mypy.stubtest)."""
 
+import os
 from typing import final
 
-__all__ = ["ModelError", "Tokenizer", "__version__"]
+__all__ = ["ModelError", "PackWriter", "Tokenizer", "__version__", "inspect_shards", "verify_shards"]
 
 __version__: str
 
@@ -36,3 +37,33 @@ class Tokenizer:
     def eos_id(self) -> int: ...
     def pad_id(self) -> int: ...
     def unk_id(self) -> int: ...
+
+@final
+class PackWriter:
+    """One packing run: encode, pack and write shards. Used by ``bpetok pack``."""
+
+    def __new__(
+        cls,
+        tokenizer: Tokenizer,
+        out_dir: str | os.PathLike[str],
+        *,
+        seq_len: int,
+        window: int,
+        overlap: int | None,
+        pack_buffer: int,
+        seed: int,
+        pad_id: int,
+        samples_per_shard: int,
+        add_bos: bool,
+        add_eos: bool,
+        overwrite: bool,
+    ) -> PackWriter: ...
+    def add_texts(self, texts: list[str | bytes], num_threads: int) -> int: ...
+    def documents(self) -> int: ...
+    def finish(
+        self, tokenizer_sha256: str, inputs: list[tuple[str, int, str, int]], input_options_json: str
+    ) -> str: ...
+    def close(self) -> None: ...
+
+def verify_shards(path: str | os.PathLike[str]) -> tuple[bool, str, list[str]]: ...
+def inspect_shards(path: str | os.PathLike[str]) -> str: ...

@@ -382,7 +382,208 @@ impl PyTokenizer {
 #[pymodule]
 fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenizer>()?;
+    m.add_class::<PyPackWriter>()?;
+    m.add_function(wrap_pyfunction!(verify_shards, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect_shards, m)?)?;
     m.add("ModelError", m.py().get_type::<ModelError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// One packing run: documents are encoded, packed (`bpetok::pack`) and written as shards
+/// (`bpetok::shard`) as they come. Used by `bpetok pack`; see `docs/shard-format.md`.
+#[pyclass(module = "bpetok._bpetok", name = "PackWriter")]
+struct PyPackWriter {
+    tokenizer: Py<PyTokenizer>,
+    run: Option<PackRun>,
+}
+
+struct PackRun {
+    packer: bpetok::Packer,
+    writer: bpetok::ShardWriter,
+    add_bos: bool,
+    add_eos: bool,
+    next_doc_id: u64,
+}
+
+fn pack_err(err: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
+fn shard_err(err: bpetok::ShardError) -> PyErr {
+    match err {
+        bpetok::ShardError::Io { .. } => PyOSError::new_err(err.to_string()),
+        other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+impl PyPackWriter {
+    fn run(&mut self) -> PyResult<&mut PackRun> {
+        self.run
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this PackWriter is finished or closed"))
+    }
+}
+
+#[pymethods]
+impl PyPackWriter {
+    #[new]
+    #[pyo3(signature = (tokenizer, out_dir, *, seq_len, window, overlap, pack_buffer, seed, pad_id,
+                        samples_per_shard, add_bos, add_eos, overwrite))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        tokenizer: Py<PyTokenizer>,
+        out_dir: std::path::PathBuf,
+        seq_len: usize,
+        window: usize,
+        overlap: Option<usize>,
+        pack_buffer: usize,
+        seed: u64,
+        pad_id: u32,
+        samples_per_shard: usize,
+        add_bos: bool,
+        add_eos: bool,
+        overwrite: bool,
+    ) -> PyResult<Self> {
+        let vocab_size = tokenizer.get().inner.vocab_size() as u64;
+        let mut opts = bpetok::PackOptions::new(seq_len, window);
+        opts.overlap = overlap;
+        opts.pack_buffer = pack_buffer;
+        opts.seed = seed;
+        opts.pad_id = pad_id;
+        let packer = bpetok::Packer::new(opts).map_err(pack_err)?;
+        let mut writer_opts = bpetok::ShardWriterOptions::new(vocab_size, seq_len, pad_id);
+        writer_opts.samples_per_shard = samples_per_shard;
+        writer_opts.overwrite = overwrite;
+        let writer = bpetok::ShardWriter::create(&out_dir, writer_opts).map_err(shard_err)?;
+        Ok(Self {
+            tokenizer,
+            run: Some(PackRun {
+                packer,
+                writer,
+                add_bos,
+                add_eos,
+                next_doc_id: 0,
+            }),
+        })
+    }
+
+    /// Encodes `texts` on `num_threads` threads and packs them, in order; their document ids
+    /// continue from the previous call. Returns the number of tokens they had.
+    fn add_texts(
+        &mut self,
+        py: Python<'_>,
+        texts: Vec<TextArg>,
+        num_threads: usize,
+    ) -> PyResult<u64> {
+        let tokenizer = self.tokenizer.clone_ref(py);
+        let tok = &tokenizer.get().inner;
+        let run = self.run()?;
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        let result = py.detach(|| {
+            let batch = tok.encode_batch(&slices, run.add_bos, run.add_eos, num_threads);
+            let mut tokens = 0u64;
+            for ids in &batch {
+                let writer = &mut run.writer;
+                run.packer
+                    .push_document(run.next_doc_id, ids, |s| writer.write_sample(&s))?;
+                run.next_doc_id += 1;
+                tokens += ids.len() as u64;
+            }
+            Ok::<u64, bpetok::ShardError>(tokens)
+        });
+        result.map_err(|err| {
+            self.run = None; // the output is incomplete: no manifest will be written
+            shard_err(err)
+        })
+    }
+
+    /// Documents added so far.
+    fn documents(&self) -> u64 {
+        self.run.as_ref().map_or(0, |run| run.next_doc_id)
+    }
+
+    /// Flushes the packer, writes the last shard and `manifest.json`, and returns the manifest as
+    /// JSON. `inputs` are (path, size, sha256, documents) per input file in order.
+    fn finish(
+        &mut self,
+        py: Python<'_>,
+        tokenizer_sha256: String,
+        inputs: Vec<(String, u64, String, u64)>,
+        input_options_json: &str,
+    ) -> PyResult<String> {
+        let mut run = self
+            .run
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this PackWriter is finished or closed"))?;
+        let tok = &self.tokenizer.get().inner;
+        let input_options = serde_json::from_str(input_options_json).map_err(|e| {
+            PyValueError::new_err(format!("input options are not a JSON object: {e}"))
+        })?;
+        let tokenizer = bpetok::shard::TokenizerInfo {
+            sha256: tokenizer_sha256,
+            vocab_size: tok.vocab_size() as u64,
+            bos_id: tok.bos_id(),
+            eos_id: tok.eos_id(),
+        };
+        let inputs = inputs
+            .into_iter()
+            .map(|(path, size, sha256, documents)| bpetok::shard::InputFile {
+                path,
+                size,
+                sha256,
+                documents,
+            })
+            .collect();
+        let manifest = py.detach(move || {
+            let pack = run.packer.options().clone();
+            let writer = &mut run.writer;
+            let stats = run.packer.finish(|s| writer.write_sample(&s))?;
+            run.writer.finish(bpetok::ManifestInfo {
+                tokenizer,
+                pack,
+                bos: run.add_bos,
+                eos: run.add_eos,
+                input_options,
+                inputs,
+                stats,
+            })
+        });
+        let manifest = manifest.map_err(shard_err)?;
+        String::from_utf8(manifest.to_json()).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Abandons the run: completed shards stay, but no manifest is written.
+    fn close(&mut self) {
+        self.run = None;
+    }
+}
+
+/// Checks a shard directory (`bpetok verify`): returns (ok, summary, violations).
+#[pyfunction]
+fn verify_shards(py: Python<'_>, path: std::path::PathBuf) -> (bool, String, Vec<String>) {
+    match py.detach(|| bpetok::verify_dir(&path)) {
+        Ok(report) => (
+            true,
+            format!(
+                "{} shards, {} samples, {} segments, {} documents, {} bytes checked",
+                report.shards, report.samples, report.segments, report.documents, report.bytes
+            ),
+            Vec::new(),
+        ),
+        Err(err) => (
+            false,
+            format!("{} violations found", err.count()),
+            err.violations.iter().map(ToString::to_string).collect(),
+        ),
+    }
+}
+
+/// Summarises a shard directory (`bpetok inspect`) as JSON.
+#[pyfunction]
+fn inspect_shards(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
+    let summary = py
+        .detach(|| bpetok::shard::inspect_dir(&path))
+        .map_err(shard_err)?;
+    serde_json::to_string(&summary).map_err(|e| PyValueError::new_err(e.to_string()))
 }

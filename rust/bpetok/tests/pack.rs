@@ -204,7 +204,7 @@ fn check_output(docs: &[Vec<u32>], opts: &PackOptions, samples: &[Sample]) {
                 .iter()
                 .filter(|s| s.is_padding())
                 .map(|s| s.len as usize)
-                .sum()
+                .sum::<usize>()
         );
         assert_eq!(
             sample.target_tokens(),
