@@ -1,6 +1,7 @@
 """Type stub of the native module ``bpetok._bpetok`` (checked against it by mypy.stubtest)."""
 
 import os
+from collections.abc import Sequence
 from typing import final
 
 __all__ = ["ModelError", "PackWriter", "Tokenizer", "__version__", "inspect_shards", "verify_shards"]
@@ -58,7 +59,7 @@ class PackWriter:
         add_eos: bool,
         overwrite: bool,
     ) -> PackWriter: ...
-    def add_texts(self, texts: list[str | bytes], num_threads: int) -> int: ...
+    def add_texts(self, texts: Sequence[str | bytes], num_threads: int) -> int: ...
     def documents(self) -> int: ...
     def finish(
         self, tokenizer_sha256: str, inputs: list[tuple[str, int, str, int]], input_options_json: str

@@ -543,12 +543,269 @@ def _decode_batch(tok: Tokenizer, batch: list[tuple[str, list[int]]], threads: i
     raise AssertionError("decode_batch failed but every record decodes")  # pragma: no cover
 
 
+# ---- pack, inspect, verify -------------------------------------------------------------------
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _pack_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the shard directory to write")
+    parser.add_argument(
+        "--seq-len", type=_positive_int, required=True, metavar="L", help="tokens per sample (at least 2)"
+    )
+    parser.add_argument(
+        "--window",
+        type=_non_negative_int,
+        required=True,
+        metavar="W",
+        help="sliding window: a token sees itself and the W-1 before it (0: full causal attention)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="context tokens repeated at the start of a continuation chunk (default: W when 0 < W < L, "
+        "else 1; less than W loses context, see docs/packing.md)",
+    )
+    parser.add_argument(
+        "--pack-buffer",
+        type=_positive_int,
+        default=4096,
+        metavar="CHUNKS",
+        help="chunks held for best-fit packing before samples are written (default 4096)",
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="shuffle seed (default 0)")
+    parser.add_argument(
+        "--samples-per-shard", type=_positive_int, default=8192, metavar="N", help="default 8192"
+    )
+    parser.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start documents with <s> (default)",
+    )
+    parser.add_argument(
+        "--eos", action=argparse.BooleanOptionalAction, default=True, help="end documents with </s> (default)"
+    )
+    parser.add_argument(
+        "--pad-id",
+        type=_non_negative_int,
+        default=None,
+        metavar="ID",
+        help="the id padding tokens hold (default: the </s> id, or 0 without one); padding is never a target",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing shard output in DIR (only its files)"
+    )
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    """Text to training shards: documents are encoded, long ones cut with their sliding window's
+    context, packed into samples of exactly --seq-len tokens by best-fit decreasing, shuffled and
+    written as .npy shards with a manifest (docs/packing.md, docs/shard-format.md)."""
+    import hashlib
+
+    from bpetok import _bpetok
+
+    tok = load_tokenizer(args)
+    if args.bos and tok.bos_id() < 0:
+        raise CliError("the model has no <s> piece; pass --no-bos", 2)
+    if args.eos and tok.eos_id() < 0:
+        raise CliError("the model has no </s> piece; pass --no-eos", 2)
+    pad_id = args.pad_id if args.pad_id is not None else max(tok.eos_id(), 0)
+    threads = args.threads if args.threads is not None else 0
+    try:
+        writer = _bpetok.PackWriter(
+            tok._core,
+            args.output,
+            seq_len=args.seq_len,
+            window=args.window,
+            overlap=args.overlap,
+            pack_buffer=args.pack_buffer,
+            seed=args.seed,
+            pad_id=pad_id,
+            samples_per_shard=args.samples_per_shard,
+            add_bos=args.bos,
+            add_eos=args.eos,
+            overwrite=args.overwrite,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    start = time.perf_counter()
+    progress = Progress(args, "pack")
+    documents = tokens = 0
+
+    def add(batch: list[Document]) -> int:
+        texts: list[str] = [d.text for d in batch]
+        workers = threads or _cpu_count()
+        try:
+            return int(writer.add_texts(texts, workers))
+        except UnicodeEncodeError:
+            # Nothing was added: the texts are all converted before any is packed.
+            return int(writer.add_texts(_texts_for_encoding(batch, args.errors), workers))
+
+    try:
+        reader = open_inputs(args, progress)
+        for batch, n_tokens in _pipelined(_batches(reader.documents(), BATCH_CHARS), add):
+            documents += len(batch)
+            tokens += n_tokens
+            progress.set_counts(documents, tokens)
+        input_options = {
+            "errors": args.errors,
+            "field": args.field,
+            "input_format": args.input_format,
+            "lines": args.lines,
+        }
+        inputs = [(f.path, f.size or 0, f.sha256 or "", f.documents) for f in reader.files]
+        manifest = json.loads(
+            writer.finish(hashlib.sha256(tok.model_bytes).hexdigest(), inputs, json.dumps(input_options))
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    finally:
+        progress.close()
+        writer.close()
+    seconds = time.perf_counter() - start
+    totals = manifest["totals"]
+    summary = {
+        "command": "pack",
+        "output": args.output,
+        "inputs": len(reader.files),
+        "documents": totals["documents"],
+        "tokens": totals["document_tokens"],
+        "samples": totals["samples"],
+        "shards": len(manifest["shards"]),
+        "padding_tokens": totals["padding_tokens"],
+        "context_tokens": totals["context_tokens"],
+        "documents_split": totals["documents_split"],
+        "input_bytes": reader.bytes_read,
+        "seconds": round(seconds, 3),
+        "mb_per_s": _throughput(reader.bytes_read, seconds),
+    }
+    report(args, summary, output_on_stdout=False)
+    return 0
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", help="a shard directory written by bpetok pack")
+    parser.add_argument(
+        "--show",
+        type=int,
+        default=None,
+        metavar="I",
+        help="decode sample I (counted over all shards) with its segment boundaries marked",
+    )
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Totals, padding and context shares and a histogram of segment lengths of a shard
+    directory; --show I decodes one sample with its segments marked."""
+    from bpetok import _bpetok
+
+    try:
+        summary = json.loads(_bpetok.inspect_shards(args.directory))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    shown = None
+    if args.show is not None:
+        shown = _show_sample(args, args.show)
+    if args.json:
+        if shown is not None:
+            summary["sample"] = shown
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+        return 0
+    t = summary["totals"]
+    lines = [
+        f"{args.directory}: {summary['shards']} shards, {t['samples']:,} samples of "
+        f"{summary['seq_len']} tokens ({summary['token_dtype']}), window {summary['window']}, "
+        f"overlap {summary['overlap_tokens']}",
+        f"documents {t['documents']:,} ({t['documents_split']:,} split, {t['empty_documents']:,} empty), "
+        f"document tokens {t['document_tokens']:,}",
+        f"padding {summary['padding_percent']:.2f}%  context {summary['context_percent']:.2f}%  "
+        f"targets {summary['target_percent']:.2f}%",
+        "segment lengths          documents    padding",
+    ]
+    for bucket in summary["segment_lengths"]:
+        span = f"{bucket['min']}-{bucket['max']}"
+        lines.append(f"  {span:>20}  {bucket['document_segments']:>10,}  {bucket['padding_segments']:>9,}")
+    if shown is not None:
+        lines.append(f"sample {args.show}:")
+        for seg in shown["segments"]:
+            where = "padding" if seg["doc_id"] < 0 else f"doc {seg['doc_id']} from token {seg['doc_start']}"
+            lines.append(f"  [{where}, {seg['length']} tokens] {seg['text']!r}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _show_sample(args: argparse.Namespace, index: int) -> dict[str, Any]:
+    from bpetok import ShardDataset
+
+    tok = load_tokenizer(args)
+    ds = ShardDataset(args.directory)
+    if not -len(ds) <= index < len(ds):
+        raise CliError(f"--show {index}: the directory has {len(ds)} samples", 2)
+    sample = ds[index]
+    bounds = sample["cu_seqlens"].tolist()
+    segments = []
+    for k in range(len(bounds) - 1):
+        ids = sample["input_ids"][bounds[k] : bounds[k + 1]].tolist()
+        segments.append(
+            {
+                "doc_id": int(sample["doc_ids"][k]),
+                "doc_start": int(sample["doc_starts"][k]),
+                "length": len(ids),
+                "text": tok.decode(ids),
+            }
+        )
+    return {"index": index, "segments": segments}
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", help="a shard directory written by bpetok pack")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Checks a shard directory: every file's size and sha256 against the manifest, and every
+    invariant of docs/shard-format.md. Exit status 1 on any violation, each one listed."""
+    from bpetok import _bpetok
+
+    ok, summary, violations = _bpetok.verify_shards(args.directory)
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": ok, "summary": summary, "violations": violations}) + "\n")
+    else:
+        stream = sys.stdout if ok else sys.stderr
+        stream.write(f"{args.directory}: {'OK' if ok else 'FAILED'}: {summary}\n")
+        for violation in violations:
+            stream.write(f"  {violation}\n")
+    return 0 if ok else 1
+
+
 # ---- the command line ------------------------------------------------------------------------
 
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 SUBCOMMANDS: list[Subcommand] = [
     ("encode", "text to token ids (JSONL, or Megatron-LM .bin/.idx)", _encode_arguments, run_encode),
     ("decode", "token ids (JSONL, as encode writes) back to text JSONL", _decode_arguments, run_decode),
+    ("pack", "text to sliding-window-aware training shards", _pack_arguments, run_pack),
+    ("inspect", "totals and segment lengths of a shard directory", _inspect_arguments, run_inspect),
+    ("verify", "check a shard directory's checksums and invariants", _verify_arguments, run_verify),
 ]
 """(name, one-line help, argparse setup, run): add a subcommand by adding a line."""
 
@@ -560,7 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Exact SentencePiece BPE for Mistral / Mixtral vocabularies: encode, decode.",
+        description="Exact SentencePiece BPE for Mistral / Mixtral vocabularies: encode, decode, "
+        "pack training shards, inspect and verify them.",
         epilog="Exit status: 0 done, 1 bad input or I/O error, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
