@@ -226,3 +226,24 @@ def test_refuses_bad_options_and_existing_output(tmp_path: Path) -> None:
     assert again.returncode == 1 and "overwrite" in again.stderr
     pack(inputs, out, "--seq-len", "64", "--window", "16", "--overwrite", "--seed", "3")
     assert bpetok_cli("verify", str(out)).returncode == 0
+
+
+def test_pack_reads_parquet_and_compressed_jsonl_alike(tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = corpus(80, seed=23)
+    pq.write_table(pa.table({"text": docs}), tmp_path / "in.parquet")
+    with gzip.open(tmp_path / "in.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    args = ("--seq-len", "64", "--window", "16")
+    pack(tmp_path / "in.parquet", tmp_path / "a", *args)
+    pack(tmp_path / "in.jsonl.gz", tmp_path / "b", *args)
+    a, b = directory_bytes(tmp_path / "a"), directory_bytes(tmp_path / "b")
+    # The same documents give the same shards; only the manifest's input list differs.
+    assert {k: v for k, v in a.items() if k != "manifest.json"} == {
+        k: v for k, v in b.items() if k != "manifest.json"
+    }
+    assert json.loads(a["manifest.json"])["totals"] == json.loads(b["manifest.json"])["totals"]
