@@ -48,14 +48,23 @@ class CliError(Exception):
 # ---- shared pieces ---------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "positive")
+_non_negative_int = _int_at_least(0, "non-negative")
 
 
 def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -546,16 +555,6 @@ def _decode_batch(tok: Tokenizer, batch: list[tuple[str, list[int]]], threads: i
 # ---- pack, inspect, verify -------------------------------------------------------------------
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def _pack_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the shard directory to write")
@@ -615,7 +614,7 @@ def run_pack(args: argparse.Namespace) -> int:
     written as .npy shards with a manifest (docs/packing.md, docs/shard-format.md)."""
     import hashlib
 
-    from bpetok import _bpetok
+    from bpetok import _bpetok, _default_threads
 
     tok = load_tokenizer(args)
     if args.bos and tok.bos_id() < 0:
@@ -647,7 +646,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
     def add(batch: list[Document]) -> int:
         texts: list[str] = [d.text for d in batch]
-        workers = threads or _cpu_count()
+        workers = threads or _default_threads()
         try:
             return int(writer.add_texts(texts, workers))
         except UnicodeEncodeError:
@@ -694,13 +693,6 @@ def run_pack(args: argparse.Namespace) -> int:
     }
     report(args, summary, output_on_stdout=False)
     return 0
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
