@@ -47,18 +47,12 @@ pub(crate) fn push_escaped(out: &mut String, text: &str) {
     out.push_str(&text[last..]);
 }
 
-/// Normalizes `input` into `out` (cleared first). Empty input stays empty.
+/// Normalizes bytes into `out`: invalid UTF-8 as U+FFFD per bad byte, then as `normalize_str_into`.
 #[cfg(test)]
 pub(crate) fn normalize_bytes_into(input: &[u8], add_dummy_prefix: bool, out: &mut String) {
-    out.clear();
-    if input.is_empty() {
-        return;
-    }
-    out.reserve(input.len() + input.len() / 4 + 3);
-    if add_dummy_prefix {
-        out.push(SPACE_SYMBOL);
-    }
-    for_each_utf8_run(input, |run| push_escaped(out, run));
+    let mut valid = String::with_capacity(input.len());
+    for_each_utf8_run(input, |run| valid.push_str(run));
+    normalize_str_into(&valid, add_dummy_prefix, out);
 }
 
 /// Normalizes a `&str` (already valid UTF-8) into `out` (cleared first).
