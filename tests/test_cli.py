@@ -140,6 +140,7 @@ def test_decode_round_trip(corpus: Path, tmp_path: Path) -> None:
     [
         (b'{"ids": [1, 99999]}', "token id 99999 is out of range"),
         (b'{"ids": [1, "x"]}', 'token ids must be integers, found "x"'),
+        (b'{"ids": [1, true]}', "token ids must be integers, found true"),
         (b'{"tokens": [1]}', "record has no field 'ids'"),
         (b'{"ids": 5}', "field 'ids' is not a list of token ids"),
     ],

@@ -490,6 +490,9 @@ def _id_lists(records: Iterable[Any], field: str) -> Iterator[tuple[str, list[in
             if field not in value:
                 raise InputError(f"{source}: record has no field {field!r}; name the ids field with --field")
             raise InputError(f"{source}: field {field!r} is not a list of token ids")
+        if not all(type(i) is int for i in ids):  # JSON true/false would pass as 1/0
+            bad = next(i for i in ids if type(i) is not int)
+            raise InputError(f"{source}: token ids must be integers, found {json.dumps(bad)}")
         yield source, ids
 
 
