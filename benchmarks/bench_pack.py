@@ -30,9 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_encode import spm_to_hf_tokenizer, timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -144,21 +147,6 @@ def run_command(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr}")
     return stdout, wall, usage.ru_utime + usage.ru_stime, peak_kb
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """Runs ``fn`` once with the GC off; returns (result, wall seconds, process CPU seconds)."""
-    gc.collect()
-    gc.disable()
-    try:
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        out = fn()
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-    finally:
-        gc.enable()
-    return out, t1 - t0, c1 - c0
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -382,9 +370,6 @@ def run(args: argparse.Namespace) -> int:
     import sentencepiece
     import tokenizers
     from tokenizers import processors
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_encode import spm_to_hf_tokenizer
 
     corpora_dir = Path(args.corpora)
     corpus_paths = [corpora_dir / f"{s}.jsonl" for s in SETS]
