@@ -1,10 +1,24 @@
 """Type stub of the native module ``bpetok._bpetok`` (checked against it by mypy.stubtest)."""
 
 import os
-from collections.abc import Sequence
-from typing import final
+from collections.abc import Callable, Sequence
+from typing import TypeAlias, final
 
-__all__ = ["ModelError", "PackWriter", "Tokenizer", "__version__", "inspect_shards", "verify_shards"]
+__all__ = [
+    "ModelError",
+    "PackWriter",
+    "Tokenizer",
+    "__version__",
+    "inspect_shards",
+    "read_documents",
+    "verify_shards",
+]
+
+_FileArg: TypeAlias = tuple[str | os.PathLike[str] | None, str, str, str | None]
+"""(path or None for stdin, name for messages, "jsonl" or "text", "none"/"gzip"/"zstd" or None
+to detect)."""
+_Summary: TypeAlias = tuple[int, str, int, str]
+"""(raw size, hex sha256, documents, compression)."""
 
 __version__: str
 
@@ -60,11 +74,30 @@ class PackWriter:
         overwrite: bool,
     ) -> PackWriter: ...
     def add_texts(self, texts: Sequence[str | bytes], num_threads: int) -> int: ...
+    def add_files(
+        self,
+        files: Sequence[_FileArg],
+        *,
+        field: str,
+        lines: bool,
+        errors: str,
+        num_threads: int,
+        progress: Callable[[int, int, int], object] | None = None,
+        fallback: Callable[[str, int, str], str | None] | None = None,
+    ) -> list[_Summary]: ...
     def documents(self) -> int: ...
     def finish(
         self, tokenizer_sha256: str, inputs: list[tuple[str, int, str, int]], input_options_json: str
     ) -> str: ...
     def close(self) -> None: ...
 
+def read_documents(
+    files: Sequence[_FileArg],
+    *,
+    field: str,
+    lines: bool,
+    errors: str,
+    fallback: Callable[[str, int, str], str | None] | None = None,
+) -> tuple[list[str], list[_Summary]]: ...
 def verify_shards(path: str | os.PathLike[str]) -> tuple[bool, str, list[str]]: ...
 def inspect_shards(path: str | os.PathLike[str]) -> str: ...

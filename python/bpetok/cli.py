@@ -24,7 +24,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from bpetok.inputs import FORMATS, Document, InputError, InputReader
+from bpetok.inputs import (
+    FORMATS,
+    Document,
+    InputError,
+    InputFile,
+    InputReader,
+    encodable_text,
+    jsonl_line_document,
+)
 
 if TYPE_CHECKING:
     from bpetok import Tokenizer
@@ -317,27 +325,9 @@ def _batches(documents: Iterable[Document], max_chars: int) -> Iterator[list[Doc
         yield batch
 
 
-def _lone_surrogates_replaced(text: str) -> str:
-    """``text`` with every lone surrogate (from a JSON ``\\uD800`` escape) as one U+FFFD."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def _texts_for_encoding(batch: list[Document], errors: str) -> list[str]:
     """The texts of ``batch``, after a failed encode: locate lone surrogates, fix or report."""
-    texts = []
-    for doc in batch:
-        try:
-            doc.text.encode("utf-8")
-            texts.append(doc.text)
-        except UnicodeEncodeError as err:
-            if errors == "replace":
-                texts.append(_lone_surrogates_replaced(doc.text))
-                continue
-            raise InputError(
-                f"{doc.source}: lone surrogate U+{ord(doc.text[err.start]):04X} in the text "
-                "(a JSON \\u escape that is half of a pair); pass --errors replace to read it as U+FFFD"
-            ) from None
-    return texts
+    return [encodable_text(doc.text, doc.source, errors) for doc in batch]
 
 
 def _pipelined(
@@ -645,23 +635,13 @@ def run_pack(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     start = time.perf_counter()
     progress = Progress(args, "pack")
-    documents = tokens = 0
-
-    def add(batch: list[Document]) -> int:
-        texts: list[str] = [d.text for d in batch]
-        workers = threads or _default_threads()
-        try:
-            return int(writer.add_texts(texts, workers))
-        except UnicodeEncodeError:
-            # Nothing was added: the texts are all converted before any is packed.
-            return int(writer.add_texts(_texts_for_encoding(batch, args.errors), workers))
-
+    workers = threads or _default_threads()
+    tally = _Tally()
     try:
         reader = open_inputs(args, progress)
-        for batch, n_tokens in _pipelined(_batches(reader.documents(), BATCH_CHARS), add):
-            documents += len(batch)
-            tokens += n_tokens
-            progress.set_counts(documents, tokens)
+        for rust_read, files in _runs_of_inputs(reader.files):
+            pack_files = _pack_in_rust if rust_read else _pack_in_python
+            pack_files(args, writer, files, workers, progress, tally)
         input_options = {
             "errors": args.errors,
             "field": args.field,
@@ -696,6 +676,97 @@ def run_pack(args: argparse.Namespace) -> int:
     }
     report(args, summary, output_on_stdout=False)
     return 0
+
+
+def _runs_of_inputs(files: list[InputFile]) -> Iterator[tuple[bool, list[InputFile]]]:
+    """Consecutive inputs grouped by who reads them: ``(True, files)`` for JSONL and text, which
+    the Rust reader of ``PackWriter.add_files`` takes, ``(False, files)`` for Parquet."""
+    run: list[InputFile] = []
+    for file in files:
+        rust_read = file.kind != "parquet"
+        if run and (run[0].kind != "parquet") != rust_read:
+            yield run[0].kind != "parquet", run
+            run = []
+        run.append(file)
+    if run:
+        yield run[0].kind != "parquet", run
+
+
+class _Tally:
+    """Documents and tokens packed so far, over all of a run's inputs (for the progress bar)."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self.tokens = 0
+
+
+def _pack_in_rust(
+    args: argparse.Namespace,
+    writer: Any,
+    files: list[InputFile],
+    workers: int,
+    progress: Progress,
+    tally: _Tally,
+) -> None:
+    """Packs JSONL and text ``files``, read, encoded and packed in Rust (no document passes
+    through Python). Lines that Rust's JSON parser does not take are decided by
+    :func:`jsonl_line_document`, so the rules are those of :class:`InputReader`."""
+    field, errors = args.field, args.errors
+    before = (tally.documents, tally.tokens)
+    shown = 0
+
+    def on_progress(nbytes: int, documents: int, tokens: int) -> None:
+        nonlocal shown
+        progress.add_bytes(nbytes - shown)
+        shown = nbytes
+        progress.set_counts(before[0] + documents, before[1] + tokens)
+        tally.documents, tally.tokens = before[0] + documents, before[1] + tokens
+
+    def fallback(name: str, lineno: int, text: str) -> str | None:
+        return jsonl_line_document(name, lineno, text, field, errors)
+
+    specs = [
+        (None, f.name, f.kind, None) if f.path == "-" else (f.path, f.name, f.kind, f.compression or "none")
+        for f in files
+    ]
+    summaries = writer.add_files(
+        specs,
+        field=field,
+        lines=args.lines,
+        errors=errors,
+        num_threads=workers,
+        progress=on_progress,
+        fallback=fallback,
+    )
+    for file, (size, sha256, documents, _compression) in zip(files, summaries, strict=True):
+        file.size, file.sha256, file.documents, file.bytes_read = size, sha256, documents, size
+
+
+def _pack_in_python(
+    args: argparse.Namespace,
+    writer: Any,
+    files: list[InputFile],
+    workers: int,
+    progress: Progress,
+    tally: _Tally,
+) -> None:
+    """Packs ``files`` (Parquet) read by :class:`InputReader`, encoded and packed in batches."""
+    reader = InputReader.from_files(
+        files, field=args.field, lines=args.lines, errors=args.errors, on_bytes=progress.add_bytes
+    )
+
+    def add(batch: list[Document]) -> int:
+        texts: list[str] = [d.text for d in batch]
+        try:
+            return int(writer.add_texts(texts, workers))
+        except UnicodeEncodeError:
+            # Nothing was added: the texts are all converted before any is packed.
+            return int(writer.add_texts(_texts_for_encoding(batch, args.errors), workers))
+
+    for batch, n_tokens in _pipelined(_batches(reader.documents(), BATCH_CHARS), add):
+        tally.documents += len(batch)
+        tally.tokens += n_tokens
+        progress.set_counts(tally.documents, tally.tokens)
 
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:

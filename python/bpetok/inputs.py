@@ -50,6 +50,8 @@ __all__ = [
     "InputFile",
     "InputReader",
     "Record",
+    "encodable_text",
+    "jsonl_line_document",
     "resolve_inputs",
 ]
 
@@ -254,6 +256,63 @@ def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+def _json_record(name: str, lineno: int, text: str) -> dict[str, Any] | None:
+    """The JSON object on a JSONL line, or None for a blank line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        if not text.strip():
+            return None
+        raise InputError(f"{name}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{name}:{lineno}: expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _field_text(value: dict[str, Any], field: str, source: str) -> str:
+    try:
+        text = value[field]
+    except KeyError:
+        have = ", ".join(repr(k) for k in list(value)[:8]) or "none"
+        raise InputError(
+            f"{source}: record has no field {field!r} (its fields: {have}); name the text field with --field"
+        ) from None
+    if not isinstance(text, str):
+        raise InputError(f"{source}: field {field!r} is {_json_type(text)}, not a string")
+    return text
+
+
+def lone_surrogates_replaced(text: str) -> str:
+    """``text`` with every lone surrogate (from a JSON ``\\uD800`` escape) as one U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def encodable_text(text: str, source: str, errors: str) -> str:
+    """``text`` if it has a UTF-8 form; else (a lone surrogate from a JSON escape) an
+    :class:`InputError` naming ``source``, or with ``errors="replace"`` each one as U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError as err:
+        if errors == "replace":
+            return lone_surrogates_replaced(text)
+        raise InputError(
+            f"{source}: lone surrogate U+{ord(text[err.start]):04X} in the text "
+            "(a JSON \\u escape that is half of a pair); pass --errors replace to read it as U+FFFD"
+        ) from None
+
+
+def jsonl_line_document(name: str, lineno: int, text: str, field: str, errors: str) -> str | None:
+    """The document on one JSONL line (already decoded from UTF-8), None for a blank line, or
+    an :class:`InputError`: the rules of :class:`InputReader`, lone surrogates included. The Rust
+    reader of ``bpetok pack`` asks this about every line its own parser does not take."""
+    value = _json_record(name, lineno, text)
+    if value is None:
+        return None
+    source = f"{name}:{lineno}"
+    return encodable_text(_field_text(value, field, source), source, errors)
+
+
 class InputReader:
     """Reads documents (or JSON records) from inputs, in order, with per-file accounting.
 
@@ -282,6 +341,22 @@ class InputReader:
         self.lines = lines
         self.errors = errors
         self.on_bytes = on_bytes
+
+    @classmethod
+    def from_files(
+        cls,
+        files: list[InputFile],
+        *,
+        field: str = "text",
+        lines: bool = False,
+        errors: str = "strict",
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> InputReader:
+        """A reader of ``files`` already resolved (by another reader); their accounting is
+        updated in place as they are read."""
+        reader = cls([], field=field, lines=lines, errors=errors, on_bytes=on_bytes)
+        reader.files = files
+        return reader
 
     @property
     def total_size(self) -> int | None:
@@ -369,31 +444,15 @@ class InputReader:
                 text = line.decode("utf-8", errors)
             except UnicodeDecodeError as err:
                 raise _decode_error(name, lineno, err, line) from None
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                if not text.strip():
-                    continue  # a blank line
-                raise InputError(f"{name}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(value, dict):
-                raise InputError(f"{name}:{lineno}: expected a JSON object, got {_json_type(value)}")
-            file.documents += 1
-            yield Record(value, f"{name}:{lineno}")
+            value = _json_record(name, lineno, text)
+            if value is not None:
+                file.documents += 1
+                yield Record(value, f"{name}:{lineno}")
 
     def _jsonl_documents(self, file: InputFile) -> Iterator[Document]:
         field = self.field
         for value, source in self._records(file):
-            try:
-                text = value[field]
-            except KeyError:
-                have = ", ".join(repr(k) for k in list(value)[:8]) or "none"
-                raise InputError(
-                    f"{source}: record has no field {field!r} (its fields: {have}); "
-                    "name the text field with --field"
-                ) from None
-            if not isinstance(text, str):
-                raise InputError(f"{source}: field {field!r} is {_json_type(text)}, not a string")
-            yield Document(text, source)
+            yield Document(_field_text(value, field, source), source)
 
     def _text_documents(self, file: InputFile) -> Iterator[Document]:
         errors = self.errors

@@ -379,11 +379,130 @@ impl PyTokenizer {
     }
 }
 
+type FileArg = (Option<std::path::PathBuf>, String, String, Option<String>);
+type SummaryTuple = (u64, String, u64, &'static str);
+
+fn input_specs(files: Vec<FileArg>) -> PyResult<Vec<bpetok::input::InputSpec>> {
+    use bpetok::input::{Compression, InputFormat, InputSpec};
+    files
+        .into_iter()
+        .map(|(path, name, format, compression)| {
+            let format = match format.as_str() {
+                "jsonl" => InputFormat::Jsonl,
+                "text" => InputFormat::Text,
+                other => return Err(PyValueError::new_err(format!("unknown format {other:?}"))),
+            };
+            let compression = match compression.as_deref() {
+                None => None,
+                Some("none") => Some(Compression::None),
+                Some("gzip") => Some(Compression::Gzip),
+                Some("zstd") => Some(Compression::Zstd),
+                Some(other) => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown compression {other:?}"
+                    )))
+                }
+            };
+            Ok(InputSpec {
+                path,
+                name,
+                format,
+                compression,
+            })
+        })
+        .collect()
+}
+
+fn read_options(field: String, lines: bool, errors: &str) -> PyResult<bpetok::input::ReadOptions> {
+    use bpetok::input::Utf8Errors;
+    let errors = match errors {
+        "strict" => Utf8Errors::Strict,
+        "replace" => Utf8Errors::Replace,
+        other => return Err(PyValueError::new_err(format!("unknown errors {other:?}"))),
+    };
+    Ok(bpetok::input::ReadOptions {
+        field,
+        lines,
+        errors,
+    })
+}
+
+fn summary_tuple(s: bpetok::input::InputSummary) -> SummaryTuple {
+    (s.size, s.sha256, s.documents, s.compression.name())
+}
+
+/// A Python callable as a [`bpetok::input::LineFallback`]: its first exception is kept in
+/// `raised` (to be raised again as it is) and its text becomes the error message.
+fn python_fallback<'a>(
+    f: &'a Py<PyAny>,
+    raised: &'a std::sync::Mutex<Option<PyErr>>,
+) -> impl Fn(&str, u64, &str) -> Result<Option<String>, String> + Sync + 'a {
+    move |name: &str, line: u64, text: &str| {
+        Python::attach(|py| {
+            f.call1(py, (name, line, text))
+                .and_then(|v| v.extract::<Option<String>>(py))
+                .map_err(|err| keep_exception(py, raised, err))
+        })
+    }
+}
+
+fn keep_exception(py: Python<'_>, raised: &std::sync::Mutex<Option<PyErr>>, err: PyErr) -> String {
+    let message = err.value(py).to_string();
+    raised
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(err);
+    message
+}
+
+/// Reads `files` as `PackWriter.add_files` does and returns every document with the files'
+/// summaries: what `bpetok pack` reads, for tests and inspection.
+#[pyfunction]
+#[pyo3(signature = (files, *, field, lines, errors, fallback=None))]
+fn read_documents(
+    py: Python<'_>,
+    files: Vec<FileArg>,
+    field: String,
+    lines: bool,
+    errors: &str,
+    fallback: Option<Py<PyAny>>,
+) -> PyResult<(Vec<String>, Vec<SummaryTuple>)> {
+    let specs = input_specs(files)?;
+    let read = read_options(field, lines, errors)?;
+    let raised = std::sync::Mutex::new(None);
+    let fallback_fn = fallback.as_ref().map(|f| python_fallback(f, &raised));
+    let fallback_ref: Option<&bpetok::input::LineFallback<'_>> = fallback_fn
+        .as_ref()
+        .map(|f| f as &bpetok::input::LineFallback<'_>);
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let result = py.detach(|| {
+        let mut docs = Vec::new();
+        let mut summaries = Vec::new();
+        for spec in &specs {
+            let summary =
+                bpetok::input::read_documents(spec, &read, fallback_ref, &progress, |t| {
+                    docs.push(t);
+                    Ok::<(), bpetok::input::InputError>(())
+                })?;
+            summaries.push(summary_tuple(summary));
+        }
+        Ok::<_, bpetok::input::InputError>((docs, summaries))
+    });
+    drop(fallback_fn);
+    result.map_err(|err| {
+        raised
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| PyValueError::new_err(err.to_string()))
+    })
+}
+
 #[pymodule]
 fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenizer>()?;
     m.add_class::<PyPackWriter>()?;
     m.add_function(wrap_pyfunction!(verify_shards, m)?)?;
+    m.add_function(wrap_pyfunction!(read_documents, m)?)?;
     m.add_function(wrap_pyfunction!(inspect_shards, m)?)?;
     m.add("ModelError", m.py().get_type::<ModelError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -404,6 +523,26 @@ struct PackRun {
     add_bos: bool,
     add_eos: bool,
     next_doc_id: u64,
+}
+
+/// Why [`PyPackWriter::add_files`] stopped.
+enum PipelineError {
+    Input(bpetok::input::InputError),
+    Shard(bpetok::ShardError),
+    /// A Python callback raised (the exception itself is kept aside).
+    Python(String),
+}
+
+impl From<bpetok::input::InputError> for PipelineError {
+    fn from(err: bpetok::input::InputError) -> Self {
+        PipelineError::Input(err)
+    }
+}
+
+impl From<bpetok::ShardError> for PipelineError {
+    fn from(err: bpetok::ShardError) -> Self {
+        PipelineError::Shard(err)
+    }
 }
 
 fn pack_err(err: impl std::fmt::Display) -> PyErr {
@@ -496,6 +635,99 @@ impl PyPackWriter {
             self.run = None; // the output is incomplete: no manifest will be written
             shard_err(err)
         })
+    }
+
+    /// Reads `files` (JSONL or text, plain, gzip or zstd, or stdin) in Rust, encodes their
+    /// documents on `num_threads` threads and packs them, in order; document ids continue from
+    /// the previous call. `files` are `(path or None for stdin, name for messages, "jsonl" or
+    /// "text", "none" / "gzip" / "zstd" or None to detect)`. `progress(bytes, documents, tokens)`
+    /// is called about every 0.1 s with this call's totals; `fallback(name, line, text)` decides
+    /// the JSONL lines the Rust parser does not take (see `bpetok::input`). Returns per file
+    /// `(size, sha256, documents, compression)`.
+    #[pyo3(signature = (files, *, field, lines, errors, num_threads, progress=None, fallback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_files(
+        &mut self,
+        py: Python<'_>,
+        files: Vec<FileArg>,
+        field: String,
+        lines: bool,
+        errors: &str,
+        num_threads: usize,
+        progress: Option<Py<PyAny>>,
+        fallback: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<SummaryTuple>> {
+        let specs = input_specs(files)?;
+        let read = read_options(field, lines, errors)?;
+        let tokenizer = self.tokenizer.clone_ref(py);
+        let tok = &tokenizer.get().inner;
+        let run = self.run()?;
+        let counters = bpetok::pipeline::Counters::default();
+        // The first Python exception from a callback, raised again as it is.
+        let raised = std::sync::Mutex::new(None);
+        let fallback_fn = fallback.as_ref().map(|f| python_fallback(f, &raised));
+        let fallback_ref: Option<&bpetok::input::LineFallback<'_>> = fallback_fn
+            .as_ref()
+            .map(|f| f as &bpetok::input::LineFallback<'_>);
+        let encode = bpetok::pipeline::EncodeOptions {
+            add_bos: run.add_bos,
+            add_eos: run.add_eos,
+            threads: num_threads,
+        };
+        let result = py.detach(|| {
+            let PackRun {
+                packer,
+                writer,
+                next_doc_id,
+                ..
+            } = run;
+            bpetok::pipeline::encode_inputs(
+                tok,
+                &specs,
+                &read,
+                fallback_ref,
+                encode,
+                &counters,
+                |ids| {
+                    packer.push_document(*next_doc_id, &ids, |s| writer.write_sample(&s))?;
+                    *next_doc_id += 1;
+                    Ok(())
+                },
+                || {
+                    Python::attach(|py| {
+                        let polled = py.check_signals().and_then(|()| match &progress {
+                            Some(progress) => progress
+                                .call1(
+                                    py,
+                                    (
+                                        counters.bytes_read.load(Ordering::Relaxed),
+                                        counters.documents.load(Ordering::Relaxed),
+                                        counters.tokens.load(Ordering::Relaxed),
+                                    ),
+                                )
+                                .map(drop),
+                            None => Ok(()),
+                        });
+                        polled
+                            .map_err(|err| PipelineError::Python(keep_exception(py, &raised, err)))
+                    })
+                },
+            )
+        });
+        match result {
+            Ok(summaries) => Ok(summaries.into_iter().map(summary_tuple).collect()),
+            Err(err) => {
+                self.run = None; // the output is incomplete: no manifest will be written
+                if let Some(original) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    return Err(original);
+                }
+                Err(match err {
+                    PipelineError::Input(err) => PyValueError::new_err(err.to_string()),
+                    PipelineError::Shard(err) => shard_err(err),
+                    PipelineError::Python(message) => PyValueError::new_err(message),
+                })
+            }
+        }
     }
 
     /// Documents added so far.

@@ -12,9 +12,11 @@
 mod bpe;
 mod decode;
 mod error;
+pub mod input;
 mod model;
 mod normalize;
 pub mod pack;
+pub mod pipeline;
 mod proto;
 pub mod shard;
 mod tokenizer;

@@ -1,0 +1,237 @@
+//! Reading, encoding and consuming documents at once: one thread reads the inputs
+//! ([`crate::input`]) into batches, `threads` threads encode batches, and the calling thread
+//! receives every document's ids in input order. How many threads encode does not change what
+//! the caller receives, only how fast.
+//!
+//! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches of about [`BATCH_BYTES`] of text (and
+//! their ids) exist at a time, plus whatever one document needs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::input::{
+    read_documents, InputError, InputSpec, InputSummary, LineFallback, ReadOptions,
+};
+use crate::Tokenizer;
+
+/// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
+pub const BATCH_BYTES: usize = 256 << 10;
+/// Batches read but not yet consumed, at most.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// The longest the calling thread goes without calling `tick`, when it is waiting.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Progress, readable from any thread while the pipeline runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Raw (compressed) input bytes read.
+    pub bytes_read: AtomicU64,
+    /// Documents handed to the consumer.
+    pub documents: AtomicU64,
+    /// Their tokens (BOS and EOS included).
+    pub tokens: AtomicU64,
+}
+
+/// How documents are encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    pub add_bos: bool,
+    pub add_eos: bool,
+    /// Encoding threads (0: as many as the machine has CPUs).
+    pub threads: usize,
+}
+
+struct Batch {
+    seq: u64,
+    texts: Vec<String>,
+}
+
+/// Reads `inputs` in order, encodes their documents with `tok`, and calls `consume` with each
+/// document's ids, in input order, on the calling thread. `tick` is called on the calling thread
+/// at least every [`TICK`] while the pipeline runs (for progress and cancellation). Returns the
+/// inputs' summaries. The first error (from reading, `consume` or `tick`) stops everything and is
+/// returned; after an input error, every document before it has been consumed.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_inputs<E: From<InputError>>(
+    tok: &Tokenizer,
+    inputs: &[InputSpec],
+    read: &ReadOptions,
+    fallback: Option<&LineFallback<'_>>,
+    encode: EncodeOptions,
+    counters: &Counters,
+    mut consume: impl FnMut(Vec<u32>) -> Result<(), E>,
+    mut tick: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<InputSummary>, E> {
+    let threads = if encode.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        encode.threads
+    };
+    let stop = AtomicBool::new(false);
+    let (work_tx, work_rx) = sync_channel::<Batch>(MAX_IN_FLIGHT);
+    // Shared by the encoders only, so that the reader's send fails once they have all ended.
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = sync_channel::<(u64, Vec<Vec<u32>>)>(MAX_IN_FLIGHT);
+    let (credit_tx, credit_rx) = sync_channel::<()>(MAX_IN_FLIGHT);
+    for _ in 0..MAX_IN_FLIGHT {
+        credit_tx
+            .send(())
+            .expect("the channel has room for every credit");
+    }
+
+    std::thread::scope(|scope| {
+        let reader =
+            scope.spawn(|| read_all(inputs, read, fallback, counters, &stop, work_tx, credit_rx));
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let work_rx = Arc::clone(&work_rx);
+            let stop = &stop;
+            scope.spawn(move || encode_batches(tok, encode, &work_rx, done_tx, stop));
+        }
+        drop(done_tx);
+        drop(work_rx);
+
+        let consumed = consume_in_order(done_rx, &credit_tx, counters, &mut consume, &mut tick);
+        if consumed.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        drop(credit_tx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        consumed?;
+        Ok(read?)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_all(
+    inputs: &[InputSpec],
+    opts: &ReadOptions,
+    fallback: Option<&LineFallback<'_>>,
+    counters: &Counters,
+    stop: &AtomicBool,
+    work_tx: SyncSender<Batch>,
+    credits: Receiver<()>,
+) -> Result<Vec<InputSummary>, InputError> {
+    /// Why the reading stopped early: an input error, or the rest of the pipeline went away.
+    enum Halt {
+        Input(InputError),
+        Stopped,
+    }
+    impl From<InputError> for Halt {
+        fn from(err: InputError) -> Self {
+            Halt::Input(err)
+        }
+    }
+    let mut seq = 0u64;
+    let mut send = |texts: Vec<String>| -> Result<(), Halt> {
+        if stop.load(Ordering::Relaxed) || credits.recv().is_err() {
+            return Err(Halt::Stopped);
+        }
+        work_tx
+            .send(Batch { seq, texts })
+            .map_err(|_| Halt::Stopped)?;
+        seq += 1;
+        Ok(())
+    };
+    let mut texts = Vec::new();
+    let mut bytes = 0usize;
+    let mut summaries = Vec::with_capacity(inputs.len());
+    let mut read = || -> Result<(), Halt> {
+        for input in inputs {
+            let summary = read_documents(input, opts, fallback, &counters.bytes_read, |text| {
+                bytes += text.len();
+                texts.push(text);
+                if bytes >= BATCH_BYTES {
+                    bytes = 0;
+                    send(std::mem::take(&mut texts))?;
+                }
+                Ok::<(), Halt>(())
+            })?;
+            summaries.push(summary);
+        }
+        Ok(())
+    };
+    let outcome = read();
+    // The documents read before the end (or before an input error) go to the consumer too.
+    let sent = match &outcome {
+        Ok(()) | Err(Halt::Input(_)) if !texts.is_empty() => send(texts),
+        _ => Ok(()),
+    };
+    match (outcome, sent) {
+        (Err(Halt::Input(err)), _) => Err(err),
+        // Stopped: the consumer stopped; it returns its own error.
+        _ => Ok(summaries),
+    }
+}
+
+fn encode_batches(
+    tok: &Tokenizer,
+    opts: EncodeOptions,
+    work: &Mutex<Receiver<Batch>>,
+    done: SyncSender<(u64, Vec<Vec<u32>>)>,
+    stop: &AtomicBool,
+) {
+    let mut encoder = tok.encoder();
+    loop {
+        let batch = {
+            let rx = work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            rx.recv()
+        };
+        let Ok(batch) = batch else { return };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let ids = batch
+            .texts
+            .iter()
+            .map(|text| encoder.encode(text, opts.add_bos, opts.add_eos))
+            .collect();
+        if done.send((batch.seq, ids)).is_err() {
+            return;
+        }
+    }
+}
+
+fn consume_in_order<E>(
+    done: Receiver<(u64, Vec<Vec<u32>>)>,
+    credits: &SyncSender<()>,
+    counters: &Counters,
+    consume: &mut impl FnMut(Vec<u32>) -> Result<(), E>,
+    tick: &mut impl FnMut() -> Result<(), E>,
+) -> Result<(), E> {
+    let mut next = 0u64;
+    let mut waiting: BTreeMap<u64, Vec<Vec<u32>>> = BTreeMap::new();
+    let mut last_tick = Instant::now();
+    loop {
+        match done.recv_timeout(TICK) {
+            Ok((seq, batch)) => {
+                waiting.insert(seq, batch);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Some(batch) = waiting.remove(&next) {
+            next += 1;
+            for ids in batch {
+                counters
+                    .tokens
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                consume(ids)?;
+                counters.documents.fetch_add(1, Ordering::Relaxed);
+            }
+            // The reader may start one more batch; a send can only fail once it has stopped.
+            let _ = credits.send(());
+        }
+        if last_tick.elapsed() >= TICK {
+            tick()?;
+            last_tick = Instant::now();
+        }
+    }
+    debug_assert!(waiting.is_empty(), "batches left after the encoders ended");
+    tick()
+}

@@ -1,0 +1,402 @@
+//! `bpetok::input` (documents from JSONL and text, plain, gzip, zstd) and `bpetok::pipeline`
+//! (read, encode on threads, consume in order). The Python suite checks the reader line for
+//! line against the Python reader (`tests/test_rust_reader.py`); these tests pin what Rust users
+//! rely on without Python.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bpetok::input::{
+    read_documents, Compression, InputError, InputFormat, InputSpec, ReadOptions, Utf8Errors,
+};
+use bpetok::pipeline::{encode_inputs, Counters, EncodeOptions};
+use bpetok::Tokenizer;
+use sha2::{Digest, Sha256};
+
+fn spec(path: &Path, format: InputFormat, compression: Compression) -> InputSpec {
+    InputSpec {
+        path: Some(path.to_path_buf()),
+        name: path.display().to_string(),
+        format,
+        compression: Some(compression),
+    }
+}
+
+fn compress(data: &[u8], compression: Compression) -> Vec<u8> {
+    match compression {
+        Compression::None => data.to_vec(),
+        Compression::Gzip => {
+            // Two members, as `cat a.gz b.gz` makes.
+            let (a, b) = data.split_at(data.len() / 2);
+            let mut out = Vec::new();
+            for part in [a, b] {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(part).unwrap();
+                out.extend(enc.finish().unwrap());
+            }
+            out
+        }
+        Compression::Zstd => {
+            // Two frames.
+            let (a, b) = data.split_at(data.len() / 2);
+            let mut out = zstd::encode_all(a, 1).unwrap();
+            out.extend(zstd::encode_all(b, 1).unwrap());
+            out
+        }
+    }
+}
+
+fn read_all(
+    input: &InputSpec,
+    opts: &ReadOptions,
+) -> Result<(Vec<String>, String, u64), InputError> {
+    let mut docs = Vec::new();
+    let progress = AtomicU64::new(0);
+    let summary = read_documents(input, opts, None, &progress, |t| {
+        docs.push(t);
+        Ok::<(), InputError>(())
+    })?;
+    assert_eq!(progress.load(Ordering::Relaxed), summary.size);
+    assert_eq!(summary.documents, docs.len() as u64);
+    Ok((docs, summary.sha256, summary.size))
+}
+
+fn jsonl(texts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in texts {
+        out.extend(serde_json::to_vec(&serde_json::json!({ "id": 1, "text": t })).unwrap());
+        out.push(b'\n');
+    }
+    out
+}
+
+#[test]
+fn jsonl_in_every_compression_gives_the_documents_size_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "first",
+        "",
+        "é 日本 😀",
+        "line\nbreak \"quoted\" \\ tab\t",
+        "last",
+    ];
+    let body = jsonl(&texts);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let raw = compress(&body, compression);
+        let path = dir.path().join(format!("in-{}.jsonl", compression.name()));
+        std::fs::write(&path, &raw).unwrap();
+        let (docs, sha, size) = read_all(
+            &spec(&path, InputFormat::Jsonl, compression),
+            &ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(docs, texts);
+        assert_eq!(size, raw.len() as u64);
+        assert_eq!(sha, format!("{:x}", Sha256::digest(&raw)));
+        // stdin-style detection from the magic bytes reads the same.
+        let mut detected = spec(&path, InputFormat::Jsonl, compression);
+        detected.compression = None;
+        assert_eq!(
+            read_all(&detected, &ReadOptions::default()).unwrap().0,
+            texts
+        );
+    }
+}
+
+#[test]
+fn jsonl_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let run = |body: &[u8], errors: Utf8Errors| {
+        std::fs::write(&path, body).unwrap();
+        let opts = ReadOptions {
+            errors,
+            ..ReadOptions::default()
+        };
+        read_all(&spec(&path, InputFormat::Jsonl, Compression::None), &opts).map(|r| r.0)
+    };
+    let strict = Utf8Errors::Strict;
+    // BOM, CRLF, blank lines (Python's whitespace, U+001C included), repeated keys (last wins).
+    let body = b"\xef\xbb\xbf{\"text\": \"a\"}\r\n\r\n \t\n\x1c\n{\"text\": 1, \"text\": \"b\"}";
+    assert_eq!(run(body, strict).unwrap(), ["a", "b"]);
+    // Surrogate pairs join; a lone one is an error, or U+FFFD.
+    let pair = br#"{"text": "\ud83d\ude00"}"#;
+    assert_eq!(run(pair, strict).unwrap(), ["😀"]);
+    let lone = br#"{"text": "a\ud800b\udc00"}"#;
+    let err = run(lone, strict).unwrap_err().0;
+    assert!(err.ends_with(
+        "in.jsonl:1: lone surrogate U+D800 in the text (a JSON \\u escape that is half of a \
+         pair); pass --errors replace to read it as U+FFFD"
+    ));
+    assert_eq!(
+        run(lone, Utf8Errors::Replace).unwrap(),
+        ["a\u{FFFD}b\u{FFFD}"]
+    );
+    // Invalid UTF-8: file, line and column, or U+FFFD per maximal invalid sequence.
+    let bad = b"{\"text\": \"ok\"}\n{\"text\": \"a\xe2\x82b\xff\"}\n";
+    let err = run(bad, strict).unwrap_err().0;
+    assert!(
+        err.contains("in.jsonl:2: invalid UTF-8 (byte 0xe2 at column 12)"),
+        "{err}"
+    );
+    assert_eq!(
+        run(bad, Utf8Errors::Replace).unwrap(),
+        ["ok", "a\u{FFFD}b\u{FFFD}"]
+    );
+    // What is not a document is an error naming the line.
+    for (body, message) in [
+        (
+            &b"{\"text\": \"a\"}\n[1]\n"[..],
+            "in.jsonl:2: expected a JSON object, got an array",
+        ),
+        (
+            b"{\"a\": 1, \"b\": 2}",
+            "in.jsonl:1: record has no field 'text' (its fields: 'a', 'b')",
+        ),
+        (
+            b"{\"text\": null}",
+            "in.jsonl:1: field 'text' is null, not a string",
+        ),
+        (
+            b"{\"text\": [\"a\"]}",
+            "in.jsonl:1: field 'text' is an array, not a string",
+        ),
+        (b"{\"text\": \"a\tb\"}", "in.jsonl:1: invalid JSON"),
+        (b"{\"text\": \"a\"} {}", "in.jsonl:1: invalid JSON"),
+        (b"{\"text\"", "in.jsonl:1: invalid JSON"),
+    ] {
+        let err = run(body, strict).unwrap_err().0;
+        assert!(err.contains(message), "{err:?} lacks {message:?}");
+    }
+}
+
+#[test]
+fn text_files_whole_and_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.txt");
+    let body = b"\xef\xbb\xbfone\r\n\ntwo\nthree";
+    std::fs::write(&path, body).unwrap();
+    let input = spec(&path, InputFormat::Text, Compression::None);
+    let whole = read_all(&input, &ReadOptions::default()).unwrap().0;
+    assert_eq!(whole, ["one\r\n\ntwo\nthree"]);
+    let lines = ReadOptions {
+        lines: true,
+        ..ReadOptions::default()
+    };
+    assert_eq!(read_all(&input, &lines).unwrap().0, ["one", "two", "three"]);
+    std::fs::write(&path, b"").unwrap();
+    assert_eq!(read_all(&input, &ReadOptions::default()).unwrap().0, [""]);
+    std::fs::write(&path, b"ok\nok\nab\xffc\n").unwrap();
+    let err = read_all(&input, &ReadOptions::default()).unwrap_err().0;
+    assert!(
+        err.contains("in.txt:3: invalid UTF-8 (byte 0xff at column 3)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_gzip_is_an_error_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl.gz");
+    let texts: Vec<String> = (0..3000)
+        .map(|i| format!("document {i} ").repeat(10))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let raw = compress(&jsonl(&refs), Compression::Gzip);
+    std::fs::write(&path, &raw[..raw.len() - 100]).unwrap();
+    let err = read_all(
+        &spec(&path, InputFormat::Jsonl, Compression::Gzip),
+        &ReadOptions::default(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(err.contains("cannot read (gzip)"), "{err}");
+    assert!(err.starts_with(&format!("{}:", path.display())), "{err}");
+}
+
+#[test]
+fn fallback_decides_only_the_lines_the_parser_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(
+        &path,
+        b"{\"text\": \"a\"}\n{\"text\": NaN}\n{\"text\": \"c\"}\n",
+    )
+    .unwrap();
+    let calls = AtomicUsize::new(0);
+    let fallback = |name: &str, line: u64, text: &str| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        assert!(name.ends_with("in.jsonl"));
+        assert_eq!((line, text), (2, "{\"text\": NaN}\n"));
+        Ok(Some("from fallback".to_owned()))
+    };
+    let mut docs = Vec::new();
+    read_documents(
+        &spec(&path, InputFormat::Jsonl, Compression::None),
+        &ReadOptions::default(),
+        Some(&fallback),
+        &AtomicU64::new(0),
+        |t| {
+            docs.push(t);
+            Ok::<(), InputError>(())
+        },
+    )
+    .unwrap();
+    assert_eq!(docs, ["a", "from fallback", "c"]);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+}
+
+/// Inputs of a few MB (many batches), documents of very different sizes.
+fn corpus(dir: &Path) -> (Vec<InputSpec>, Vec<String>) {
+    let mut all = Vec::new();
+    let mut specs = Vec::new();
+    let mut seed = 7u64;
+    for (i, compression) in [Compression::None, Compression::Zstd, Compression::Gzip]
+        .into_iter()
+        .enumerate()
+    {
+        let texts: Vec<String> = (0..700)
+            .map(|d| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let words = (seed >> 33) % 400;
+                (0..words)
+                    .map(|w| {
+                        ["the", "quick", "日本語", "brown", "fox", "😀", "  ", "\n"]
+                            [(w as usize + d) % 8]
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let path = dir.join(format!("part{i}.jsonl"));
+        std::fs::write(&path, compress(&jsonl(&refs), compression)).unwrap();
+        specs.push(spec(&path, InputFormat::Jsonl, compression));
+        all.extend(texts);
+    }
+    (specs, all)
+}
+
+#[test]
+fn pipeline_gives_every_document_in_order_whatever_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (specs, texts) = corpus(dir.path());
+    let tok = Tokenizer::mixtral_8x7b();
+    let want: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t, true, true)).collect();
+    for threads in [1, 2, 3, 0] {
+        let counters = Counters::default();
+        let mut got = Vec::new();
+        let mut ticks = 0;
+        let summaries = encode_inputs(
+            &tok,
+            &specs,
+            &ReadOptions::default(),
+            None,
+            EncodeOptions {
+                add_bos: true,
+                add_eos: true,
+                threads,
+            },
+            &counters,
+            |ids| {
+                got.push(ids);
+                Ok::<(), InputError>(())
+            },
+            || {
+                ticks += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(got == want, "threads {threads}: ids differ");
+        assert!(ticks >= 1);
+        assert_eq!(summaries.len(), 3);
+        assert_eq!(summaries.iter().map(|s| s.documents).sum::<u64>(), 2100);
+        let size: u64 = summaries.iter().map(|s| s.size).sum();
+        assert_eq!(counters.bytes_read.load(Ordering::Relaxed), size);
+        assert_eq!(counters.documents.load(Ordering::Relaxed), 2100);
+        let tokens: usize = want.iter().map(Vec::len).sum();
+        assert_eq!(counters.tokens.load(Ordering::Relaxed), tokens as u64);
+    }
+}
+
+#[test]
+fn pipeline_stops_at_the_first_error_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut specs, texts) = corpus(dir.path());
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, b"{\"text\": \"fine\"}\n{oops\n").unwrap();
+    specs.insert(1, spec(&bad, InputFormat::Jsonl, Compression::None));
+    let tok = Tokenizer::mixtral_8x7b();
+    let encode = EncodeOptions {
+        add_bos: false,
+        add_eos: false,
+        threads: 2,
+    };
+    // An input error: everything before it is consumed, then the error is returned.
+    let mut consumed = 0;
+    let err = encode_inputs(
+        &tok,
+        &specs,
+        &ReadOptions::default(),
+        None,
+        encode,
+        &Counters::default(),
+        |_| {
+            consumed += 1;
+            Ok::<(), InputError>(())
+        },
+        || Ok(()),
+    )
+    .unwrap_err();
+    assert!(err.0.contains("bad.jsonl:2: invalid JSON"), "{}", err.0);
+    assert_eq!(consumed, 701);
+    let _ = texts;
+
+    // The consumer's error (or the tick's) stops the readers and encoders and comes back as is.
+    #[derive(Debug, PartialEq)]
+    enum Stop {
+        Consumer,
+        Tick,
+        Input,
+    }
+    impl From<InputError> for Stop {
+        fn from(_: InputError) -> Self {
+            Stop::Input
+        }
+    }
+    let mut n = 0;
+    let result = encode_inputs(
+        &tok,
+        &specs[..1],
+        &ReadOptions::default(),
+        None,
+        encode,
+        &Counters::default(),
+        |_| {
+            n += 1;
+            if n == 50 {
+                Err(Stop::Consumer)
+            } else {
+                Ok(())
+            }
+        },
+        || Ok(()),
+    );
+    assert_eq!(result.unwrap_err(), Stop::Consumer);
+    let result = encode_inputs(
+        &tok,
+        &specs[..1],
+        &ReadOptions::default(),
+        None,
+        encode,
+        &Counters::default(),
+        |_| Ok(()),
+        || Err(Stop::Tick),
+    );
+    assert_eq!(result.unwrap_err(), Stop::Tick);
+}
