@@ -506,6 +506,40 @@ fn a_dropped_writer_leaves_no_manifest_and_fails_verification() {
 }
 
 #[test]
+fn a_failed_shard_write_is_reported_and_stops_the_writer() {
+    let root = TempDir::new().unwrap();
+    let dir = root.path().join("out");
+    let opts = PackOptions::new(8, 0);
+    let docs = random_documents(3, &[5, 9, 30, 3, 8, 8, 2, 7, 7], 100);
+    let samples = pack_documents(&opts, docs.iter().map(Vec::as_slice)).unwrap();
+    assert!(samples.len() >= 3);
+    let mut writer = ShardWriter::create(
+        &dir,
+        ShardWriterOptions {
+            samples_per_shard: 1,
+            ..ShardWriterOptions::new(100, 8, 0)
+        },
+    )
+    .unwrap();
+    // The directory goes away: the first shard's (background) write fails, and the failure comes
+    // back from the next call at the latest; every later call fails too.
+    fs::remove_dir(&dir).unwrap();
+    let first = writer.write_sample(&samples[0]);
+    let err = match first {
+        Err(err) => err,
+        Ok(()) => writer.write_sample(&samples[1]).unwrap_err(),
+    };
+    assert!(matches!(err, ShardError::Io { .. }), "{err}");
+    assert!(matches!(
+        writer.write_sample(&samples[2]),
+        Err(ShardError::Failed)
+    ));
+    let stats = PackStats::default();
+    assert!(writer.finish(info(&opts, 100, vec![], stats)).is_err());
+    assert!(!dir.exists());
+}
+
+#[test]
 fn a_failed_finish_leaves_no_manifest() {
     let dir = TempDir::new().unwrap();
     let opts = PackOptions::new(8, 0);

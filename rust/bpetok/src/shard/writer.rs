@@ -205,6 +205,89 @@ pub struct ShardWriter {
     /// Set when writing a shard failed: the buffer no longer matches the files, so every later
     /// call fails too.
     failed: bool,
+    /// The shard being written on a background thread, if any (at most one at a time).
+    in_flight: Option<std::thread::JoinHandle<(Result<ShardEntry, ShardError>, ShardBuffers)>>,
+    /// The buffers of the last shard written, cleared, for the next one.
+    spare: Option<ShardBuffers>,
+}
+
+/// One shard's data: tokens, segment rows (flattened) and the sample index.
+struct ShardBuffers {
+    tokens: TokenBuffer,
+    segments: Vec<i64>,
+    sample_index: Vec<i64>,
+}
+
+impl ShardBuffers {
+    fn clear(&mut self) {
+        match &mut self.tokens {
+            TokenBuffer::U16(t) => t.clear(),
+            TokenBuffer::U32(t) => t.clear(),
+        }
+        self.segments.clear();
+        self.sample_index.clear();
+        self.sample_index.push(0);
+    }
+}
+
+/// A full shard on its way to disk.
+struct ShardJob {
+    dir: PathBuf,
+    name: String,
+    seq_len: u64,
+    padding_tokens: u64,
+    context_tokens: u64,
+    data: ShardBuffers,
+}
+
+impl ShardJob {
+    /// Writes the three files (each atomically) and syncs the directory.
+    fn write(self) -> (Result<ShardEntry, ShardError>, ShardBuffers) {
+        let result = self.write_files();
+        (result, self.data)
+    }
+
+    fn write_files(&self) -> Result<ShardEntry, ShardError> {
+        let (dir, name, data) = (&self.dir, &self.name, &self.data);
+        let samples = (data.sample_index.len() - 1) as u64;
+        let rows = (data.segments.len() / 5) as u64;
+        let l = self.seq_len;
+        let tokens = match &data.tokens {
+            TokenBuffer::U16(t) => write_npy(dir, name, ShardFile::Tokens, &[samples, l], t),
+            TokenBuffer::U32(t) => write_npy(dir, name, ShardFile::Tokens, &[samples, l], t),
+        }?;
+        let segments = write_npy(dir, name, ShardFile::Segments, &[rows, 5], &data.segments)?;
+        let sample_index = write_npy(
+            dir,
+            name,
+            ShardFile::SampleIndex,
+            &[samples + 1],
+            &data.sample_index,
+        )?;
+        sync_dir(dir)?;
+        Ok(ShardEntry {
+            name: name.clone(),
+            samples,
+            segments: rows,
+            tokens: samples * l,
+            padding_tokens: self.padding_tokens,
+            context_tokens: self.context_tokens,
+            files: ShardFiles {
+                tokens,
+                segments,
+                sample_index,
+            },
+        })
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        // A shard being written is completed (or its temporary removed) before the writer goes.
+        if let Some(handle) = self.in_flight.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl ShardWriter {
@@ -236,6 +319,8 @@ impl ShardWriter {
             context_tokens: 0,
             target_tokens: 0,
             failed: false,
+            in_flight: None,
+            spare: None,
             opts,
         })
     }
@@ -253,7 +338,7 @@ impl ShardWriter {
         self.samples
     }
 
-    /// Shards written so far (the one being filled not included).
+    /// Shards written so far (not the one being filled, nor one still being written).
     pub fn shards(&self) -> &[ShardEntry] {
         &self.shards
     }
@@ -392,57 +477,73 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Writes the buffered samples as the next shard and clears the buffer; on failure the writer
-    /// refuses all further calls.
+    /// Hands the buffered samples to a background thread that writes them as the next shard, and
+    /// starts a new buffer. The previous shard's write is waited for first, so at most one runs;
+    /// a failed write fails this call (or [`ShardWriter::finish`]), and the writer then refuses
+    /// all further calls.
     fn write_shard(&mut self) -> Result<(), ShardError> {
         self.failed = true;
-        let name = shard_name(self.shards.len());
-        let samples = (self.sample_index.len() - 1) as u64;
-        let rows = (self.segments.len() / 5) as u64;
-        let l = self.opts.seq_len as u64;
-        let tokens = match &self.tokens {
-            TokenBuffer::U16(t) => write_npy(&self.dir, &name, ShardFile::Tokens, &[samples, l], t),
-            TokenBuffer::U32(t) => write_npy(&self.dir, &name, ShardFile::Tokens, &[samples, l], t),
-        }?;
-        let segments = write_npy(
-            &self.dir,
-            &name,
-            ShardFile::Segments,
-            &[rows, 5],
-            &self.segments,
-        )?;
-        let sample_index = write_npy(
-            &self.dir,
-            &name,
-            ShardFile::SampleIndex,
-            &[samples + 1],
-            &self.sample_index,
-        )?;
-        sync_dir(&self.dir)?;
-        self.shards.push(ShardEntry {
-            name,
-            samples,
-            segments: rows,
-            tokens: samples * l,
+        self.wait_for_write()?;
+        let mut next = self.spare.take().unwrap_or_else(|| ShardBuffers {
+            tokens: match &self.tokens {
+                TokenBuffer::U16(t) => TokenBuffer::U16(Vec::with_capacity(t.capacity())),
+                TokenBuffer::U32(t) => TokenBuffer::U32(Vec::with_capacity(t.capacity())),
+            },
+            segments: Vec::with_capacity(self.segments.capacity()),
+            sample_index: vec![0],
+        });
+        std::mem::swap(&mut self.tokens, &mut next.tokens);
+        std::mem::swap(&mut self.segments, &mut next.segments);
+        std::mem::swap(&mut self.sample_index, &mut next.sample_index);
+        let job = ShardJob {
+            dir: self.dir.clone(),
+            name: shard_name(self.shards.len()),
+            seq_len: self.opts.seq_len as u64,
             padding_tokens: self.shard_padding,
             context_tokens: self.shard_context,
-            files: ShardFiles {
-                tokens,
-                segments,
-                sample_index,
-            },
-        });
-        match &mut self.tokens {
-            TokenBuffer::U16(t) => t.clear(),
-            TokenBuffer::U32(t) => t.clear(),
-        }
-        self.segments.clear();
-        self.sample_index.clear();
-        self.sample_index.push(0);
+            data: next,
+        };
         self.shard_padding = 0;
         self.shard_context = 0;
+        let handle = std::thread::Builder::new()
+            .name("bpetok-shard-writer".into())
+            .spawn(move || job.write())
+            .map_err(io_error(&self.dir))?;
+        self.in_flight = Some(handle);
         self.failed = false;
         Ok(())
+    }
+
+    /// Waits for the shard being written, if any, and records it.
+    fn wait_for_write(&mut self) -> Result<(), ShardError> {
+        match self.in_flight.take() {
+            None => Ok(()),
+            Some(handle) => {
+                let (result, data) = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                self.finish_write(result, data)
+            }
+        }
+    }
+
+    fn finish_write(
+        &mut self,
+        result: Result<ShardEntry, ShardError>,
+        mut data: ShardBuffers,
+    ) -> Result<(), ShardError> {
+        data.clear();
+        self.spare = Some(data);
+        match result {
+            Ok(entry) => {
+                self.shards.push(entry);
+                Ok(())
+            }
+            Err(err) => {
+                self.failed = true;
+                Err(err)
+            }
+        }
     }
 
     /// Writes the last, partial shard (if any samples are buffered), then `manifest.json`, and
@@ -454,6 +555,7 @@ impl ShardWriter {
         if self.sample_index.len() > 1 {
             self.write_shard()?;
         }
+        self.wait_for_write()?;
         let pack = &info.pack;
         let stats = &info.stats;
         let manifest = Manifest {
