@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
+import bpetok
 import pytest
 import zstandard
 from bpetok import _bpetok
@@ -219,3 +221,69 @@ def test_runs_of_inputs_keep_order_and_group_by_reader() -> None:
     ]
     runs = [(rust, [f.path for f in group]) for rust, group in _runs_of_inputs(files)]
     assert runs == [(True, ["a", "b"]), (False, ["c"]), (True, ["d"])]
+
+
+def make_writer(tok: bpetok.Tokenizer, out: Path) -> _bpetok.PackWriter:
+    return _bpetok.PackWriter(
+        tok._core,
+        str(out),
+        seq_len=64,
+        window=16,
+        overlap=None,
+        pack_buffer=64,
+        seed=0,
+        pad_id=2,
+        samples_per_shard=50,
+        add_bos=True,
+        add_eos=True,
+        overwrite=False,
+    )
+
+
+def test_add_files_reports_progress_and_packs_every_token(tmp_path: Path) -> None:
+    tok = bpetok.Tokenizer.default()
+    texts = [f"document {i}: " + "the quick brown fox " * (i % 40) for i in range(3000)]
+    path = tmp_path / "in.jsonl.zst"
+    raw = COMPRESS["zstd"]("".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+    path.write_bytes(raw)
+    calls: list[tuple[int, int, int]] = []
+    writer = make_writer(tok, tmp_path / "out")
+    summaries = writer.add_files(
+        [(str(path), "in", "jsonl", "zstd")],
+        field="text",
+        lines=False,
+        errors="strict",
+        num_threads=2,
+        progress=lambda *counts: calls.append(counts),
+    )
+    tokens = sum(len(ids) for ids in tok.encode_batch(texts, add_bos=True, add_eos=True))
+    assert summaries == [(len(raw), hashlib.sha256(raw).hexdigest(), 3000, "zstd")]
+    assert calls and calls[-1] == (len(raw), 3000, tokens)  # the last report is the total
+    assert all(x <= y for a, b in itertools.pairwise(calls) for x, y in zip(a, b, strict=True))
+    manifest = json.loads(writer.finish("0" * 64, [(str(path), len(raw), summaries[0][1], 3000)], "{}"))
+    assert manifest["totals"]["document_tokens"] == tokens
+
+
+def test_add_files_stops_on_an_exception_from_python(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(100)))
+    writer = make_writer(bpetok.Tokenizer.default(), tmp_path / "out")
+
+    class Stop(Exception):
+        pass
+
+    def progress(*_: int) -> None:
+        raise Stop("from the progress callback")
+
+    with pytest.raises(Stop, match="from the progress callback"):
+        writer.add_files(
+            [(str(path), "in", "jsonl", "none")],
+            field="text",
+            lines=False,
+            errors="strict",
+            num_threads=2,
+            progress=progress,
+        )
+    with pytest.raises(ValueError, match="finished or closed"):
+        writer.finish("0" * 64, [], "{}")
+    assert not (tmp_path / "out" / "manifest.json").exists()

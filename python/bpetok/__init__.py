@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from bpetok import _bpetok
 from bpetok._bpetok import ModelError
-from bpetok.dataset import ShardDataset, collate_flattened
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from bpetok.dataset import ShardDataset, collate_flattened
 
 __all__ = [
     "ModelError",
@@ -32,6 +33,17 @@ __all__ = [
 ]
 
 __version__: str = _bpetok.__version__
+
+
+def __getattr__(name: str) -> Any:
+    # The shard reader is imported on first use, so that `import bpetok` (and the command line)
+    # start quickly.
+    if name in ("ShardDataset", "collate_flattened"):
+        from bpetok import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'bpetok' has no attribute {name!r}")
+
 
 Text = str | bytes
 

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
@@ -336,6 +335,8 @@ def _pipelined(
     """``(batch, work(batch))`` in order, ``work`` of one batch running on a worker thread while
     this thread reads the next batch and the caller writes the previous result (the encoder
     releases the GIL, so reading, encoding and writing overlap)."""
+    from concurrent.futures import Future, ThreadPoolExecutor  # here: `bpetok pack` seldom needs it
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpetok-encode") as pool:
         pending: tuple[list[Document], Future[Any]] | None = None
         try:

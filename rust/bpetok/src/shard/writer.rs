@@ -1,10 +1,11 @@
-//! [`ShardWriter`]: buffers one shard's samples, writes each file under a temporary name, fsyncs
-//! and renames it, and writes `manifest.json` last, so a directory that has a manifest is
-//! complete and one without is visibly unfinished.
+//! [`ShardWriter`]: streams each shard's tokens into its `.npy` under a temporary name as samples
+//! come, and completes a full shard (final header, fsync, hash, rename, the two index files) on a
+//! background thread while the next one fills; `manifest.json` is written last, so a directory
+//! that has a manifest is complete and one without is visibly unfinished.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -158,12 +159,6 @@ pub struct ManifestInfo {
     pub stats: PackStats,
 }
 
-/// The tokens of the shard being filled, in the shard's dtype.
-enum TokenBuffer {
-    U16(Vec<u16>),
-    U32(Vec<u32>),
-}
-
 /// Writes packed samples into a shard directory (`docs/shard-format.md`).
 ///
 /// ```no_run
@@ -191,7 +186,11 @@ pub struct ShardWriter {
     dir: PathBuf,
     opts: ShardWriterOptions,
     dtype: TokenDtype,
-    tokens: TokenBuffer,
+    /// The tokens file of the shard being filled, written as samples come (so no shard is held
+    /// in memory); `None` until its first sample.
+    tokens: Option<TokensFile>,
+    /// One sample's tokens as little-endian bytes.
+    scratch: Vec<u8>,
     /// Rows of the shard being filled, flattened: start, length, context, doc_id, doc_start.
     segments: Vec<i64>,
     sample_index: Vec<i64>,
@@ -205,71 +204,71 @@ pub struct ShardWriter {
     /// Set when writing a shard failed: the buffer no longer matches the files, so every later
     /// call fails too.
     failed: bool,
-    /// The shard being written on a background thread, if any (at most one at a time).
-    in_flight: Option<std::thread::JoinHandle<(Result<ShardEntry, ShardError>, ShardBuffers)>>,
-    /// The buffers of the last shard written, cleared, for the next one.
-    spare: Option<ShardBuffers>,
+    /// The shard being completed on a background thread, if any (at most one at a time).
+    in_flight: Option<std::thread::JoinHandle<Result<ShardEntry, ShardError>>>,
 }
 
-/// One shard's data: tokens, segment rows (flattened) and the sample index.
-struct ShardBuffers {
-    tokens: TokenBuffer,
+/// The tokens `.npy` of the shard being filled, under its temporary name: a header for the
+/// final shape (rewritten when the shard is complete; numpy's header has room for the first axis
+/// to grow, so its length does not change), then the samples' tokens as they are given.
+struct TokensFile {
+    temporary: Temporary,
+    out: BufWriter<File>,
+}
+
+/// A full shard on its way to disk: its tokens file is written, the rest is done on a background
+/// thread.
+struct ShardJob {
+    dir: PathBuf,
+    name: String,
+    samples: u64,
+    seq_len: u64,
+    padding_tokens: u64,
+    context_tokens: u64,
+    tokens: Temporary,
+    tokens_file: File,
     segments: Vec<i64>,
     sample_index: Vec<i64>,
 }
 
-impl ShardBuffers {
-    fn clear(&mut self) {
-        match &mut self.tokens {
-            TokenBuffer::U16(t) => t.clear(),
-            TokenBuffer::U32(t) => t.clear(),
-        }
-        self.segments.clear();
-        self.sample_index.clear();
-        self.sample_index.push(0);
-    }
-}
-
-/// A full shard on its way to disk.
-struct ShardJob {
-    dir: PathBuf,
-    name: String,
-    seq_len: u64,
-    padding_tokens: u64,
-    context_tokens: u64,
-    data: ShardBuffers,
-}
-
 impl ShardJob {
-    /// Writes the three files (each atomically) and syncs the directory.
-    fn write(self) -> (Result<ShardEntry, ShardError>, ShardBuffers) {
-        let result = self.write_files();
-        (result, self.data)
-    }
-
-    fn write_files(&self) -> Result<ShardEntry, ShardError> {
-        let (dir, name, data) = (&self.dir, &self.name, &self.data);
-        let samples = (data.sample_index.len() - 1) as u64;
-        let rows = (data.segments.len() / 5) as u64;
-        let l = self.seq_len;
-        let tokens = match &data.tokens {
-            TokenBuffer::U16(t) => write_npy(dir, name, ShardFile::Tokens, &[samples, l], t),
-            TokenBuffer::U32(t) => write_npy(dir, name, ShardFile::Tokens, &[samples, l], t),
-        }?;
-        let segments = write_npy(dir, name, ShardFile::Segments, &[rows, 5], &data.segments)?;
+    /// Syncs, hashes and renames the tokens file, writes the two index files (each atomically)
+    /// and syncs the directory.
+    fn write(self) -> Result<ShardEntry, ShardError> {
+        let (dir, name) = (&self.dir, &self.name);
+        let tokens_name = ShardFile::Tokens.file_name(name);
+        let mut temporary = self.tokens;
+        // The file is complete: hash it (read back) while the disk syncs it.
+        let tokens_file = self.tokens_file;
+        let (synced, tokens) = std::thread::scope(|scope| {
+            let sync = scope.spawn(|| tokens_file.sync_all());
+            let digest = file_digest(&temporary.path, &tokens_name);
+            let synced = sync
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (synced, digest)
+        });
+        synced.map_err(io_error(&temporary.path))?;
+        let tokens = tokens?;
+        drop(tokens_file);
+        let final_path = dir.join(&tokens_name);
+        fs::rename(&temporary.path, &final_path).map_err(io_error(&final_path))?;
+        temporary.renamed = true;
+        let rows = (self.segments.len() / 5) as u64;
+        let segments = write_npy(dir, name, ShardFile::Segments, &[rows, 5], &self.segments)?;
         let sample_index = write_npy(
             dir,
             name,
             ShardFile::SampleIndex,
-            &[samples + 1],
-            &data.sample_index,
+            &[self.samples + 1],
+            &self.sample_index,
         )?;
         sync_dir(dir)?;
         Ok(ShardEntry {
             name: name.clone(),
-            samples,
+            samples: self.samples,
             segments: rows,
-            tokens: samples * l,
+            tokens: self.samples * self.seq_len,
             padding_tokens: self.padding_tokens,
             context_tokens: self.context_tokens,
             files: ShardFiles {
@@ -281,9 +280,23 @@ impl ShardJob {
     }
 }
 
+/// Size and SHA-256 of a written file, read back (from the page cache, as a rule).
+fn file_digest(path: &Path, name: &str) -> Result<FileDigest, ShardError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut hashing = HashingWriter::new(io::sink());
+    io::copy(&mut file, &mut hashing).map_err(io_error(path))?;
+    let (_, hash) = hashing.finish();
+    Ok(FileDigest {
+        path: name.to_string(),
+        size: hash.size,
+        sha256: hash.sha256,
+    })
+}
+
 impl Drop for ShardWriter {
     fn drop(&mut self) {
-        // A shard being written is completed (or its temporary removed) before the writer goes.
+        // A shard being completed is finished (or its temporaries removed) before the writer
+        // goes; the tokens file of an unfinished shard is removed by its `Temporary`.
         if let Some(handle) = self.in_flight.take() {
             let _ = handle.join();
         }
@@ -300,15 +313,11 @@ impl ShardWriter {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         prepare_directory(&dir, opts.overwrite)?;
-        let capacity = opts.samples_per_shard * opts.seq_len;
-        let tokens = match dtype {
-            TokenDtype::Uint16 => TokenBuffer::U16(Vec::with_capacity(capacity)),
-            TokenDtype::Uint32 => TokenBuffer::U32(Vec::with_capacity(capacity)),
-        };
         Ok(ShardWriter {
             dir,
             dtype,
-            tokens,
+            tokens: None,
+            scratch: Vec::new(),
             segments: Vec::new(),
             sample_index: vec![0],
             shard_padding: 0,
@@ -320,7 +329,6 @@ impl ShardWriter {
             target_tokens: 0,
             failed: false,
             in_flight: None,
-            spare: None,
             opts,
         })
     }
@@ -365,11 +373,8 @@ impl ShardWriter {
             ]);
             start += i64::from(seg.len);
         }
+        self.append_tokens(sample)?;
         self.sample_index.push((self.segments.len() / 5) as i64);
-        match &mut self.tokens {
-            TokenBuffer::U16(t) => t.extend(sample.tokens.iter().map(|&id| id as u16)),
-            TokenBuffer::U32(t) => t.extend_from_slice(&sample.tokens),
-        }
         let (padding, context) = (
             sample.padding_tokens() as u64,
             sample.context_tokens() as u64,
@@ -477,31 +482,73 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Hands the buffered samples to a background thread that writes them as the next shard, and
-    /// starts a new buffer. The previous shard's write is waited for first, so at most one runs;
-    /// a failed write fails this call (or [`ShardWriter::finish`]), and the writer then refuses
-    /// all further calls.
+    /// Appends a checked sample's tokens to the shard's tokens file (created at its first sample).
+    /// On failure the writer refuses all further calls (the file no longer matches the buffer).
+    fn append_tokens(&mut self, sample: &Sample) -> Result<(), ShardError> {
+        self.failed = true;
+        if self.tokens.is_none() {
+            let name = ShardFile::Tokens.file_name(&shard_name(
+                self.shards.len() + usize::from(self.in_flight.is_some()),
+            ));
+            let temporary = Temporary {
+                path: self.dir.join(temporary_name(&name)),
+                renamed: false,
+            };
+            let file = File::create(&temporary.path).map_err(io_error(&temporary.path))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&npy::header(
+                self.dtype.descr(),
+                &[0, self.opts.seq_len as u64],
+            ))
+            .map_err(io_error(&temporary.path))?;
+            self.tokens = Some(TokensFile { temporary, out });
+        }
+        let file = self.tokens.as_mut().expect("created above");
+        let size = self.dtype.size();
+        self.scratch.resize(sample.tokens.len() * size, 0);
+        let bytes = self.scratch.chunks_exact_mut(size).zip(&sample.tokens);
+        match self.dtype {
+            // check_sample made sure every id is below vocab_size, which fits the dtype.
+            TokenDtype::Uint16 => {
+                bytes.for_each(|(b, &id)| b.copy_from_slice(&(id as u16).to_le_bytes()))
+            }
+            TokenDtype::Uint32 => bytes.for_each(|(b, &id)| b.copy_from_slice(&id.to_le_bytes())),
+        }
+        file.out
+            .write_all(&self.scratch)
+            .map_err(io_error(&file.temporary.path))?;
+        self.failed = false;
+        Ok(())
+    }
+
+    /// Completes the shard being filled: its tokens file gets its final header, and a background
+    /// thread syncs, hashes and renames it and writes the index files. The previous shard's
+    /// completion is waited for first, so at most one runs; a failure fails this call (or
+    /// [`ShardWriter::finish`]), and the writer then refuses all further calls.
     fn write_shard(&mut self) -> Result<(), ShardError> {
         self.failed = true;
         self.wait_for_write()?;
-        let mut next = self.spare.take().unwrap_or_else(|| ShardBuffers {
-            tokens: match &self.tokens {
-                TokenBuffer::U16(t) => TokenBuffer::U16(Vec::with_capacity(t.capacity())),
-                TokenBuffer::U32(t) => TokenBuffer::U32(Vec::with_capacity(t.capacity())),
-            },
-            segments: Vec::with_capacity(self.segments.capacity()),
-            sample_index: vec![0],
-        });
-        std::mem::swap(&mut self.tokens, &mut next.tokens);
-        std::mem::swap(&mut self.segments, &mut next.segments);
-        std::mem::swap(&mut self.sample_index, &mut next.sample_index);
+        let TokensFile { temporary, out } = self.tokens.take().expect("a shard has samples");
+        let samples = (self.sample_index.len() - 1) as u64;
+        let path = temporary.path.clone();
+        let mut file = out
+            .into_inner()
+            .map_err(|e| io_error(&path)(e.into_error()))?;
+        let header = npy::header(self.dtype.descr(), &[samples, self.opts.seq_len as u64]);
+        file.seek(io::SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&header))
+            .map_err(io_error(&path))?;
         let job = ShardJob {
             dir: self.dir.clone(),
             name: shard_name(self.shards.len()),
+            samples,
             seq_len: self.opts.seq_len as u64,
             padding_tokens: self.shard_padding,
             context_tokens: self.shard_context,
-            data: next,
+            tokens: temporary,
+            tokens_file: file,
+            segments: std::mem::take(&mut self.segments),
+            sample_index: std::mem::replace(&mut self.sample_index, vec![0]),
         };
         self.shard_padding = 0;
         self.shard_context = 0;
@@ -514,27 +561,15 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Waits for the shard being written, if any, and records it.
+    /// Waits for the shard being completed, if any, and records it.
     fn wait_for_write(&mut self) -> Result<(), ShardError> {
-        match self.in_flight.take() {
-            None => Ok(()),
-            Some(handle) => {
-                let (result, data) = handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                self.finish_write(result, data)
-            }
-        }
-    }
-
-    fn finish_write(
-        &mut self,
-        result: Result<ShardEntry, ShardError>,
-        mut data: ShardBuffers,
-    ) -> Result<(), ShardError> {
-        data.clear();
-        self.spare = Some(data);
-        match result {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        {
             Ok(entry) => {
                 self.shards.push(entry);
                 Ok(())
