@@ -5,9 +5,12 @@ unfinished output is caught."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bpetok
@@ -247,3 +250,71 @@ def test_pack_reads_parquet_and_compressed_jsonl_alike(tmp_path: Path) -> None:
         k: v for k, v in b.items() if k != "manifest.json"
     }
     assert json.loads(a["manifest.json"])["totals"] == json.loads(b["manifest.json"])["totals"]
+
+
+def test_pack_reads_stdin_compressed_or_not(tmp_path: Path) -> None:
+    import gzip
+
+    docs = corpus(300, seed=23)
+    path = write_jsonl(tmp_path / "in.jsonl", docs)
+    from_file = pack(path, tmp_path / "a", "--seq-len", "64", "--window", "16")
+    for name, data in (("plain", path.read_bytes()), ("gzip", gzip.compress(path.read_bytes()))):
+        out = tmp_path / name
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bpetok",
+                "pack",
+                "-",
+                "-o",
+                str(out),
+                "--seq-len",
+                "64",
+                "--window",
+                "16",
+            ],
+            input=data,
+            capture_output=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["inputs"] == [
+            {"path": "-", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "documents": 300}
+        ]
+        # The same shards as from the file.
+        assert directory_bytes(out).keys() == directory_bytes(tmp_path / "a").keys()
+        for key in directory_bytes(out):
+            if key != "manifest.json":
+                assert (out / key).read_bytes() == (tmp_path / "a" / key).read_bytes()
+    assert from_file["documents"] == 300
+
+
+def test_interrupted_pack_stops_promptly_and_leaves_no_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "bpetok", "pack", "-", "-o", str(out), "--seq-len", "64", "--window", "16"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"".join(json.dumps({"text": d}).encode() + b"\n" for d in corpus(200, seed=29)))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not out.exists():  # the output directory appears once the run has started
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(0.3)
+        # stdin stays open and idle: the reader is blocked reading it when the signal comes.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            proc.stdin.close()
+        stderr = proc.stderr.read()
+    assert proc.returncode == 130, stderr
+    assert stderr.decode().strip() == "bpetok: interrupted"
+    assert not (out / "manifest.json").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

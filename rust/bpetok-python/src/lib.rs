@@ -431,22 +431,26 @@ fn summary_tuple(s: bpetok::input::InputSummary) -> SummaryTuple {
     (s.size, s.sha256, s.documents, s.compression.name())
 }
 
+/// The first Python exception raised by a callback during a run, raised again as it is.
+type Raised = std::sync::Arc<std::sync::Mutex<Option<PyErr>>>;
+
 /// A Python callable as a [`bpetok::input::LineFallback`]: its first exception is kept in
-/// `raised` (to be raised again as it is) and its text becomes the error message.
-fn python_fallback<'a>(
-    f: &'a Py<PyAny>,
-    raised: &'a std::sync::Mutex<Option<PyErr>>,
-) -> impl Fn(&str, u64, &str) -> Result<Option<String>, String> + Sync + 'a {
+/// `raised` and its text becomes the error message. It owns what it uses, as the reading thread
+/// of a pipeline may outlive the call that started it.
+fn python_fallback(
+    f: Py<PyAny>,
+    raised: Raised,
+) -> impl Fn(&str, u64, &str) -> Result<Option<String>, String> + Send + Sync + 'static {
     move |name: &str, line: u64, text: &str| {
         Python::attach(|py| {
             f.call1(py, (name, line, text))
                 .and_then(|v| v.extract::<Option<String>>(py))
-                .map_err(|err| keep_exception(py, raised, err))
+                .map_err(|err| keep_exception(py, &raised, err))
         })
     }
 }
 
-fn keep_exception(py: Python<'_>, raised: &std::sync::Mutex<Option<PyErr>>, err: PyErr) -> String {
+fn keep_exception(py: Python<'_>, raised: &Raised, err: PyErr) -> String {
     let message = err.value(py).to_string();
     raised
         .lock()
@@ -469,8 +473,8 @@ fn read_documents(
 ) -> PyResult<(Vec<String>, Vec<SummaryTuple>)> {
     let specs = input_specs(files)?;
     let read = read_options(field, lines, errors)?;
-    let raised = std::sync::Mutex::new(None);
-    let fallback_fn = fallback.as_ref().map(|f| python_fallback(f, &raised));
+    let raised = Raised::default();
+    let fallback_fn = fallback.map(|f| python_fallback(f, raised.clone()));
     let fallback_ref: Option<&bpetok::input::LineFallback<'_>> = fallback_fn
         .as_ref()
         .map(|f| f as &bpetok::input::LineFallback<'_>);
@@ -488,11 +492,11 @@ fn read_documents(
         }
         Ok::<_, bpetok::input::InputError>((docs, summaries))
     });
-    drop(fallback_fn);
     result.map_err(|err| {
         raised
-            .into_inner()
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .take()
             .unwrap_or_else(|| PyValueError::new_err(err.to_string()))
     })
 }
@@ -663,12 +667,9 @@ impl PyPackWriter {
         let tok = &tokenizer.get().inner;
         let run = self.run()?;
         let counters = bpetok::pipeline::Counters::default();
-        // The first Python exception from a callback, raised again as it is.
-        let raised = std::sync::Mutex::new(None);
-        let fallback_fn = fallback.as_ref().map(|f| python_fallback(f, &raised));
-        let fallback_ref: Option<&bpetok::input::LineFallback<'_>> = fallback_fn
-            .as_ref()
-            .map(|f| f as &bpetok::input::LineFallback<'_>);
+        let raised = Raised::default();
+        let fallback: Option<bpetok::pipeline::SharedFallback> =
+            fallback.map(|f| std::sync::Arc::new(python_fallback(f, raised.clone())) as _);
         let encode = bpetok::pipeline::EncodeOptions {
             add_bos: run.add_bos,
             add_eos: run.add_eos,
@@ -685,7 +686,7 @@ impl PyPackWriter {
                 tok,
                 &specs,
                 &read,
-                fallback_ref,
+                fallback,
                 encode,
                 &counters,
                 |ids| {

@@ -12,9 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::input::{
-    read_documents, InputError, InputSpec, InputSummary, LineFallback, ReadOptions,
-};
+use crate::input::{read_documents, InputError, InputSpec, InputSummary, ReadOptions};
 use crate::Tokenizer;
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
@@ -49,17 +47,26 @@ struct Batch {
     texts: Vec<String>,
 }
 
+/// A [`crate::input::LineFallback`] the reading thread can own: that thread is not joined when
+/// the run stops early (it may be blocked reading a pipe), so what it uses must outlive the call.
+pub type SharedFallback =
+    Arc<dyn Fn(&str, u64, &str) -> Result<Option<String>, String> + Send + Sync + 'static>;
+
 /// Reads `inputs` in order, encodes their documents with `tok`, and calls `consume` with each
 /// document's ids, in input order, on the calling thread. `tick` is called on the calling thread
 /// at least every [`TICK`] while the pipeline runs (for progress and cancellation). Returns the
 /// inputs' summaries. The first error (from reading, `consume` or `tick`) stops everything and is
 /// returned; after an input error, every document before it has been consumed.
+///
+/// When `consume` or `tick` fails, this returns within about [`TICK`] even if the reading thread
+/// is blocked on a read (a pipe whose writer is idle): that thread is left to end by itself at its
+/// next read.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_inputs<E: From<InputError>>(
     tok: &Tokenizer,
     inputs: &[InputSpec],
     read: &ReadOptions,
-    fallback: Option<&LineFallback<'_>>,
+    fallback: Option<SharedFallback>,
     encode: EncodeOptions,
     counters: &Counters,
     mut consume: impl FnMut(Vec<u32>) -> Result<(), E>,
@@ -70,10 +77,10 @@ pub fn encode_inputs<E: From<InputError>>(
     } else {
         encode.threads
     };
-    let stop = AtomicBool::new(false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bytes_read = Arc::new(AtomicU64::new(0));
     let (work_tx, work_rx) = sync_channel::<Batch>(MAX_IN_FLIGHT);
-    // Shared by the encoders only, so that the reader's send fails once they have all ended.
-    let work_rx = Arc::new(Mutex::new(work_rx));
+    let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = sync_channel::<(u64, Vec<Vec<u32>>)>(MAX_IN_FLIGHT);
     let (credit_tx, credit_rx) = sync_channel::<()>(MAX_IN_FLIGHT);
     for _ in 0..MAX_IN_FLIGHT {
@@ -81,38 +88,62 @@ pub fn encode_inputs<E: From<InputError>>(
             .send(())
             .expect("the channel has room for every credit");
     }
+    let reader = {
+        let (inputs, read) = (inputs.to_vec(), read.clone());
+        let (stop, bytes_read) = (Arc::clone(&stop), Arc::clone(&bytes_read));
+        std::thread::Builder::new()
+            .name("bpetok-reader".into())
+            .spawn(move || {
+                read_all(
+                    &inputs,
+                    &read,
+                    fallback,
+                    &bytes_read,
+                    &stop,
+                    work_tx,
+                    credit_rx,
+                )
+            })
+            .map_err(|err| InputError(format!("cannot start the reading thread: {err}")))?
+    };
 
-    std::thread::scope(|scope| {
-        let reader =
-            scope.spawn(|| read_all(inputs, read, fallback, counters, &stop, work_tx, credit_rx));
+    let consumed = std::thread::scope(|scope| {
         for _ in 0..threads {
             let done_tx = done_tx.clone();
-            let work_rx = Arc::clone(&work_rx);
-            let stop = &stop;
-            scope.spawn(move || encode_batches(tok, encode, &work_rx, done_tx, stop));
+            let (work_rx, stop) = (&work_rx, &*stop);
+            scope.spawn(move || encode_batches(tok, encode, work_rx, done_tx, stop));
         }
         drop(done_tx);
-        drop(work_rx);
-
-        let consumed = consume_in_order(done_rx, &credit_tx, counters, &mut consume, &mut tick);
+        let consumed = consume_in_order(
+            done_rx,
+            &credit_tx,
+            (&bytes_read, counters),
+            &mut consume,
+            &mut tick,
+        );
         if consumed.is_err() {
+            // The encoders see this within a TICK, the reader at its next document or read.
             stop.store(true, Ordering::Relaxed);
         }
         drop(credit_tx);
-        let read = reader
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        consumed?;
-        Ok(read?)
-    })
+        consumed
+    });
+    consumed?;
+    let read = reader
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    counters
+        .bytes_read
+        .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
+    Ok(read?)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn read_all(
     inputs: &[InputSpec],
     opts: &ReadOptions,
-    fallback: Option<&LineFallback<'_>>,
-    counters: &Counters,
+    fallback: Option<SharedFallback>,
+    bytes_read: &AtomicU64,
     stop: &AtomicBool,
     work_tx: SyncSender<Batch>,
     credits: Receiver<()>,
@@ -127,6 +158,18 @@ fn read_all(
             Halt::Input(err)
         }
     }
+    // Once the run is stopped, the fallback (the caller's code) is not called any more.
+    let guarded = fallback.map(|f| {
+        move |name: &str, line: u64, text: &str| {
+            if stop.load(Ordering::Relaxed) {
+                return Err("stopped".to_owned());
+            }
+            f(name, line, text)
+        }
+    });
+    let fallback: Option<&crate::input::LineFallback<'_>> = guarded
+        .as_ref()
+        .map(|f| f as &crate::input::LineFallback<'_>);
     let mut seq = 0u64;
     let mut send = |texts: Vec<String>| -> Result<(), Halt> {
         if stop.load(Ordering::Relaxed) || credits.recv().is_err() {
@@ -143,7 +186,7 @@ fn read_all(
     let mut summaries = Vec::with_capacity(inputs.len());
     let mut read = || -> Result<(), Halt> {
         for input in inputs {
-            let summary = read_documents(input, opts, fallback, &counters.bytes_read, |text| {
+            let summary = read_documents(input, opts, fallback, bytes_read, |text| {
                 bytes += text.len();
                 texts.push(text);
                 if bytes >= BATCH_BYTES {
@@ -180,12 +223,16 @@ fn encode_batches(
     loop {
         let batch = {
             let rx = work.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            rx.recv()
+            rx.recv_timeout(TICK)
         };
-        let Ok(batch) = batch else { return };
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let ids = batch
             .texts
             .iter()
@@ -200,7 +247,7 @@ fn encode_batches(
 fn consume_in_order<E>(
     done: Receiver<(u64, Vec<Vec<u32>>)>,
     credits: &SyncSender<()>,
-    counters: &Counters,
+    (bytes_read, counters): (&AtomicU64, &Counters),
     consume: &mut impl FnMut(Vec<u32>) -> Result<(), E>,
     tick: &mut impl FnMut() -> Result<(), E>,
 ) -> Result<(), E> {
@@ -228,10 +275,16 @@ fn consume_in_order<E>(
             let _ = credits.send(());
         }
         if last_tick.elapsed() >= TICK {
+            counters
+                .bytes_read
+                .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
             tick()?;
             last_tick = Instant::now();
         }
     }
     debug_assert!(waiting.is_empty(), "batches left after the encoders ended");
+    counters
+        .bytes_read
+        .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
     tick()
 }
