@@ -485,8 +485,12 @@ def run(args: argparse.Namespace) -> int:
         "MB = 10^6 bytes of JSONL input",
         f"  main input: {', '.join(str(p) for p in corpus_paths)} "
         f"({main_docs} documents, {main_bytes / MB:.1f} MB)",
-        f"  peer input: a seeded sample of whole documents, {len(read_lines([peer_path]))} documents, "
-        f"{peer_bytes / MB:.1f} MB (--peer-mb {args.peer_mb:g})",
+        (
+            f"  peer input: the main input in one file ({peer_bytes / MB:.1f} MB, --peer-mb 0)"
+            if not args.peer_mb
+            else f"  peer input: a seeded sample of whole documents, {len(read_lines([peer_path]))} "
+            f"documents, {peer_bytes / MB:.1f} MB (--peer-mb {args.peer_mb:g})"
+        ),
         f"  peak RSS from {'/usr/bin/time -v' if os.access(TIME_BIN, os.X_OK) else 'wait4 ru_maxrss'}; "
         f"work folder {work}",
     ]
