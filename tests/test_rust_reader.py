@@ -206,6 +206,46 @@ def test_listed_edge_cases(tmp_path: Path, body: bytes) -> None:
     check_same(tmp_path, body, "jsonl")
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "text"])
+def test_empty_and_padded_compressed_files(tmp_path: Path, kind: str) -> None:
+    ext = ".jsonl" if kind == "jsonl" else ".txt"
+    body = b'{"text": "a"}\n{"text": "b"}\n'
+    member = gzip.compress(body)
+    for compression, raw in (
+        ("gzip", b""),
+        ("zstd", b""),
+        ("gzip", member + b"\0" * 8),  # zero padding after a member, as tape tools write
+        ("gzip", member + b"\0" * 3 + member),
+        ("gzip", gzip.compress(b"") + member),
+    ):
+        path = tmp_path / f"in{ext}{SUFFIX[compression]}"
+        path.write_bytes(raw)
+        for errors in ("strict", "replace"):
+            want = python_read(path, kind, "text", False, errors)
+            assert not isinstance(want, str), want
+            assert rust_read(path, kind, compression, "text", False, errors) == want
+
+
+def test_truncated_zstd_is_an_error_in_both_readers(tmp_path: Path) -> None:
+    body = b"".join(json.dumps({"text": f"document {i} " * 30}).encode() + b"\n" for i in range(500))
+    path = tmp_path / "in.jsonl.zst"
+    for cut in (3, 1000):
+        path.write_bytes(COMPRESS["zstd"](body)[:-cut])
+        for message in (
+            python_read(path, "jsonl", "text", False, "strict"),
+            rust_read(path, "jsonl", "zstd", "text", False, "strict"),
+        ):
+            assert isinstance(message, str), "a truncated file was read as complete"
+            assert message.startswith(f"{path}:") and "cannot read (zstd)" in message
+
+
+def test_numbers_python_cannot_convert_are_still_read(tmp_path: Path) -> None:
+    # An integer of 5000 digits in another field: Python's int() refuses it by default.
+    check_same(
+        tmp_path, b'{"n": 1' + b"0" * 5000 + b', "text": "x"}\n{"text": 1' + b"0" * 5000 + b"}\n", "jsonl"
+    )
+
+
 def test_truncated_compressed_input_names_the_line(tmp_path: Path) -> None:
     body = b"".join(json.dumps({"text": f"document {i} " * 20}).encode() + b"\n" for i in range(2000))
     path = tmp_path / "in.jsonl.gz"

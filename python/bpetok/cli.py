@@ -640,6 +640,14 @@ def run_pack(args: argparse.Namespace) -> int:
     tally = _Tally()
     try:
         reader = open_inputs(args, progress)
+        for file in reader.files:
+            try:
+                file.path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CliError(
+                    f"{os.fsencode(file.path)!r}: this file name is not UTF-8, so manifest.json "
+                    "cannot record it; rename the file"
+                ) from None
         for rust_read, files in _runs_of_inputs(reader.files):
             pack_files = _pack_in_rust if rust_read else _pack_in_python
             pack_files(args, writer, files, workers, progress, tally)

@@ -226,8 +226,49 @@ def _decompressed(counted: _CountingReader, compression: str | None, name: str) 
         import zstandard
     except ImportError:
         raise InputError(f"{name}: reading .zst needs the zstandard package: pip install zstandard") from None
-    reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True, closefd=False)
-    return io.BufferedReader(reader, READ_SIZE)
+    return io.BufferedReader(_ZstdFrames(buffered, zstandard), READ_SIZE)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The data of zstd frames one after another (skippable frames included). Unlike
+    ``ZstdDecompressor.stream_reader``, an input that ends inside a frame is an error, not
+    silently short."""
+
+    def __init__(self, raw: IO[bytes], zstandard: Any) -> None:
+        super().__init__()
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._error: type[Exception] = zstandard.ZstdError
+        self._frame: Any = None  # the decompressor of the frame being read, if inside one
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            chunk = self._raw.read(READ_SIZE)
+            if not chunk:
+                if self._frame is not None:
+                    raise self._error("the input ends inside a zstd frame (a truncated file?)")
+                return 0
+            self._out = memoryview(self._decompress(chunk))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _decompress(self, chunk: bytes) -> bytes:
+        parts = []
+        while chunk:
+            if self._frame is None:
+                self._frame = self._dctx.decompressobj()
+            parts.append(self._frame.decompress(chunk))
+            chunk = b""
+            if self._frame.eof:
+                chunk = self._frame.unused_data
+                self._frame = None
+        return b"".join(parts)
 
 
 def _decode_error(name: str, lineno: int, err: UnicodeDecodeError, line: bytes) -> InputError:
@@ -256,14 +297,23 @@ def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+def _json_int(digits: str) -> int | float:
+    # Python refuses to convert integers of more than 4300 digits (sys.set_int_max_str_digits);
+    # JSON has no such limit, and bpetok only needs the text field, so take such a number as a
+    # float (inf) rather than fail the line.
+    return int(digits) if len(digits) <= 4000 else float(digits)
+
+
 def _json_record(name: str, lineno: int, text: str) -> dict[str, Any] | None:
     """The JSON object on a JSONL line, or None for a blank line."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as err:
         if not text.strip():
             return None
         raise InputError(f"{name}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{name}:{lineno}: cannot read this JSON: it is nested too deeply") from None
     if not isinstance(value, dict):
         raise InputError(f"{name}:{lineno}: expected a JSON object, got {_json_type(value)}")
     return value

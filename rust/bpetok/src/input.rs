@@ -228,43 +228,110 @@ fn open<'a>(
         ),
         None => Box::new(io::stdin()),
     };
-    let mut buffered = BufReader::with_capacity(
-        READ_SIZE,
-        HashingReader {
-            inner: raw,
-            hashed,
-            progress,
-        },
-    );
-    let compression = match input.compression {
-        Some(c) => c,
-        None => {
-            let head = buffered
-                .fill_buf()
-                .map_err(|err| InputError(format!("{}:1: cannot read: {err}", input.name)))?;
-            if head.starts_with(b"\x1f\x8b") {
-                Compression::Gzip
-            } else if head.starts_with(b"\x28\xb5\x2f\xfd") {
-                Compression::Zstd
-            } else {
-                Compression::None
+    let mut hashing = HashingReader {
+        inner: raw,
+        hashed,
+        progress,
+    };
+    // Detection needs the first 4 bytes, which a pipe may deliver over several reads.
+    let mut head = Vec::new();
+    if input.compression.is_none() {
+        let mut byte = [0u8; 4];
+        while head.len() < 4 {
+            match hashing.read(&mut byte[..4 - head.len()]) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&byte[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(InputError(format!("{}:1: cannot read: {err}", input.name)))
+                }
             }
         }
-    };
+    }
+    let compression = input
+        .compression
+        .unwrap_or(if head.starts_with(b"\x1f\x8b") {
+            Compression::Gzip
+        } else if head.starts_with(b"\x28\xb5\x2f\xfd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        });
+    let mut buffered = BufReader::with_capacity(READ_SIZE, io::Cursor::new(head).chain(hashing));
     let stream: Box<dyn BufRead + 'a> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(BufReader::with_capacity(
             READ_SIZE,
-            flate2::bufread::MultiGzDecoder::new(buffered),
+            GzipMembers::Between {
+                input: buffered,
+                first: true,
+            },
         )),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|err| {
-                InputError(format!("{}:1: cannot read (zstd): {err}", input.name))
-            })?;
-            Box::new(BufReader::with_capacity(READ_SIZE, decoder))
+            let empty = buffered
+                .fill_buf()
+                .map_err(|err| InputError(format!("{}:1: cannot read: {err}", input.name)))?
+                .is_empty();
+            if empty {
+                // An empty file holds no frame: no data, as Python's zstandard reads it.
+                Box::new(buffered)
+            } else {
+                let decoder =
+                    zstd::stream::read::Decoder::with_buffer(buffered).map_err(|err| {
+                        InputError(format!("{}:1: cannot read (zstd): {err}", input.name))
+                    })?;
+                Box::new(BufReader::with_capacity(READ_SIZE, decoder))
+            }
         }
     };
     Ok((compression, stream))
+}
+
+/// Gzip data as Python's `gzip` module reads it: members one after the other, with any `\0`
+/// padding between and after them skipped, and an empty input as no data.
+enum GzipMembers<R: BufRead> {
+    Between { input: R, first: bool },
+    Member(flate2::bufread::GzDecoder<R>),
+    Done,
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match std::mem::replace(self, GzipMembers::Done) {
+                GzipMembers::Done => return Ok(0),
+                GzipMembers::Member(mut decoder) => {
+                    let n = decoder.read(buf)?;
+                    if n > 0 || buf.is_empty() {
+                        *self = GzipMembers::Member(decoder);
+                        return Ok(n);
+                    }
+                    *self = GzipMembers::Between {
+                        input: decoder.into_inner(),
+                        first: false,
+                    };
+                }
+                GzipMembers::Between { mut input, first } => {
+                    loop {
+                        let available = input.fill_buf()?;
+                        if available.is_empty() {
+                            return Ok(0); // end of input, between members
+                        }
+                        let zeros = if first {
+                            0
+                        } else {
+                            available.iter().take_while(|&&b| b == 0).count()
+                        };
+                        if zeros == 0 {
+                            break;
+                        }
+                        input.consume(zeros);
+                    }
+                    *self = GzipMembers::Member(flate2::bufread::GzDecoder::new(input));
+                }
+            }
+        }
+    }
 }
 
 fn strip_bom(mut data: Vec<u8>) -> Vec<u8> {
@@ -385,18 +452,26 @@ fn slow_jsonl_document(
     let fields = match parsed {
         Ok(fields) => fields,
         Err(_) if text.chars().all(is_python_space) => return Ok(None),
-        Err(err) if err.is_data() => {
-            let got = serde_json::from_str::<&RawValue>(text)
-                .map_or("an unreadable value", |raw| json_type(raw.get()));
-            return Err(InputError(format!(
-                "{where_}: expected a JSON object, got {got}"
-            )));
-        }
         Err(err) => {
+            // Valid JSON that is not an object, or not JSON at all.
+            let (err, got) = match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) if err.is_data() => (err, json_type(raw.get())),
+                Ok(_) => (err, ""),
+                Err(syntax) => (syntax, ""),
+            };
+            if !got.is_empty() {
+                return Err(InputError(format!(
+                    "{where_}: expected a JSON object, got {got}"
+                )));
+            }
+            let message = err.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
             return Err(InputError(format!(
-                "{where_}: invalid JSON: {err} (column {})",
+                "{where_}: invalid JSON: {message} (column {})",
                 err.column()
-            )))
+            )));
         }
     };
     let Some(raw) = fields.value else {
@@ -623,16 +698,28 @@ impl<'de, 'f> Visitor<'de> for FieldsOf<'f> {
             keys: Vec::new(),
             value: None,
         };
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(KeyBytes)? {
             let value: &'de RawValue = map.next_value()?;
-            if key == self.field {
+            if key == self.field.as_bytes() {
                 fields.value = Some(value);
             }
+            let key = String::from_utf8_lossy(&key).into_owned();
             if fields.keys.len() < 8 && !fields.keys.contains(&key) {
                 fields.keys.push(key);
             }
         }
         Ok(fields)
+    }
+}
+
+/// A map key's unescaped bytes (WTF-8 for a lone surrogate escape, which Python accepts).
+struct KeyBytes;
+
+impl<'de> DeserializeSeed<'de> for KeyBytes {
+    type Value = Vec<u8>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_bytes(WtfBytes)
     }
 }
 

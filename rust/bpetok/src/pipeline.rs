@@ -114,10 +114,16 @@ pub fn encode_inputs<E: From<InputError>>(
             scope.spawn(move || encode_batches(tok, encode, work_rx, done_tx, stop));
         }
         drop(done_tx);
+        // However this closure ends (a panic in `consume` included), the encoders stop, so the
+        // scope's join cannot wait on them forever.
+        let _stop_encoders = SetOnDrop {
+            flag: &stop,
+            only_when_panicking: false,
+        };
         let consumed = consume_in_order(
             done_rx,
             &credit_tx,
-            (&bytes_read, counters),
+            (&bytes_read, counters, &stop),
             &mut consume,
             &mut tick,
         );
@@ -212,6 +218,20 @@ fn read_all(
     }
 }
 
+/// Sets `flag` when dropped (only while unwinding from a panic, if `only_when_panicking`).
+struct SetOnDrop<'a> {
+    flag: &'a AtomicBool,
+    only_when_panicking: bool,
+}
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.only_when_panicking || std::thread::panicking() {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 fn encode_batches(
     tok: &Tokenizer,
     opts: EncodeOptions,
@@ -219,6 +239,11 @@ fn encode_batches(
     done: SyncSender<(u64, Vec<Vec<u32>>)>,
     stop: &AtomicBool,
 ) {
+    // A panic here loses a batch: stop the run (the scope then raises the panic again).
+    let _stop_on_panic = SetOnDrop {
+        flag: stop,
+        only_when_panicking: true,
+    };
     let mut encoder = tok.encoder();
     loop {
         let batch = {
@@ -247,7 +272,7 @@ fn encode_batches(
 fn consume_in_order<E>(
     done: Receiver<(u64, Vec<Vec<u32>>)>,
     credits: &SyncSender<()>,
-    (bytes_read, counters): (&AtomicU64, &Counters),
+    (bytes_read, counters, stop): (&AtomicU64, &Counters, &AtomicBool),
     consume: &mut impl FnMut(Vec<u32>) -> Result<(), E>,
     tick: &mut impl FnMut() -> Result<(), E>,
 ) -> Result<(), E> {
@@ -255,6 +280,9 @@ fn consume_in_order<E>(
     let mut waiting: BTreeMap<u64, Vec<Vec<u32>>> = BTreeMap::new();
     let mut last_tick = Instant::now();
     loop {
+        if stop.load(Ordering::Relaxed) {
+            break; // an encoder panicked; the scope raises its panic
+        }
         match done.recv_timeout(TICK) {
             Ok((seq, batch)) => {
                 waiting.insert(seq, batch);
@@ -282,7 +310,10 @@ fn consume_in_order<E>(
             last_tick = Instant::now();
         }
     }
-    debug_assert!(waiting.is_empty(), "batches left after the encoders ended");
+    debug_assert!(
+        stop.load(Ordering::Relaxed) || waiting.is_empty(),
+        "batches left after the encoders ended"
+    );
     counters
         .bytes_read
         .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);

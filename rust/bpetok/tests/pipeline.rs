@@ -121,6 +121,9 @@ fn jsonl_rules() {
     // BOM, CRLF, blank lines (Python's whitespace, U+001C included), repeated keys (last wins).
     let body = b"\xef\xbb\xbf{\"text\": \"a\"}\r\n\r\n \t\n\x1c\n{\"text\": 1, \"text\": \"b\"}";
     assert_eq!(run(body, strict).unwrap(), ["a", "b"]);
+    // A key with a lone surrogate escape is still a key (Python accepts it).
+    let odd_key = br#"{"\ud800": 1, "text": "k"}"#;
+    assert_eq!(run(odd_key, strict).unwrap(), ["k"]);
     // Surrogate pairs join; a lone one is an error, or U+FFFD.
     let pair = br#"{"text": "\ud83d\ude00"}"#;
     assert_eq!(run(pair, strict).unwrap(), ["😀"]);
@@ -166,6 +169,11 @@ fn jsonl_rules() {
         (b"{\"text\": \"a\tb\"}", "in.jsonl:1: invalid JSON"),
         (b"{\"text\": \"a\"} {}", "in.jsonl:1: invalid JSON"),
         (b"{\"text\"", "in.jsonl:1: invalid JSON"),
+        (b"[1, 2", "in.jsonl:1: invalid JSON"),
+        (
+            b"{\"text\": 1} x",
+            "in.jsonl:1: invalid JSON: trailing characters (column",
+        ),
     ] {
         let err = run(body, strict).unwrap_err().0;
         assert!(err.contains(message), "{err:?} lacks {message:?}");
@@ -399,4 +407,33 @@ fn pipeline_stops_at_the_first_error_without_hanging() {
         || Err(Stop::Tick),
     );
     assert_eq!(result.unwrap_err(), Stop::Tick);
+}
+
+#[test]
+fn a_panic_in_the_consumer_comes_back_as_a_panic_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let (specs, _) = corpus(dir.path());
+    let tok = Tokenizer::mixtral_8x7b();
+    let mut n = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        encode_inputs(
+            &tok,
+            &specs,
+            &ReadOptions::default(),
+            None,
+            EncodeOptions {
+                add_bos: false,
+                add_eos: false,
+                threads: 2,
+            },
+            &Counters::default(),
+            |_| {
+                n += 1;
+                assert!(n < 10, "the consumer fails");
+                Ok::<(), InputError>(())
+            },
+            || Ok(()),
+        )
+    }));
+    assert!(result.is_err());
 }
