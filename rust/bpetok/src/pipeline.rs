@@ -108,10 +108,24 @@ pub fn encode_inputs<E: From<InputError>>(
     };
 
     let consumed = std::thread::scope(|scope| {
-        for _ in 0..threads {
+        for i in 0..threads {
             let done_tx = done_tx.clone();
             let (work_rx, stop) = (&work_rx, &*stop);
-            scope.spawn(move || encode_batches(tok, encode, work_rx, done_tx, stop));
+            let spawned = std::thread::Builder::new()
+                .name("bpetok-encoder".into())
+                .spawn_scoped(scope, move || {
+                    encode_batches(tok, encode, work_rx, done_tx, stop)
+                });
+            if let Err(err) = spawned {
+                // Fewer encoders than asked for still encode everything; none at all cannot.
+                if i == 0 {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(
+                        InputError(format!("cannot start an encoding thread: {err}")).into(),
+                    );
+                }
+                break;
+            }
         }
         drop(done_tx);
         // However this closure ends (a panic in `consume` included), the encoders stop, so the
