@@ -252,6 +252,47 @@ def test_pack_reads_parquet_and_compressed_jsonl_alike(tmp_path: Path) -> None:
     assert json.loads(a["manifest.json"])["totals"] == json.loads(b["manifest.json"])["totals"]
 
 
+def test_mixed_inputs_keep_document_order_across_readers(tmp_path: Path) -> None:
+    """JSONL and text are read in Rust, Parquet in Python: a directory mixing them still gives
+    document ids in input order, and each input its own manifest entry."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = [corpus(30, seed=s) for s in (41, 42, 43)]
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", parts[0])
+    pq.write_table(pa.table({"text": parts[1]}), src / "b.parquet")
+    (src / "c").mkdir()
+    (src / "c" / "d.txt").write_text("\n".join(d or "x" for d in parts[2]) + "\n", encoding="utf-8")
+    summary = pack(src, tmp_path / "out", "--seq-len", "64", "--window", "16", "--lines")
+    docs = parts[0] + parts[1] + [d or "x" for d in parts[2]]
+    tok = bpetok.Tokenizer.default()
+    encoded = [[tok.bos_id(), *tok.encode(d), tok.eos_id()] for d in docs]
+    assert summary["documents"] == len(docs) and summary["tokens"] == sum(map(len, encoded))
+    ds = bpetok.ShardDataset(tmp_path / "out")
+    seen = set()
+    for i in range(len(ds)):
+        sample = ds[i]
+        bounds = sample["cu_seqlens"]
+        for k, doc_id in enumerate(sample["doc_ids"].tolist()):
+            if doc_id >= 0:
+                start = int(sample["doc_starts"][k])
+                ids = sample["input_ids"][bounds[k] : bounds[k + 1]].tolist()
+                assert ids == encoded[doc_id][start : start + len(ids)]
+                seen.add(doc_id)
+    assert seen == set(range(len(docs)))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(Path(f["path"]).name, f["documents"]) for f in manifest["inputs"]] == [
+        ("a.jsonl", 30),
+        ("b.parquet", 30),
+        ("d.txt", 30),
+    ]
+    for f in manifest["inputs"]:
+        data = Path(f["path"]).read_bytes()
+        assert (f["size"], f["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
 def test_pack_reads_stdin_compressed_or_not(tmp_path: Path) -> None:
     import gzip
 
