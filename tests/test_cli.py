@@ -277,3 +277,13 @@ def test_console_script_is_declared() -> None:
 
     assert callable(main)
     assert ok("--version").stdout.decode() == f"bpetok {bpetok.__version__}\n"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_encode_lines_are_the_ids_of_encode_batch(threads: int) -> None:
+    tok = bpetok.Tokenizer.default()
+    texts = ["", "Hello world", "日本語 and 😀", "x" * 5000, b"raw \xff bytes"]
+    lines, n_tokens = tok._core.encode_batch_jsonl(texts, True, True, threads)
+    want = tok.encode_batch(texts, add_bos=True, add_eos=True, num_threads=threads)
+    assert [json.loads(line)["ids"] for line in lines.decode().splitlines()] == want
+    assert lines.count(b"\n") == len(texts) and n_tokens == sum(map(len, want))

@@ -430,21 +430,23 @@ def run_encode(args: argparse.Namespace) -> int:
                     count(batch, int(offsets[-1]))
             on_stdout = False
         else:
+            from bpetok import _threads
 
-            def encode_lists(batch: list[Document]) -> list[list[int]]:
+            workers = _threads(threads)
+
+            def encode_lines(batch: list[Document]) -> tuple[bytes, int]:
+                # The JSON lines are formatted in Rust, on the encoding threads.
                 texts: list[str] = [d.text for d in batch]
                 try:
-                    return tok.encode_batch(texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads)
+                    return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
                 except UnicodeEncodeError:
                     texts = _texts_for_encoding(batch, args.errors)
-                    return tok.encode_batch(texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads)
+                    return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
 
-            number = [str(i) for i in range(tok.vocab_size())].__getitem__
             with AtomicOutput(args.output) as out:
-                for batch, encoded in _pipelined(batches, encode_lists):
-                    lines = ['{"ids": [' + ",".join(map(number, ids)) + "]}\n" for ids in encoded]
-                    out.stream.write("".join(lines).encode("ascii"))
-                    count(batch, sum(map(len, encoded)))
+                for batch, (lines, n_tokens) in _pipelined(batches, encode_lines):
+                    out.stream.write(lines)
+                    count(batch, n_tokens)
             output = out.path
             on_stdout = out.is_stdout
     finally:

@@ -315,6 +315,48 @@ impl PyTokenizer {
         Ok((PyByteArray::new(py, &data), PyByteArray::new(py, &offsets)))
     }
 
+    /// `encode_batch`, but as the JSON lines `bpetok encode` writes (`{"ids": [1,2,3]}` per
+    /// text), formatted on the encoding threads; returns (the lines, the number of tokens).
+    fn encode_batch_jsonl<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<TextArg>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> (Bound<'py, PyBytes>, u64) {
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        let tok = &self.inner;
+        let (lines, tokens) = py.detach(|| {
+            let digits: Vec<String> = (0..tok.vocab_size()).map(|i| i.to_string()).collect();
+            let done: Vec<std::sync::OnceLock<(Vec<u8>, usize)>> = (0..slices.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect();
+            tok.encode_batch_each(&slices, add_bos, add_eos, num_threads, |i, ids| {
+                let mut line = Vec::with_capacity(12 + 6 * ids.len());
+                line.extend_from_slice(b"{\"ids\": [");
+                for (k, &id) in ids.iter().enumerate() {
+                    if k > 0 {
+                        line.push(b',');
+                    }
+                    line.extend_from_slice(digits[id as usize].as_bytes());
+                }
+                line.extend_from_slice(b"]}\n");
+                let _ = done[i].set((line, ids.len()));
+            });
+            let mut lines =
+                Vec::with_capacity(done.iter().filter_map(|d| d.get()).map(|d| d.0.len()).sum());
+            let mut tokens = 0u64;
+            for slot in done {
+                let (line, n) = slot.into_inner().expect("every text is encoded");
+                lines.extend_from_slice(&line);
+                tokens += n as u64;
+            }
+            (lines, tokens)
+        });
+        (PyBytes::new(py, &lines), tokens)
+    }
+
     fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
         let ids = check_ids(&self.inner, &ids)?;
         py.detach(|| self.inner.decode(&ids)).map_err(to_py_err)
