@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -271,6 +272,34 @@ def test_stdin(compression: str) -> None:
     assert result["size"] == len(raw)
     assert result["sha256"] == hashlib.sha256(raw).hexdigest()
     assert result["compression"] == {"gz": "gzip", "zst": "zstd"}.get(compression)
+
+
+@pytest.mark.parametrize("compression", ["gz", "zst"])
+def test_stdin_detection_survives_a_slow_first_write(tmp_path: Path, compression: str) -> None:
+    """The magic bytes arriving one by one: both readers (Python's, and pack's in Rust) still
+    detect the compression."""
+    raw = compress(jsonl(["a", "b"]), compression)
+    out_dir = tmp_path / "out"
+    for command in (
+        [sys.executable, "-c", _STDIN_SCRIPT, "auto", "-"],
+        [sys.executable, "-m", "bpetok", "pack", "-", "-o", str(out_dir), "--seq-len", "8", "--window", "4"],
+    ):
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
+            assert proc.stdin is not None
+            for byte in raw[:3]:
+                proc.stdin.write(bytes([byte]))
+                proc.stdin.flush()
+                time.sleep(0.05)
+            out, err = proc.communicate(raw[3:], timeout=60)
+        assert proc.returncode == 0, err
+        if command[1] == "-c":
+            assert json.loads(out)["docs"] == [["a", "<stdin>:1"], ["b", "<stdin>:2"]]
+        else:
+            manifest = json.loads((out_dir / "manifest.json").read_text())
+            assert manifest["inputs"][0]["documents"] == 2
+            assert manifest["inputs"][0]["sha256"] == hashlib.sha256(raw).hexdigest()
 
 
 def test_stdin_as_text_lines() -> None:

@@ -216,7 +216,27 @@ class _CountingReader(io.RawIOBase):
             self._file.size = self._file.bytes_read
 
 
-def _decompressed(counted: _CountingReader, compression: str | None, name: str) -> IO[bytes]:
+class _Prefixed(io.RawIOBase):
+    """``head``, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: io.RawIOBase) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return int(self._raw.readinto(buffer) or 0)
+
+
+def _decompressed(counted: io.RawIOBase, compression: str | None, name: str) -> IO[bytes]:
     buffered = io.BufferedReader(counted, READ_SIZE)
     if compression is None:
         return buffered
@@ -447,22 +467,27 @@ class InputReader:
 
     def _open(self, file: InputFile) -> tuple[_CountingReader, IO[bytes], IO[bytes] | None]:
         """(counting raw reader, decompressed stream, file to close)."""
-        to_close: IO[bytes] | None = None
-        if file.path == "-":
-            raw: IO[bytes] = sys.stdin.buffer
-            peek = getattr(raw, "peek", None)
-            head = peek(4)[:4] if peek is not None else b""
-            if head.startswith(_GZIP_MAGIC):
-                file.compression = "gzip"
-            elif head.startswith(_ZSTD_MAGIC):
-                file.compression = "zstd"
-        else:
+        if file.path != "-":
             try:
-                raw = to_close = open(file.path, "rb", buffering=0)
+                raw = open(file.path, "rb", buffering=0)
             except OSError as err:
                 raise InputError(f"{file.name}: {err.strerror}") from None
-        counted = _CountingReader(raw, file, self.on_bytes)
-        return counted, _decompressed(counted, file.compression, file.name), to_close
+            counted = _CountingReader(raw, file, self.on_bytes)
+            return counted, _decompressed(counted, file.compression, file.name), raw
+        counted = _CountingReader(sys.stdin.buffer, file, self.on_bytes)
+        # Detection needs the first 4 bytes, which a pipe may deliver over several reads; they
+        # are read (and counted) here and put back in front of the rest.
+        head = b""
+        while len(head) < 4:
+            chunk = counted.read(4 - len(head))
+            if not chunk:
+                break
+            head += chunk
+        if head.startswith(_GZIP_MAGIC):
+            file.compression = "gzip"
+        elif head.startswith(_ZSTD_MAGIC):
+            file.compression = "zstd"
+        return counted, _decompressed(_Prefixed(head, counted), file.compression, file.name), None
 
     def _lines(self, file: InputFile) -> Iterator[tuple[int, bytes]]:
         """(line number, raw line) of a file, the first line's byte order mark dropped."""
