@@ -120,6 +120,30 @@ def test_encode_megatron(corpus: Path, tmp_path: Path) -> None:
     assert ds.document_indices.tolist() == list(range(len(DOCS) + 1))
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "megatron"])
+def test_encode_mixed_inputs_in_order(tmp_path: Path, fmt: str) -> None:
+    """JSONL and text are read in Rust, Parquet in Python: the output is in input order either way."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jsonl").write_text(
+        "".join(json.dumps({"text": d}) + "\n" for d in DOCS[:100]), encoding="utf-8"
+    )
+    pq.write_table(pa.table({"text": DOCS[100:200]}), src / "b.parquet")
+    with gzip.open(src / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in DOCS[200:])
+    want = [bpetok.encode(d, add_bos=True) for d in DOCS]
+    if fmt == "jsonl":
+        ok("encode", "--bos", src, "-o", tmp_path / "ids.jsonl")
+        got = [json.loads(line)["ids"] for line in (tmp_path / "ids.jsonl").read_text().splitlines()]
+    else:
+        ok("encode", "--bos", "--format", "megatron", src, "-o", tmp_path / "mm")
+        got = [x.tolist() for x in MegatronDataset(tmp_path / "mm")]
+    assert got == want
+
+
 # ---- decode ----------------------------------------------------------------------------------
 
 

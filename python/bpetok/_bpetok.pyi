@@ -42,6 +42,21 @@ class Tokenizer:
     def encode_batch_flat(
         self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int, itemsize: int
     ) -> tuple[bytearray, bytearray]: ...
+    def encode_files(
+        self,
+        files: Sequence[_FileArg],
+        *,
+        field: str,
+        lines: bool,
+        errors: str,
+        num_threads: int,
+        add_bos: bool,
+        add_eos: bool,
+        itemsize: int,
+        on_output: Callable[[bytes, bytes | None], object],
+        progress: Callable[[int, int, int], object] | None = None,
+        fallback: Callable[[str, int, str], str | None] | None = None,
+    ) -> list[_Summary]: ...
     def encode_batch_jsonl(
         self, texts: Sequence[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> tuple[bytes, int]: ...

@@ -392,63 +392,43 @@ def run_encode(args: argparse.Namespace) -> int:
         if args.output.endswith((".bin", ".idx")):
             raise CliError(f"-o takes the prefix, without .bin / .idx: -o {args.output[:-4]}", 2)
     tok = load_tokenizer(args)
-    threads = args.threads
+    from bpetok import _threads
+
+    workers = _threads(args.threads)
     start = time.perf_counter()
     progress = Progress(args, "encode")
+    tally = _Tally()
     try:
         reader = open_inputs(args, progress)
-        documents = tokens = 0
-
-        def count(batch: list[Document], n_tokens: int) -> None:
-            nonlocal documents, tokens
-            documents += len(batch)
-            tokens += n_tokens
-            progress.set_counts(documents, tokens)
-
-        batches = _batches(reader.documents(), BATCH_CHARS)
         if args.format == "megatron":
-            from bpetok.megatron import MegatronWriter, dtype_for_vocab
+            import numpy as np
 
-            def encode_flat(batch: list[Document]) -> Any:
-                texts: list[str] = [d.text for d in batch]
-                try:
-                    return tok.encode_batch_to_numpy(
-                        texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads
-                    )
-                except UnicodeEncodeError:
-                    texts = _texts_for_encoding(batch, args.errors)
-                    return tok.encode_batch_to_numpy(
-                        texts, add_bos=args.bos, add_eos=args.eos, num_threads=threads
-                    )
+            from bpetok.megatron import MegatronWriter, dtype_for_vocab
 
             output = args.output
             with MegatronWriter(
                 args.output, dtype_for_vocab(tok.vocab_size()), make_temp=temp_beside
             ) as writer:
-                for batch, (ids, offsets) in _pipelined(batches, encode_flat):
+
+                def add_flat(ids: Any, offsets: Any) -> None:
                     writer.add_documents(ids, offsets)
-                    count(batch, int(offsets[-1]))
+
+                def add_bytes(data: bytes, offsets: bytes | None) -> None:
+                    assert offsets is not None
+                    add_flat(np.frombuffer(data, dtype=tok.dtype), np.frombuffer(offsets, dtype=np.int64))
+
+                _encode_runs(args, tok, reader, workers, progress, tally, add_bytes, add_flat)
             on_stdout = False
         else:
-            from bpetok import _threads
-
-            workers = _threads(threads)
-
-            def encode_lines(batch: list[Document]) -> tuple[bytes, int]:
-                # The JSON lines are formatted in Rust, on the encoding threads.
-                texts: list[str] = [d.text for d in batch]
-                try:
-                    return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
-                except UnicodeEncodeError:
-                    texts = _texts_for_encoding(batch, args.errors)
-                    return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
-
             with AtomicOutput(args.output) as out:
-                for batch, (lines, n_tokens) in _pipelined(batches, encode_lines):
-                    out.stream.write(lines)
-                    count(batch, n_tokens)
+
+                def write_lines(data: bytes, _offsets: bytes | None) -> None:
+                    out.stream.write(data)
+
+                _encode_runs(args, tok, reader, workers, progress, tally, write_lines, None)
             output = out.path
             on_stdout = out.is_stdout
+        documents, tokens = tally.documents, tally.tokens
     finally:
         progress.close()
     seconds = time.perf_counter() - start
@@ -465,6 +445,91 @@ def run_encode(args: argparse.Namespace) -> int:
     }
     report(args, summary, output_on_stdout=on_stdout)
     return 0
+
+
+def _encode_runs(
+    args: argparse.Namespace,
+    tok: Tokenizer,
+    reader: InputReader,
+    workers: int,
+    progress: Progress,
+    tally: _Tally,
+    emit: Callable[[bytes, bytes | None], None],
+    add_flat: Callable[[Any, Any], None] | None,
+) -> None:
+    """Encodes every input in order, handing the output to ``emit(data, offsets)`` (JSON lines,
+    or with ``add_flat`` for Megatron, ids and offsets). JSONL and text are read and encoded in
+    Rust (``Tokenizer.encode_files``); Parquet is read in Python and encoded in batches."""
+    itemsize = 0 if add_flat is None else tok.dtype.itemsize
+    for rust_read, files in _runs_of_inputs(reader.files):
+        if rust_read:
+
+            def fallback(name: str, lineno: int, text: str) -> str | None:
+                return jsonl_line_document(name, lineno, text, args.field, args.errors)
+
+            summaries = tok._core.encode_files(
+                _file_args(files),
+                field=args.field,
+                lines=args.lines,
+                errors=args.errors,
+                num_threads=workers,
+                add_bos=args.bos,
+                add_eos=args.eos,
+                itemsize=itemsize,
+                on_output=emit,
+                progress=_progress_callback(progress, tally),
+                fallback=fallback,
+            )
+            _record_summaries(files, summaries)
+            continue
+        python_reader = InputReader.from_files(
+            files, field=args.field, lines=args.lines, errors=args.errors, on_bytes=progress.add_bytes
+        )
+
+        def texts_of(batch: list[Document]) -> list[str]:
+            texts: list[str] = [d.text for d in batch]
+            try:
+                for text in texts:
+                    text.encode("utf-8")
+            except UnicodeEncodeError:
+                texts = _texts_for_encoding(batch, args.errors)
+            return texts
+
+        def encode(batch: list[Document]) -> Any:
+            texts = texts_of(batch)
+            if add_flat is not None:
+                return tok.encode_batch_to_numpy(
+                    texts, add_bos=args.bos, add_eos=args.eos, num_threads=workers
+                )
+            return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
+
+        for batch, result in _pipelined(_batches(python_reader.documents(), BATCH_CHARS), encode):
+            if add_flat is not None:
+                ids, offsets = result
+                add_flat(ids, offsets)
+                n_tokens = int(offsets[-1])
+            else:
+                lines, n_tokens = result
+                emit(lines, None)
+            tally.documents += len(batch)
+            tally.tokens += n_tokens
+            progress.set_counts(tally.documents, tally.tokens)
+
+
+def _file_args(files: list[InputFile]) -> list[tuple[str | None, str, str, str | None]]:
+    """``files`` as the Rust reader takes them (stdin's compression is detected there)."""
+    return [
+        (None, f.name, f.kind, None) if f.path == "-" else (f.path, f.name, f.kind, f.compression or "none")
+        for f in files
+    ]
+
+
+def _record_summaries(files: list[InputFile], summaries: list[tuple[int, str, int, str]]) -> None:
+    """Size, sha256 and document count of ``files`` as the Rust reader found them."""
+    for file, (size, sha256, documents, compression) in zip(files, summaries, strict=True):
+        file.size, file.sha256, file.documents, file.bytes_read = size, sha256, documents, size
+        if file.path == "-" and compression != "file":
+            file.compression = compression
 
 
 # ---- decode ----------------------------------------------------------------------------------
@@ -711,6 +776,22 @@ class _Tally:
         self.tokens = 0
 
 
+def _progress_callback(progress: Progress, tally: _Tally) -> Callable[[int, int, int], None]:
+    """The ``progress(bytes, documents, tokens)`` callback of one Rust pipeline run (its counts
+    start at 0) that keeps ``tally`` and the bar at the totals of the whole command."""
+    before = (tally.documents, tally.tokens)
+    shown = 0
+
+    def on_progress(nbytes: int, documents: int, tokens: int) -> None:
+        nonlocal shown
+        progress.add_bytes(nbytes - shown)
+        shown = nbytes
+        tally.documents, tally.tokens = before[0] + documents, before[1] + tokens
+        progress.set_counts(tally.documents, tally.tokens)
+
+    return on_progress
+
+
 def _pack_in_rust(
     args: argparse.Namespace,
     writer: Any,
@@ -723,34 +804,20 @@ def _pack_in_rust(
     through Python). Lines that Rust's JSON parser does not take are decided by
     :func:`jsonl_line_document`, so the rules are those of :class:`InputReader`."""
     field, errors = args.field, args.errors
-    before = (tally.documents, tally.tokens)
-    shown = 0
-
-    def on_progress(nbytes: int, documents: int, tokens: int) -> None:
-        nonlocal shown
-        progress.add_bytes(nbytes - shown)
-        shown = nbytes
-        progress.set_counts(before[0] + documents, before[1] + tokens)
-        tally.documents, tally.tokens = before[0] + documents, before[1] + tokens
 
     def fallback(name: str, lineno: int, text: str) -> str | None:
         return jsonl_line_document(name, lineno, text, field, errors)
 
-    specs = [
-        (None, f.name, f.kind, None) if f.path == "-" else (f.path, f.name, f.kind, f.compression or "none")
-        for f in files
-    ]
     summaries = writer.add_files(
-        specs,
+        _file_args(files),
         field=field,
         lines=args.lines,
         errors=errors,
         num_threads=workers,
-        progress=on_progress,
+        progress=_progress_callback(progress, tally),
         fallback=fallback,
     )
-    for file, (size, sha256, documents, _compression) in zip(files, summaries, strict=True):
-        file.size, file.sha256, file.documents, file.bytes_read = size, sha256, documents, size
+    _record_summaries(files, summaries)
 
 
 def _pack_in_python(

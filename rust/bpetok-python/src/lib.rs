@@ -357,6 +357,109 @@ impl PyTokenizer {
         (PyBytes::new(py, &lines), tokens)
     }
 
+    /// Reads `files` in Rust (as `PackWriter.add_files` does) and encodes their documents on
+    /// `num_threads` threads; the ids reach `on_output(data, offsets)` in input order, in pieces
+    /// of a few MB: with `itemsize` 0, `data` is JSON lines (`{"ids": [...]}` per document) and
+    /// `offsets` is None; with `itemsize` 2 or 4, `data` is the ids, little-endian, and `offsets`
+    /// the `len + 1` int64 offsets of the documents in it. Returns the files' summaries.
+    #[pyo3(signature = (files, *, field, lines, errors, num_threads, add_bos, add_eos, itemsize,
+                        on_output, progress=None, fallback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_files(
+        &self,
+        py: Python<'_>,
+        files: Vec<FileArg>,
+        field: String,
+        lines: bool,
+        errors: &str,
+        num_threads: usize,
+        add_bos: bool,
+        add_eos: bool,
+        itemsize: usize,
+        on_output: Py<PyAny>,
+        progress: Option<Py<PyAny>>,
+        fallback: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<SummaryTuple>> {
+        /// Output gathered before it is handed to Python.
+        const FLUSH_BYTES: usize = 4 << 20;
+        if itemsize != 0 {
+            check_itemsize(&self.inner, itemsize)?;
+        }
+        let specs = input_specs(files)?;
+        let read = read_options(field, lines, errors)?;
+        let raised = Raised::default();
+        let fallback: Option<bpetok::pipeline::SharedFallback> =
+            fallback.map(|f| std::sync::Arc::new(python_fallback(f, raised.clone())) as _);
+        let encode = bpetok::pipeline::EncodeOptions {
+            add_bos,
+            add_eos,
+            threads: num_threads,
+        };
+        let tok = &self.inner;
+        let counters = bpetok::pipeline::Counters::default();
+        let digits: Vec<String> = if itemsize == 0 {
+            (0..tok.vocab_size()).map(|i| i.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut data: Vec<u8> = Vec::new();
+        let mut offsets: Vec<u8> = 0i64.to_le_bytes().to_vec();
+        let mut end = 0i64;
+        let flush = |data: &mut Vec<u8>, offsets: &mut Vec<u8>, end: &mut i64| {
+            Python::attach(|py| {
+                let offsets_arg = (itemsize != 0).then(|| PyBytes::new(py, offsets));
+                let called = on_output.call1(py, (PyBytes::new(py, data), offsets_arg));
+                called
+                    .map(drop)
+                    .map_err(|err| PipelineError::Python(keep_exception(py, &raised, err)))
+            })?;
+            data.clear();
+            offsets.clear();
+            offsets.extend_from_slice(&0i64.to_le_bytes());
+            *end = 0;
+            Ok::<(), PipelineError>(())
+        };
+        let result = py.detach(|| {
+            let summaries = bpetok::pipeline::encode_inputs(
+                tok,
+                &specs,
+                &read,
+                fallback,
+                encode,
+                &counters,
+                |ids| {
+                    if itemsize == 0 {
+                        data.extend_from_slice(b"{\"ids\": [");
+                        for (k, &id) in ids.iter().enumerate() {
+                            if k > 0 {
+                                data.push(b',');
+                            }
+                            data.extend_from_slice(digits[id as usize].as_bytes());
+                        }
+                        data.extend_from_slice(b"]}\n");
+                    } else {
+                        pack_ids(ids.iter(), itemsize, &mut data);
+                        end += ids.len() as i64;
+                        offsets.extend_from_slice(&end.to_le_bytes());
+                    }
+                    if data.len() >= FLUSH_BYTES {
+                        flush(&mut data, &mut offsets, &mut end)?;
+                    }
+                    Ok(())
+                },
+                || python_tick(progress.as_ref(), &counters, &raised),
+            )?;
+            if offsets.len() > 8 || !data.is_empty() {
+                flush(&mut data, &mut offsets, &mut end)?;
+            }
+            Ok::<_, PipelineError>(summaries)
+        });
+        match result {
+            Ok(summaries) => Ok(summaries.into_iter().map(summary_tuple).collect()),
+            Err(err) => Err(pipeline_err(err, &raised)),
+        }
+    }
+
     fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
         let ids = check_ids(&self.inner, &ids)?;
         py.detach(|| self.inner.decode(&ids)).map_err(to_py_err)
@@ -489,6 +592,43 @@ fn python_fallback(
                 .and_then(|v| v.extract::<Option<String>>(py))
                 .map_err(|err| keep_exception(py, &raised, err))
         })
+    }
+}
+
+/// The pipeline's tick: Python signal handlers (Ctrl-C) run, and `progress(bytes, documents,
+/// tokens)` is called; an exception is kept in `raised` and stops the run.
+fn python_tick(
+    progress: Option<&Py<PyAny>>,
+    counters: &bpetok::pipeline::Counters,
+    raised: &Raised,
+) -> Result<(), PipelineError> {
+    Python::attach(|py| {
+        let polled = py.check_signals().and_then(|()| match progress {
+            Some(progress) => progress
+                .call1(
+                    py,
+                    (
+                        counters.bytes_read.load(Ordering::Relaxed),
+                        counters.documents.load(Ordering::Relaxed),
+                        counters.tokens.load(Ordering::Relaxed),
+                    ),
+                )
+                .map(drop),
+            None => Ok(()),
+        });
+        polled.map_err(|err| PipelineError::Python(keep_exception(py, raised, err)))
+    })
+}
+
+/// The exception a failed pipeline run raises: a callback's own, else one for its error.
+fn pipeline_err(err: PipelineError, raised: &Raised) -> PyErr {
+    if let Some(original) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return original;
+    }
+    match err {
+        PipelineError::Input(err) => PyValueError::new_err(err.to_string()),
+        PipelineError::Shard(err) => shard_err(err),
+        PipelineError::Python(message) => PyValueError::new_err(message),
     }
 }
 
@@ -736,39 +876,14 @@ impl PyPackWriter {
                     *next_doc_id += 1;
                     Ok(())
                 },
-                || {
-                    Python::attach(|py| {
-                        let polled = py.check_signals().and_then(|()| match &progress {
-                            Some(progress) => progress
-                                .call1(
-                                    py,
-                                    (
-                                        counters.bytes_read.load(Ordering::Relaxed),
-                                        counters.documents.load(Ordering::Relaxed),
-                                        counters.tokens.load(Ordering::Relaxed),
-                                    ),
-                                )
-                                .map(drop),
-                            None => Ok(()),
-                        });
-                        polled
-                            .map_err(|err| PipelineError::Python(keep_exception(py, &raised, err)))
-                    })
-                },
+                || python_tick(progress.as_ref(), &counters, &raised),
             )
         });
         match result {
             Ok(summaries) => Ok(summaries.into_iter().map(summary_tuple).collect()),
             Err(err) => {
                 self.run = None; // the output is incomplete: no manifest will be written
-                if let Some(original) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    return Err(original);
-                }
-                Err(match err {
-                    PipelineError::Input(err) => PyValueError::new_err(err.to_string()),
-                    PipelineError::Shard(err) => shard_err(err),
-                    PipelineError::Python(message) => PyValueError::new_err(message),
-                })
+                Err(pipeline_err(err, &raised))
             }
         }
     }
