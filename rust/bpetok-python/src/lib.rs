@@ -92,6 +92,23 @@ fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut V
     }
 }
 
+/// The decimal text of every id of the vocabulary, for formatting id lists.
+fn decimal_ids(tok: &bpetok::Tokenizer) -> Vec<String> {
+    (0..tok.vocab_size()).map(|i| i.to_string()).collect()
+}
+
+/// Appends the line `bpetok encode` writes for one document: `{"ids": [1,2,3]}` and a newline.
+fn push_ids_line(out: &mut Vec<u8>, ids: &[u32], digits: &[String]) {
+    out.extend_from_slice(b"{\"ids\": [");
+    for (k, &id) in ids.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(digits[id as usize].as_bytes());
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
 fn check_itemsize(tok: &bpetok::Tokenizer, itemsize: usize) -> PyResult<()> {
     match itemsize {
         2 if tok.vocab_size() <= 1 << 16 => Ok(()),
@@ -328,20 +345,13 @@ impl PyTokenizer {
         let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
         let tok = &self.inner;
         let (lines, tokens) = py.detach(|| {
-            let digits: Vec<String> = (0..tok.vocab_size()).map(|i| i.to_string()).collect();
+            let digits = decimal_ids(tok);
             let done: Vec<std::sync::OnceLock<(Vec<u8>, usize)>> = (0..slices.len())
                 .map(|_| std::sync::OnceLock::new())
                 .collect();
             tok.encode_batch_each(&slices, add_bos, add_eos, num_threads, |i, ids| {
                 let mut line = Vec::with_capacity(12 + 6 * ids.len());
-                line.extend_from_slice(b"{\"ids\": [");
-                for (k, &id) in ids.iter().enumerate() {
-                    if k > 0 {
-                        line.push(b',');
-                    }
-                    line.extend_from_slice(digits[id as usize].as_bytes());
-                }
-                line.extend_from_slice(b"]}\n");
+                push_ids_line(&mut line, &ids, &digits);
                 let _ = done[i].set((line, ids.len()));
             });
             let mut lines =
@@ -397,8 +407,8 @@ impl PyTokenizer {
         };
         let tok = &self.inner;
         let counters = bpetok::pipeline::Counters::default();
-        let digits: Vec<String> = if itemsize == 0 {
-            (0..tok.vocab_size()).map(|i| i.to_string()).collect()
+        let digits = if itemsize == 0 {
+            decimal_ids(tok)
         } else {
             Vec::new()
         };
@@ -429,14 +439,7 @@ impl PyTokenizer {
                 &counters,
                 |ids| {
                     if itemsize == 0 {
-                        data.extend_from_slice(b"{\"ids\": [");
-                        for (k, &id) in ids.iter().enumerate() {
-                            if k > 0 {
-                                data.push(b',');
-                            }
-                            data.extend_from_slice(digits[id as usize].as_bytes());
-                        }
-                        data.extend_from_slice(b"]}\n");
+                        push_ids_line(&mut data, &ids, &digits);
                     } else {
                         pack_ids(ids.iter(), itemsize, &mut data);
                         end += ids.len() as i64;

@@ -25,8 +25,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Progress, readable from any thread while the pipeline runs.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Raw (compressed) input bytes read.
-    pub bytes_read: AtomicU64,
+    /// Raw (compressed) input bytes read (shared with the reading thread, which may outlive the
+    /// call when it stops early).
+    pub bytes_read: Arc<AtomicU64>,
     /// Documents handed to the consumer.
     pub documents: AtomicU64,
     /// Their tokens (BOS and EOS included).
@@ -78,7 +79,6 @@ pub fn encode_inputs<E: From<InputError>>(
         encode.threads
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let bytes_read = Arc::new(AtomicU64::new(0));
     let (work_tx, work_rx) = sync_channel::<Batch>(MAX_IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = sync_channel::<(u64, Vec<Vec<u32>>)>(MAX_IN_FLIGHT);
@@ -90,7 +90,7 @@ pub fn encode_inputs<E: From<InputError>>(
     }
     let reader = {
         let (inputs, read) = (inputs.to_vec(), read.clone());
-        let (stop, bytes_read) = (Arc::clone(&stop), Arc::clone(&bytes_read));
+        let (stop, bytes_read) = (Arc::clone(&stop), Arc::clone(&counters.bytes_read));
         std::thread::Builder::new()
             .name("bpetok-reader".into())
             .spawn(move || {
@@ -137,7 +137,7 @@ pub fn encode_inputs<E: From<InputError>>(
         let consumed = consume_in_order(
             done_rx,
             &credit_tx,
-            (&bytes_read, counters, &stop),
+            (counters, &stop),
             &mut consume,
             &mut tick,
         );
@@ -152,9 +152,6 @@ pub fn encode_inputs<E: From<InputError>>(
     let read = reader
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    counters
-        .bytes_read
-        .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
     Ok(read?)
 }
 
@@ -286,7 +283,7 @@ fn encode_batches(
 fn consume_in_order<E>(
     done: Receiver<(u64, Vec<Vec<u32>>)>,
     credits: &SyncSender<()>,
-    (bytes_read, counters, stop): (&AtomicU64, &Counters, &AtomicBool),
+    (counters, stop): (&Counters, &AtomicBool),
     consume: &mut impl FnMut(Vec<u32>) -> Result<(), E>,
     tick: &mut impl FnMut() -> Result<(), E>,
 ) -> Result<(), E> {
@@ -317,9 +314,6 @@ fn consume_in_order<E>(
             let _ = credits.send(());
         }
         if last_tick.elapsed() >= TICK {
-            counters
-                .bytes_read
-                .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
             tick()?;
             last_tick = Instant::now();
         }
@@ -328,8 +322,5 @@ fn consume_in_order<E>(
         stop.load(Ordering::Relaxed) || waiting.is_empty(),
         "batches left after the encoders ended"
     );
-    counters
-        .bytes_read
-        .store(bytes_read.load(Ordering::Relaxed), Ordering::Relaxed);
     tick()
 }

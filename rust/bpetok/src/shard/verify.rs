@@ -306,25 +306,26 @@ fn load_manifest(dir: &Path, v: &mut Violations, counted: &mut Counted) -> Optio
             return None;
         }
     };
-    let format = value.get("format").and_then(|f| f.as_str());
-    if format != Some(FORMAT) {
-        v.manifest(format!(
-            "\"format\" is {}, expected {FORMAT:?}: not a bpetok shard directory",
-            value
-                .get("format")
-                .map_or("missing".to_string(), |f| f.to_string())
-        ));
-        return None;
-    }
-    let version = value.get("format_version").and_then(|f| f.as_u64());
-    if version != Some(FORMAT_VERSION) {
-        v.manifest(format!(
-            "\"format_version\" is {}, but this verifier knows version {FORMAT_VERSION}",
-            value
-                .get("format_version")
-                .map_or("missing".to_string(), |f| f.to_string())
-        ));
-        return None;
+    // The format and its version first: a structure error means little for another format.
+    let checks = [
+        (
+            "format",
+            serde_json::Value::from(FORMAT),
+            format!("expected {FORMAT:?}: not a bpetok shard directory"),
+        ),
+        (
+            "format_version",
+            serde_json::Value::from(FORMAT_VERSION),
+            format!("but this verifier knows version {FORMAT_VERSION}"),
+        ),
+    ];
+    for (key, want, why) in checks {
+        let found = value.get(key);
+        if found != Some(&want) {
+            let found = found.map_or("missing".to_string(), |f| f.to_string());
+            v.manifest(format!("\"{key}\" is {found}, {why}"));
+            return None;
+        }
     }
     match serde_json::from_value(value) {
         Ok(m) => Some(m),
