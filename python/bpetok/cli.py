@@ -29,7 +29,6 @@ from bpetok.inputs import (
     InputError,
     InputFile,
     InputReader,
-    encodable_text,
     jsonl_line_document,
 )
 
@@ -324,9 +323,41 @@ def _batches(documents: Iterable[Document], max_chars: int) -> Iterator[list[Doc
         yield batch
 
 
-def _texts_for_encoding(batch: list[Document], errors: str) -> list[str]:
-    """The texts of ``batch``, after a failed encode: locate lone surrogates, fix or report."""
-    return [encodable_text(doc.text, doc.source, errors) for doc in batch]
+def _line_fallback(args: argparse.Namespace) -> Callable[[str, int, str], str | None]:
+    """The verdict of the Python reader on a JSONL line the Rust reader does not take (see
+    :func:`jsonl_line_document`), with the command's ``--field`` and ``--errors``."""
+    field, errors = args.field, args.errors
+
+    def fallback(name: str, lineno: int, text: str) -> str | None:
+        return jsonl_line_document(name, lineno, text, field, errors)
+
+    return fallback
+
+
+def _encode_in_python(
+    args: argparse.Namespace,
+    files: list[InputFile],
+    progress: Progress,
+    tally: _Tally,
+    encode: Callable[[list[str]], Any],
+    tokens_of: Callable[[Any], int],
+) -> Iterator[Any]:
+    """``encode(texts)`` of batches of the documents of ``files`` (Parquet, read by
+    :class:`InputReader`), in order, each batch encoded on a worker thread while the next is read.
+    (Parquet strings are UTF-8, so no lone surrogate reaches ``encode``: those come from JSON
+    escapes, which the Rust reader and :func:`jsonl_line_document` handle.)"""
+    reader = InputReader.from_files(
+        files, field=args.field, lines=args.lines, errors=args.errors, on_bytes=progress.add_bytes
+    )
+
+    def work(batch: list[Document]) -> Any:
+        return encode([d.text for d in batch])
+
+    for batch, result in _pipelined(_batches(reader.documents(), BATCH_CHARS), work):
+        yield result
+        tally.documents += len(batch)
+        tally.tokens += tokens_of(result)
+        progress.set_counts(tally.documents, tally.tokens)
 
 
 def _pipelined(
@@ -463,10 +494,6 @@ def _encode_runs(
     itemsize = 0 if add_flat is None else tok.dtype.itemsize
     for rust_read, files in _runs_of_inputs(reader.files):
         if rust_read:
-
-            def fallback(name: str, lineno: int, text: str) -> str | None:
-                return jsonl_line_document(name, lineno, text, args.field, args.errors)
-
             summaries = tok._core.encode_files(
                 _file_args(files),
                 field=args.field,
@@ -478,42 +505,25 @@ def _encode_runs(
                 itemsize=itemsize,
                 on_output=emit,
                 progress=_progress_callback(progress, tally),
-                fallback=fallback,
+                fallback=_line_fallback(args),
             )
             _record_summaries(files, summaries)
             continue
-        python_reader = InputReader.from_files(
-            files, field=args.field, lines=args.lines, errors=args.errors, on_bytes=progress.add_bytes
-        )
 
-        def texts_of(batch: list[Document]) -> list[str]:
-            texts: list[str] = [d.text for d in batch]
-            try:
-                for text in texts:
-                    text.encode("utf-8")
-            except UnicodeEncodeError:
-                texts = _texts_for_encoding(batch, args.errors)
-            return texts
-
-        def encode(batch: list[Document]) -> Any:
-            texts = texts_of(batch)
-            if add_flat is not None:
-                return tok.encode_batch_to_numpy(
-                    texts, add_bos=args.bos, add_eos=args.eos, num_threads=workers
-                )
+        def lines_of(texts: list[str]) -> tuple[bytes, int]:
             return tok._core.encode_batch_jsonl(texts, args.bos, args.eos, workers)
 
-        for batch, result in _pipelined(_batches(python_reader.documents(), BATCH_CHARS), encode):
-            if add_flat is not None:
-                ids, offsets = result
-                add_flat(ids, offsets)
-                n_tokens = int(offsets[-1])
-            else:
-                lines, n_tokens = result
+        def flat_of(texts: list[str]) -> Any:
+            return tok.encode_batch_to_numpy(texts, add_bos=args.bos, add_eos=args.eos, num_threads=workers)
+
+        if add_flat is None:
+            for lines, _ in _encode_in_python(args, files, progress, tally, lines_of, lambda r: r[1]):
                 emit(lines, None)
-            tally.documents += len(batch)
-            tally.tokens += n_tokens
-            progress.set_counts(tally.documents, tally.tokens)
+        else:
+            for ids, offsets in _encode_in_python(
+                args, files, progress, tally, flat_of, lambda r: int(r[1][-1])
+            ):
+                add_flat(ids, offsets)
 
 
 def _file_args(files: list[InputFile]) -> list[tuple[str | None, str, str, str | None]]:
@@ -675,7 +685,7 @@ def run_pack(args: argparse.Namespace) -> int:
     written as .npy shards with a manifest (docs/packing.md, docs/shard-format.md)."""
     import hashlib
 
-    from bpetok import _bpetok, _default_threads
+    from bpetok import _bpetok, _threads
 
     tok = load_tokenizer(args)
     if args.bos and tok.bos_id() < 0:
@@ -683,7 +693,6 @@ def run_pack(args: argparse.Namespace) -> int:
     if args.eos and tok.eos_id() < 0:
         raise CliError("the model has no </s> piece; pass --no-eos", 2)
     pad_id = args.pad_id if args.pad_id is not None else max(tok.eos_id(), 0)
-    threads = args.threads if args.threads is not None else 0
     try:
         writer = _bpetok.PackWriter(
             tok._core,
@@ -703,7 +712,7 @@ def run_pack(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     start = time.perf_counter()
     progress = Progress(args, "pack")
-    workers = threads or _default_threads()
+    workers = _threads(args.threads)
     tally = _Tally()
     try:
         reader = open_inputs(args, progress)
@@ -803,19 +812,14 @@ def _pack_in_rust(
     """Packs JSONL and text ``files``, read, encoded and packed in Rust (no document passes
     through Python). Lines that Rust's JSON parser does not take are decided by
     :func:`jsonl_line_document`, so the rules are those of :class:`InputReader`."""
-    field, errors = args.field, args.errors
-
-    def fallback(name: str, lineno: int, text: str) -> str | None:
-        return jsonl_line_document(name, lineno, text, field, errors)
-
     summaries = writer.add_files(
         _file_args(files),
-        field=field,
+        field=args.field,
         lines=args.lines,
-        errors=errors,
+        errors=args.errors,
         num_threads=workers,
         progress=_progress_callback(progress, tally),
-        fallback=fallback,
+        fallback=_line_fallback(args),
     )
     _record_summaries(files, summaries)
 
@@ -829,22 +833,10 @@ def _pack_in_python(
     tally: _Tally,
 ) -> None:
     """Packs ``files`` (Parquet) read by :class:`InputReader`, encoded and packed in batches."""
-    reader = InputReader.from_files(
-        files, field=args.field, lines=args.lines, errors=args.errors, on_bytes=progress.add_bytes
-    )
-
-    def add(batch: list[Document]) -> int:
-        texts: list[str] = [d.text for d in batch]
-        try:
-            return int(writer.add_texts(texts, workers))
-        except UnicodeEncodeError:
-            # Nothing was added: the texts are all converted before any is packed.
-            return int(writer.add_texts(_texts_for_encoding(batch, args.errors), workers))
-
-    for batch, n_tokens in _pipelined(_batches(reader.documents(), BATCH_CHARS), add):
-        tally.documents += len(batch)
-        tally.tokens += n_tokens
-        progress.set_counts(tally.documents, tally.tokens)
+    for _ in _encode_in_python(
+        args, files, progress, tally, lambda texts: int(writer.add_texts(texts, workers)), int
+    ):
+        pass
 
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
