@@ -398,15 +398,15 @@ impl PyTokenizer {
         let specs = input_specs(files)?;
         let read = read_options(field, lines, errors)?;
         let raised = Raised::default();
-        let fallback: Option<bpetok::pipeline::SharedFallback> =
+        let fallback: Option<bpetok::data::pipeline::SharedFallback> =
             fallback.map(|f| std::sync::Arc::new(python_fallback(f, raised.clone())) as _);
-        let encode = bpetok::pipeline::EncodeOptions {
+        let encode = bpetok::data::pipeline::EncodeOptions {
             add_bos,
             add_eos,
             threads: num_threads,
         };
         let tok = &self.inner;
-        let counters = bpetok::pipeline::Counters::default();
+        let counters = bpetok::data::pipeline::Counters::default();
         let digits = if itemsize == 0 {
             decimal_ids(tok)
         } else {
@@ -430,7 +430,7 @@ impl PyTokenizer {
             Ok::<(), PipelineError>(())
         };
         let result = py.detach(|| {
-            let summaries = bpetok::pipeline::encode_inputs(
+            let summaries = bpetok::data::pipeline::encode_inputs(
                 tok,
                 &specs,
                 &read,
@@ -530,8 +530,8 @@ impl PyTokenizer {
 type FileArg = (Option<std::path::PathBuf>, String, String, Option<String>);
 type SummaryTuple = (u64, String, u64, &'static str);
 
-fn input_specs(files: Vec<FileArg>) -> PyResult<Vec<bpetok::input::InputSpec>> {
-    use bpetok::input::{Compression, InputFormat, InputSpec};
+fn input_specs(files: Vec<FileArg>) -> PyResult<Vec<bpetok::data::input::InputSpec>> {
+    use bpetok::data::input::{Compression, InputFormat, InputSpec};
     files
         .into_iter()
         .map(|(path, name, format, compression)| {
@@ -561,28 +561,32 @@ fn input_specs(files: Vec<FileArg>) -> PyResult<Vec<bpetok::input::InputSpec>> {
         .collect()
 }
 
-fn read_options(field: String, lines: bool, errors: &str) -> PyResult<bpetok::input::ReadOptions> {
-    use bpetok::input::Utf8Errors;
+fn read_options(
+    field: String,
+    lines: bool,
+    errors: &str,
+) -> PyResult<bpetok::data::input::ReadOptions> {
+    use bpetok::data::input::Utf8Errors;
     let errors = match errors {
         "strict" => Utf8Errors::Strict,
         "replace" => Utf8Errors::Replace,
         other => return Err(PyValueError::new_err(format!("unknown errors {other:?}"))),
     };
-    Ok(bpetok::input::ReadOptions {
+    Ok(bpetok::data::input::ReadOptions {
         field,
         lines,
         errors,
     })
 }
 
-fn summary_tuple(s: bpetok::input::InputSummary) -> SummaryTuple {
+fn summary_tuple(s: bpetok::data::input::InputSummary) -> SummaryTuple {
     (s.size, s.sha256, s.documents, s.compression.name())
 }
 
 /// The first Python exception raised by a callback during a run, raised again as it is.
 type Raised = std::sync::Arc<std::sync::Mutex<Option<PyErr>>>;
 
-/// A Python callable as a [`bpetok::input::LineFallback`]: its first exception is kept in
+/// A Python callable as a [`bpetok::data::input::LineFallback`]: its first exception is kept in
 /// `raised` and its text becomes the error message. It owns what it uses, as the reading thread
 /// of a pipeline may outlive the call that started it.
 fn python_fallback(
@@ -602,7 +606,7 @@ fn python_fallback(
 /// tokens)` is called; an exception is kept in `raised` and stops the run.
 fn python_tick(
     progress: Option<&Py<PyAny>>,
-    counters: &bpetok::pipeline::Counters,
+    counters: &bpetok::data::pipeline::Counters,
     raised: &Raised,
 ) -> Result<(), PipelineError> {
     Python::attach(|py| {
@@ -660,22 +664,22 @@ fn read_documents(
     let read = read_options(field, lines, errors)?;
     let raised = Raised::default();
     let fallback_fn = fallback.map(|f| python_fallback(f, raised.clone()));
-    let fallback_ref: Option<&bpetok::input::LineFallback<'_>> = fallback_fn
+    let fallback_ref: Option<&bpetok::data::input::LineFallback<'_>> = fallback_fn
         .as_ref()
-        .map(|f| f as &bpetok::input::LineFallback<'_>);
+        .map(|f| f as &bpetok::data::input::LineFallback<'_>);
     let progress = std::sync::atomic::AtomicU64::new(0);
     let result = py.detach(|| {
         let mut docs = Vec::new();
         let mut summaries = Vec::new();
         for spec in &specs {
             let summary =
-                bpetok::input::read_documents(spec, &read, fallback_ref, &progress, |t| {
+                bpetok::data::input::read_documents(spec, &read, fallback_ref, &progress, |t| {
                     docs.push(t);
-                    Ok::<(), bpetok::input::InputError>(())
+                    Ok::<(), bpetok::data::input::InputError>(())
                 })?;
             summaries.push(summary_tuple(summary));
         }
-        Ok::<_, bpetok::input::InputError>((docs, summaries))
+        Ok::<_, bpetok::data::input::InputError>((docs, summaries))
     });
     result.map_err(|err| {
         raised
@@ -698,8 +702,8 @@ fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// One packing run: documents are encoded, packed (`bpetok::pack`) and written as shards
-/// (`bpetok::shard`) as they come. Used by `bpetok pack`; see `docs/shard-format.md`.
+/// One packing run: documents are encoded, packed (`bpetok::data::pack`) and written as shards
+/// (`bpetok::data::shard`) as they come. Used by `bpetok pack`; see `docs/shard-format.md`.
 #[pyclass(module = "bpetok._bpetok", name = "PackWriter")]
 struct PyPackWriter {
     tokenizer: Py<PyTokenizer>,
@@ -707,8 +711,8 @@ struct PyPackWriter {
 }
 
 struct PackRun {
-    packer: bpetok::Packer,
-    writer: bpetok::ShardWriter,
+    packer: bpetok::data::Packer,
+    writer: bpetok::data::ShardWriter,
     add_bos: bool,
     add_eos: bool,
     next_doc_id: u64,
@@ -716,20 +720,20 @@ struct PackRun {
 
 /// Why [`PyPackWriter::add_files`] stopped.
 enum PipelineError {
-    Input(bpetok::input::InputError),
-    Shard(bpetok::ShardError),
+    Input(bpetok::data::input::InputError),
+    Shard(bpetok::data::ShardError),
     /// A Python callback raised (the exception itself is kept aside).
     Python(String),
 }
 
-impl From<bpetok::input::InputError> for PipelineError {
-    fn from(err: bpetok::input::InputError) -> Self {
+impl From<bpetok::data::input::InputError> for PipelineError {
+    fn from(err: bpetok::data::input::InputError) -> Self {
         PipelineError::Input(err)
     }
 }
 
-impl From<bpetok::ShardError> for PipelineError {
-    fn from(err: bpetok::ShardError) -> Self {
+impl From<bpetok::data::ShardError> for PipelineError {
+    fn from(err: bpetok::data::ShardError) -> Self {
         PipelineError::Shard(err)
     }
 }
@@ -738,9 +742,9 @@ fn pack_err(err: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(err.to_string())
 }
 
-fn shard_err(err: bpetok::ShardError) -> PyErr {
+fn shard_err(err: bpetok::data::ShardError) -> PyErr {
     match err {
-        bpetok::ShardError::Io { .. } => PyOSError::new_err(err.to_string()),
+        bpetok::data::ShardError::Io { .. } => PyOSError::new_err(err.to_string()),
         other => PyValueError::new_err(other.to_string()),
     }
 }
@@ -774,16 +778,16 @@ impl PyPackWriter {
         overwrite: bool,
     ) -> PyResult<Self> {
         let vocab_size = tokenizer.get().inner.vocab_size() as u64;
-        let mut opts = bpetok::PackOptions::new(seq_len, window);
+        let mut opts = bpetok::data::PackOptions::new(seq_len, window);
         opts.overlap = overlap;
         opts.pack_buffer = pack_buffer;
         opts.seed = seed;
         opts.pad_id = pad_id;
-        let packer = bpetok::Packer::new(opts).map_err(pack_err)?;
-        let mut writer_opts = bpetok::ShardWriterOptions::new(vocab_size, seq_len, pad_id);
+        let packer = bpetok::data::Packer::new(opts).map_err(pack_err)?;
+        let mut writer_opts = bpetok::data::ShardWriterOptions::new(vocab_size, seq_len, pad_id);
         writer_opts.samples_per_shard = samples_per_shard;
         writer_opts.overwrite = overwrite;
-        let writer = bpetok::ShardWriter::create(&out_dir, writer_opts).map_err(shard_err)?;
+        let writer = bpetok::data::ShardWriter::create(&out_dir, writer_opts).map_err(shard_err)?;
         Ok(Self {
             tokenizer,
             run: Some(PackRun {
@@ -818,7 +822,7 @@ impl PyPackWriter {
                 run.next_doc_id += 1;
                 tokens += ids.len() as u64;
             }
-            Ok::<u64, bpetok::ShardError>(tokens)
+            Ok::<u64, bpetok::data::ShardError>(tokens)
         });
         result.map_err(|err| {
             self.run = None; // the output is incomplete: no manifest will be written
@@ -831,7 +835,7 @@ impl PyPackWriter {
     /// the previous call. `files` are `(path or None for stdin, name for messages, "jsonl" or
     /// "text", "none" / "gzip" / "zstd" or None to detect)`. `progress(bytes, documents, tokens)`
     /// is called about every 0.1 s with this call's totals; `fallback(name, line, text)` decides
-    /// the JSONL lines the Rust parser does not take (see `bpetok::input`). Returns per file
+    /// the JSONL lines the Rust parser does not take (see `bpetok::data::input`). Returns per file
     /// `(size, sha256, documents, compression)`.
     #[pyo3(signature = (files, *, field, lines, errors, num_threads, progress=None, fallback=None))]
     #[allow(clippy::too_many_arguments)]
@@ -851,11 +855,11 @@ impl PyPackWriter {
         let tokenizer = self.tokenizer.clone_ref(py);
         let tok = &tokenizer.get().inner;
         let run = self.run()?;
-        let counters = bpetok::pipeline::Counters::default();
+        let counters = bpetok::data::pipeline::Counters::default();
         let raised = Raised::default();
-        let fallback: Option<bpetok::pipeline::SharedFallback> =
+        let fallback: Option<bpetok::data::pipeline::SharedFallback> =
             fallback.map(|f| std::sync::Arc::new(python_fallback(f, raised.clone())) as _);
-        let encode = bpetok::pipeline::EncodeOptions {
+        let encode = bpetok::data::pipeline::EncodeOptions {
             add_bos: run.add_bos,
             add_eos: run.add_eos,
             threads: num_threads,
@@ -867,7 +871,7 @@ impl PyPackWriter {
                 next_doc_id,
                 ..
             } = run;
-            bpetok::pipeline::encode_inputs(
+            bpetok::data::pipeline::encode_inputs(
                 tok,
                 &specs,
                 &read,
@@ -913,7 +917,7 @@ impl PyPackWriter {
         let input_options = serde_json::from_str(input_options_json).map_err(|e| {
             PyValueError::new_err(format!("input options are not a JSON object: {e}"))
         })?;
-        let tokenizer = bpetok::shard::TokenizerInfo {
+        let tokenizer = bpetok::data::shard::TokenizerInfo {
             sha256: tokenizer_sha256,
             vocab_size: tok.vocab_size() as u64,
             bos_id: tok.bos_id(),
@@ -921,18 +925,20 @@ impl PyPackWriter {
         };
         let inputs = inputs
             .into_iter()
-            .map(|(path, size, sha256, documents)| bpetok::shard::InputFile {
-                path,
-                size,
-                sha256,
-                documents,
-            })
+            .map(
+                |(path, size, sha256, documents)| bpetok::data::shard::InputFile {
+                    path,
+                    size,
+                    sha256,
+                    documents,
+                },
+            )
             .collect();
         let manifest = py.detach(move || {
             let pack = run.packer.options().clone();
             let writer = &mut run.writer;
             let stats = run.packer.finish(|s| writer.write_sample(&s))?;
-            run.writer.finish(bpetok::ManifestInfo {
+            run.writer.finish(bpetok::data::ManifestInfo {
                 tokenizer,
                 pack,
                 bos: run.add_bos,
@@ -955,7 +961,7 @@ impl PyPackWriter {
 /// Checks a shard directory (`bpetok verify`): returns (ok, summary, violations).
 #[pyfunction]
 fn verify_shards(py: Python<'_>, path: std::path::PathBuf) -> (bool, String, Vec<String>) {
-    match py.detach(|| bpetok::verify_dir(&path)) {
+    match py.detach(|| bpetok::data::verify_dir(&path)) {
         Ok(report) => (
             true,
             format!(
@@ -976,7 +982,7 @@ fn verify_shards(py: Python<'_>, path: std::path::PathBuf) -> (bool, String, Vec
 #[pyfunction]
 fn inspect_shards(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
     let summary = py
-        .detach(|| bpetok::shard::inspect_dir(&path))
+        .detach(|| bpetok::data::shard::inspect_dir(&path))
         .map_err(shard_err)?;
     serde_json::to_string(&summary).map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -1,10 +1,12 @@
-//! Times `bpetok::input::read_documents` alone on the files given (JSONL by default, `--text`
+//! Times `bpetok::data::input::read_documents` alone on the files given (JSONL by default, `--text`
 //! for whole-file text): what reading, decompressing, hashing and parsing cost per MB, apart
 //! from encoding. `cargo run --release --example read_speed -- FILE...`
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use bpetok::input::{read_documents, Compression, InputError, InputFormat, InputSpec, ReadOptions};
+use bpetok::data::input::{
+    read_documents, Compression, InputError, InputFormat, InputSpec, ReadOptions,
+};
 
 fn main() {
     let mut format = InputFormat::Jsonl;

@@ -2,6 +2,12 @@
 //! the Mistral / Mixtral vocabularies (and any BPE model with the identity normalizer and byte
 //! fallback), in pure Rust.
 //!
+//! The crate has two halves:
+//! - [`tokenizer`]: loading a `.model` file, encoding and decoding (always built);
+//! - [`data`]: reading corpora, packing documents into sliding-window-aware samples, writing and
+//!   verifying shards, and the sessions that run them (the default-on cargo feature `data`; a
+//!   tokenizer-only user builds with `default-features = false` and compiles none of it).
+//!
 //! ```
 //! let tok = bpetok::Tokenizer::mixtral_8x7b();
 //! let ids = tok.encode("Hello world", true, false);
@@ -9,21 +15,12 @@
 //! assert_eq!(tok.decode(&ids).unwrap(), "Hello world");
 //! ```
 
-mod bpe;
-mod decode;
-mod error;
-pub mod input;
-mod model;
-mod normalize;
-pub mod pack;
-pub mod pipeline;
-mod proto;
-pub mod shard;
-mod tokenizer;
+pub mod tokenizer;
 
-pub use error::{Error, Result};
-pub use normalize::SPACE_SYMBOL;
-pub use pack::{PackError, PackOptions, Packer, Sample, Segment};
-pub use proto::PieceType;
-pub use shard::{verify_dir, Manifest, ManifestInfo, ShardError, ShardWriter, ShardWriterOptions};
+#[cfg(feature = "data")]
+pub mod data;
+
+pub use tokenizer::error::{Error, Result};
+pub use tokenizer::normalize::SPACE_SYMBOL;
+pub use tokenizer::proto::PieceType;
 pub use tokenizer::{Encoder, Tokenizer, MIXTRAL_8X7B_MODEL};

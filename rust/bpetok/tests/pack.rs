@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use bpetok::pack::{
+use bpetok::data::pack::{
     best_fit_decreasing, chunk_document, pack_documents, Chunk, PackError, PackOptions, Packer,
     Sample, Segment, SplitMix64, IGNORE_INDEX,
 };

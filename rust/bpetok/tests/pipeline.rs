@@ -1,4 +1,4 @@
-//! `bpetok::input` (documents from JSONL and text, plain, gzip, zstd) and `bpetok::pipeline`
+//! `bpetok::data::input` (documents from JSONL and text, plain, gzip, zstd) and `bpetok::data::pipeline`
 //! (read, encode on threads, consume in order). The Python suite checks the reader line for
 //! line against the Python reader (`tests/test_rust_reader.py`); these tests pin what Rust users
 //! rely on without Python.
@@ -7,10 +7,10 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bpetok::input::{
+use bpetok::data::input::{
     read_documents, Compression, InputError, InputFormat, InputSpec, ReadOptions, Utf8Errors,
 };
-use bpetok::pipeline::{encode_inputs, Counters, EncodeOptions};
+use bpetok::data::pipeline::{encode_inputs, Counters, EncodeOptions};
 use bpetok::Tokenizer;
 use sha2::{Digest, Sha256};
 

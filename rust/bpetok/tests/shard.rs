@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bpetok::pack::{pack_documents, PackOptions, PackStats, Packer, Sample, Segment, SplitMix64};
-use bpetok::shard::{
+use bpetok::data::pack::{
+    pack_documents, PackOptions, PackStats, Packer, Sample, Segment, SplitMix64,
+};
+use bpetok::data::shard::{
     hash_file, inspect_dir, shard_name, verify_dir, HashingReader, InputFile, Manifest,
     ManifestInfo, ShardEntry, ShardError, ShardWriter, ShardWriterOptions, TokenDtype,
     TokenizerInfo, VerifyError, ViolationKind,

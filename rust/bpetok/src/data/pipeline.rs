@@ -1,5 +1,5 @@
 //! Reading, encoding and consuming documents at once: one thread reads the inputs
-//! ([`crate::input`]) into batches, `threads` threads encode batches, and the calling thread
+//! ([`crate::data::input`]) into batches, `threads` threads encode batches, and the calling thread
 //! receives every document's ids in input order. How many threads encode does not change what
 //! the caller receives, only how fast.
 //!
@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::input::{read_documents, InputError, InputSpec, InputSummary, ReadOptions};
+use crate::data::input::{read_documents, InputError, InputSpec, InputSummary, ReadOptions};
 use crate::Tokenizer;
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
@@ -48,7 +48,7 @@ struct Batch {
     texts: Vec<String>,
 }
 
-/// A [`crate::input::LineFallback`] the reading thread can own: that thread is not joined when
+/// A [`crate::data::input::LineFallback`] the reading thread can own: that thread is not joined when
 /// the run stops early (it may be blocked reading a pipe), so what it uses must outlive the call.
 pub type SharedFallback =
     Arc<dyn Fn(&str, u64, &str) -> Result<Option<String>, String> + Send + Sync + 'static>;
@@ -184,9 +184,9 @@ fn read_all(
             f(name, line, text)
         }
     });
-    let fallback: Option<&crate::input::LineFallback<'_>> = guarded
+    let fallback: Option<&crate::data::input::LineFallback<'_>> = guarded
         .as_ref()
-        .map(|f| f as &crate::input::LineFallback<'_>);
+        .map(|f| f as &crate::data::input::LineFallback<'_>);
     let mut seq = 0u64;
     let mut send = |texts: Vec<String>| -> Result<(), Halt> {
         if stop.load(Ordering::Relaxed) || credits.recv().is_err() {

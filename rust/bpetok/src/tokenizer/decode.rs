@@ -3,10 +3,10 @@
 //! render nothing, the unknown piece renders the model's unknown surface, `▁` becomes a space,
 //! and the leading `▁` of the first piece is dropped (the dummy prefix).
 
-use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::normalize::{for_each_utf8_run, SPACE_SYMBOL, SPACE_SYMBOL_STR};
-use crate::proto::PieceType;
+use crate::tokenizer::error::{Error, Result};
+use crate::tokenizer::model::Model;
+use crate::tokenizer::normalize::{for_each_utf8_run, SPACE_SYMBOL, SPACE_SYMBOL_STR};
+use crate::tokenizer::proto::PieceType;
 
 /// Checks that every id is in range.
 pub(crate) fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {

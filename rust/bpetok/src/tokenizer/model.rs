@@ -5,10 +5,10 @@
 use prost::Message;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::bpe::{self, Workspace};
-use crate::error::{Error, Result};
-use crate::normalize::SPACE_SYMBOL;
-use crate::proto::{ModelProto, PieceType};
+use crate::tokenizer::bpe::{self, Workspace};
+use crate::tokenizer::error::{Error, Result};
+use crate::tokenizer::normalize::SPACE_SYMBOL;
+use crate::tokenizer::proto::{ModelProto, PieceType};
 
 /// Marks "no symbol id": a character that occurs in no piece a merge can produce.
 pub(crate) const NO_SYM: u32 = u32::MAX;

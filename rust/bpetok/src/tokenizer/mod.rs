@@ -1,18 +1,23 @@
 //! The public face of the core crate: a loaded model plus a pool of per-thread scratch space,
 //! with encode, decode and their batch forms.
 
+pub(crate) mod bpe;
+pub(crate) mod decode;
+pub(crate) mod error;
+pub(crate) mod model;
+pub(crate) mod normalize;
+pub(crate) mod proto;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use crate::bpe::{self, Workspace};
-use crate::decode;
-use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::normalize;
+use crate::tokenizer::error::{Error, Result};
+use crate::tokenizer::model::Model;
+use bpe::Workspace;
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
-pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../data/mixtral-8x7b-v0.1.model");
+pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
 
 /// Batches smaller than this many bytes of text are encoded on the calling thread only.
 const MIN_BYTES_PER_THREAD: usize = 32 * 1024;

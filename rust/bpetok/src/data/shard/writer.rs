@@ -17,7 +17,7 @@ use super::{
     FileDigest, InputFile, Manifest, ManifestOptions, ShardEntry, ShardFile, ShardFiles,
     TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
 };
-use crate::pack::{PackOptions, PackStats, Sample};
+use crate::data::pack::{PackOptions, PackStats, Sample};
 
 /// Samples per shard unless set otherwise: 8192 samples of 4096 `uint16` tokens is 64 MiB.
 pub const DEFAULT_SAMPLES_PER_SHARD: usize = 8192;
@@ -154,7 +154,7 @@ pub struct ManifestInfo {
     pub input_options: BTreeMap<String, serde_json::Value>,
     /// Input files in the order read.
     pub inputs: Vec<InputFile>,
-    /// The packer's final statistics ([`crate::Packer::finish`]). Its sample, padding, context
+    /// The packer's final statistics ([`crate::data::Packer::finish`]). Its sample, padding, context
     /// and target counts must equal what the writer was given.
     pub stats: PackStats,
 }
@@ -163,8 +163,8 @@ pub struct ManifestInfo {
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use bpetok::pack::{PackOptions, Packer};
-/// use bpetok::shard::{ManifestInfo, ShardWriter, ShardWriterOptions, TokenizerInfo};
+/// use bpetok::data::pack::{PackOptions, Packer};
+/// use bpetok::data::shard::{ManifestInfo, ShardWriter, ShardWriterOptions, TokenizerInfo};
 /// let opts = PackOptions::new(4096, 4096);
 /// let mut writer = ShardWriter::create("out", ShardWriterOptions::new(32000, 4096, 0))?;
 /// let mut packer = Packer::new(opts.clone())?;

@@ -33,9 +33,9 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{Model, NO_SYM};
-use crate::normalize::{self, SPACE_SYMBOL};
-use crate::proto::PieceType;
+use crate::tokenizer::model::{Model, NO_SYM};
+use crate::tokenizer::normalize::{self, SPACE_SYMBOL};
+use crate::tokenizer::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
 const MAX_CACHED_LEN: usize = 256;
