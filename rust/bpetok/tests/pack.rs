@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use bpetok::data::pack::{
-    best_fit_decreasing, chunk_document, pack_documents, Chunk, PackError, PackOptions, Packer,
-    Sample, Segment, SplitMix64, IGNORE_INDEX,
+    best_fit_decreasing, chunk_document, pack_documents, Chunk, PackOptions, Packer, Sample,
+    Segment, SplitMix64, IGNORE_INDEX,
 };
 use proptest::prelude::*;
 
@@ -452,48 +452,50 @@ proptest! {
 }
 
 #[test]
-fn options_are_validated_with_actionable_messages() {
+fn options_are_validated_with_messages_that_give_value_bound_and_reason() {
     let cases = [
         (
             PackOptions::new(0, 0),
-            PackError::SeqLenTooSmall(0),
-            "use seq_len >= 2",
+            "seq_len",
+            "seq_len: 0 is too small: a sample needs at least 2 tokens, since the first token of \
+             a segment is never a target",
         ),
         (
             PackOptions::new(1, 0),
-            PackError::SeqLenTooSmall(1),
-            "use seq_len >= 2",
+            "seq_len",
+            "seq_len: 1 is too small: a sample needs at least 2 tokens, since the first token of \
+             a segment is never a target",
         ),
         (
             PackOptions::new(1 << 31, 0),
-            PackError::SeqLenTooLarge(1 << 31),
-            "at most 2147483647",
+            "seq_len",
+            "seq_len: 2147483648 is more than the 1048576 tokens a sample may hold",
         ),
         (
             PackOptions {
                 overlap: Some(8),
                 ..PackOptions::new(8, 4)
             },
-            PackError::OverlapTooLarge {
-                overlap: 8,
-                seq_len: 8,
-            },
-            "use an overlap of at most 7",
+            "overlap",
+            "overlap: 8 is not below the sample length 8: a chunk after a document's first would \
+             be all context and hold no target (at most 7 fits)",
         ),
         (
             PackOptions {
                 pack_buffer: 0,
                 ..PackOptions::new(8, 4)
             },
-            PackError::PackBufferZero,
-            "use pack_buffer >= 1",
+            "pack_buffer",
+            "pack_buffer: 0 is too small: the packer must hold at least one chunk",
         ),
     ];
-    for (opts, error, hint) in cases {
-        assert_eq!(opts.validate(), Err(error.clone()));
+    for (opts, option, message) in cases {
+        let error = opts.validate().unwrap_err();
+        assert_eq!(error.option, option);
+        assert_eq!(error.kind(), "invalid_option");
+        assert!(error.to_string().starts_with(message), "{error}");
         assert_eq!(Packer::new(opts.clone()).err(), Some(error.clone()));
         assert_eq!(chunk_document(0, 10, &opts), Err(error.clone()));
-        assert!(error.to_string().contains(hint), "{error}");
     }
     assert_eq!(PackOptions::new(2, 0).validate(), Ok(()));
     assert_eq!(

@@ -13,8 +13,8 @@ use bpetok::data::pack::{
     pack_documents, PackOptions, PackStats, Packer, Sample, Segment, SplitMix64,
 };
 use bpetok::data::shard::{
-    hash_file, inspect_dir, shard_name, verify_dir, HashingReader, InputFile, Manifest,
-    ManifestInfo, ShardEntry, ShardError, ShardWriter, ShardWriterOptions, TokenDtype,
+    hash_file, inspect_dir, shard_name, verify_dir, HashingReader, InputFile, InputOptions,
+    Manifest, ManifestInfo, ShardEntry, ShardError, ShardWriter, ShardWriterOptions, TokenDtype,
     TokenizerInfo, VerifyError, ViolationKind,
 };
 use npyz::WriterBuilder;
@@ -91,10 +91,7 @@ fn info(
         pack: opts.clone(),
         bos: true,
         eos: true,
-        input_options: BTreeMap::from([
-            ("field".to_string(), serde_json::json!("text")),
-            ("lines".to_string(), serde_json::json!(false)),
-        ]),
+        input_options: InputOptions::default(),
         inputs,
         stats,
     }
@@ -570,8 +567,16 @@ fn an_existing_output_is_refused_unless_overwritten() {
     let err = ShardWriter::create(dir, ShardWriterOptions::new(1000, 16, 5))
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("overwrite"), "{err}");
+    // The message says what is there; how to replace it is the caller's to say (no flag, no
+    // option name in the core's message).
+    assert!(
+        err.to_string()
+            .contains("already holds a shard output (manifest.json)"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("overwrite"), "{err}");
     assert!(matches!(err, ShardError::DirectoryInUse { .. }));
+    assert_eq!(err.kind(), "directory_in_use");
 
     // Overwrite with a smaller output: the old manifest's files and the stale temporary go,
     // the foreign file stays.

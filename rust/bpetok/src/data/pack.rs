@@ -10,11 +10,51 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use thiserror::Error;
+use crate::data::error::OptionsError;
 
 /// The default number of chunks the packer holds before it places them (`pack_buffer`). Memory is
 /// about `pack_buffer * seq_len * 4` bytes of tokens: 64 MiB at `seq_len` 4096.
 pub const DEFAULT_PACK_BUFFER: usize = 4096;
+
+/// The longest sample, in tokens: 1,048,576 (2^20). Segment boundaries go to FlashAttention as
+/// int32 `cu_seqlens` over a whole batch, so a batch of samples must stay well below 2^31 tokens;
+/// and the packer holds `pack_buffer` chunks of up to `seq_len` tokens, so a larger `seq_len`
+/// multiplies its memory. No model trains on longer samples today; a value beyond this is a
+/// mistake (a `seq_len` of 10^9 on a 21 MB corpus wrote a 10 GB file of 99.85% padding).
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+
+/// The most chunks the packer may hold (`pack_buffer`).
+pub const MAX_PACK_BUFFER: usize = 1 << 20;
+
+/// The most tokens the packer may hold, `pack_buffer * seq_len`: 2^30 tokens, 4 GiB of ids.
+pub const MAX_PACK_BUFFER_TOKENS: usize = 1 << 30;
+
+/// The largest sliding window, `u32::MAX` (readers and kernels take it as a 32-bit integer).
+pub const MAX_WINDOW: usize = u32::MAX as usize;
+
+/// Checks a sample length against `2..=MAX_SEQ_LEN` (one rule for the packer and the writer).
+pub(crate) fn check_seq_len(seq_len: usize) -> Result<(), OptionsError> {
+    if seq_len < 2 {
+        return Err(OptionsError::new(
+            "seq_len",
+            format!(
+                "{seq_len} is too small: a sample needs at least 2 tokens, since the first token \
+                 of a segment is never a target"
+            ),
+        ));
+    }
+    if seq_len > MAX_SEQ_LEN {
+        return Err(OptionsError::new(
+            "seq_len",
+            format!(
+                "{seq_len} is more than the {MAX_SEQ_LEN} tokens a sample may hold (attention \
+                 kernels take segment offsets as int32, and packing holds many samples of this \
+                 length in memory)"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The label of a token that is not a target (Hugging Face's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -23,7 +63,7 @@ pub const IGNORE_INDEX: i64 = -100;
 /// entry point checks them with [`PackOptions::validate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackOptions {
-    /// Tokens per sample, L (at least 2).
+    /// Tokens per sample, L (2 to [`MAX_SEQ_LEN`]).
     pub seq_len: usize,
     /// Sliding attention window W: a token attends to itself and the W-1 tokens before it within
     /// its document (FlashAttention `window_size=(W-1, 0)`). 0 means full causal attention.
@@ -32,40 +72,13 @@ pub struct PackOptions {
     /// default (W when 0 < W < L, else 0). Must be below `seq_len`. 0 is raised to 1, see
     /// [`PackOptions::overlap_tokens`].
     pub overlap: Option<usize>,
-    /// Chunks held before they are placed into samples (at least 1). Larger packs tighter.
+    /// Chunks held before they are placed into samples (1 to [`MAX_PACK_BUFFER`], and at most
+    /// [`MAX_PACK_BUFFER_TOKENS`] tokens). Larger packs tighter.
     pub pack_buffer: usize,
     /// Seed of the sample shuffle.
     pub seed: u64,
     /// Token id written into padding (never a target, never attended to by a document token).
     pub pad_id: u32,
-}
-
-/// Options that cannot be packed with; each message says what to change.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum PackError {
-    #[error(
-        "seq_len is {0}, but a sample needs at least 2 tokens: the first token of a segment is \
-         never a target, so a 1-token sample could hold no target; use seq_len >= 2"
-    )]
-    SeqLenTooSmall(usize),
-
-    #[error(
-        "seq_len {0} is too large: cu_seqlens are int32, so seq_len must be at most 2147483647"
-    )]
-    SeqLenTooLarge(usize),
-
-    #[error(
-        "overlap {overlap} is not below seq_len {seq_len}: a chunk after a document's first would \
-         be all context and hold no target; use an overlap of at most {max}",
-        max = seq_len - 1
-    )]
-    OverlapTooLarge { overlap: usize, seq_len: usize },
-
-    #[error(
-        "pack_buffer is 0, but the packer must hold at least one chunk; use pack_buffer >= 1 \
-         (larger buffers pack tighter, at about pack_buffer * seq_len * 4 bytes of memory)"
-    )]
-    PackBufferZero,
 }
 
 impl PackOptions {
@@ -82,24 +95,64 @@ impl PackOptions {
         }
     }
 
-    /// Checks the options; every way they can be unusable has its own [`PackError`].
-    pub fn validate(&self) -> Result<(), PackError> {
-        if self.seq_len < 2 {
-            return Err(PackError::SeqLenTooSmall(self.seq_len));
-        }
-        if self.seq_len > i32::MAX as usize {
-            return Err(PackError::SeqLenTooLarge(self.seq_len));
+    /// Checks the options: `seq_len` in `2..=`[`MAX_SEQ_LEN`], `window` at most [`MAX_WINDOW`],
+    /// `overlap` below `seq_len`, `pack_buffer` in `1..=`[`MAX_PACK_BUFFER`] and at most
+    /// [`MAX_PACK_BUFFER_TOKENS`] tokens held. The message names the option, its value, the bound
+    /// and why.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        check_seq_len(self.seq_len)?;
+        let seq_len = self.seq_len;
+        if self.window > MAX_WINDOW {
+            return Err(OptionsError::new(
+                "window",
+                format!(
+                    "{} is more than {MAX_WINDOW}, the largest window attention kernels take",
+                    self.window
+                ),
+            ));
         }
         if let Some(overlap) = self.overlap {
-            if overlap >= self.seq_len {
-                return Err(PackError::OverlapTooLarge {
-                    overlap,
-                    seq_len: self.seq_len,
-                });
+            if overlap >= seq_len {
+                return Err(OptionsError::new(
+                    "overlap",
+                    format!(
+                        "{overlap} is not below the sample length {seq_len}: a chunk after a \
+                         document's first would be all context and hold no target (at most {} \
+                         fits)",
+                        seq_len - 1
+                    ),
+                ));
             }
         }
         if self.pack_buffer == 0 {
-            return Err(PackError::PackBufferZero);
+            return Err(OptionsError::new(
+                "pack_buffer",
+                "0 is too small: the packer must hold at least one chunk",
+            ));
+        }
+        if self.pack_buffer > MAX_PACK_BUFFER {
+            return Err(OptionsError::new(
+                "pack_buffer",
+                format!(
+                    "{} is more than the {MAX_PACK_BUFFER} chunks the packer may hold (a larger \
+                     buffer packs no tighter in practice, and costs memory)",
+                    self.pack_buffer
+                ),
+            ));
+        }
+        // Both factors are at most 2^20 here, so the product fits.
+        let held = self.pack_buffer * seq_len;
+        if held > MAX_PACK_BUFFER_TOKENS {
+            return Err(OptionsError::new(
+                "pack_buffer",
+                format!(
+                    "{} chunks of up to {seq_len} tokens is {held} tokens, more than the \
+                     {MAX_PACK_BUFFER_TOKENS} tokens (4 GiB) the packer may hold in memory; at \
+                     most {} chunks fit at this sample length",
+                    self.pack_buffer,
+                    MAX_PACK_BUFFER_TOKENS / seq_len
+                ),
+            ));
         }
         Ok(())
     }
@@ -143,7 +196,7 @@ pub fn chunk_document(
     doc_id: u64,
     doc_len: usize,
     opts: &PackOptions,
-) -> Result<Vec<Chunk>, PackError> {
+) -> Result<Vec<Chunk>, OptionsError> {
     opts.validate()?;
     Ok(
         ChunkBounds::new(doc_len, opts.seq_len, opts.overlap_tokens())
@@ -267,7 +320,7 @@ impl Sample {
         let mut at = 0i32;
         bounds.push(at);
         for seg in &self.segments {
-            // seq_len <= i32::MAX is checked by PackOptions::validate.
+            // seq_len <= MAX_SEQ_LEN is checked by PackOptions::validate.
             at += seg.len as i32;
             bounds.push(at);
         }
@@ -338,7 +391,7 @@ pub struct Packer {
 }
 
 impl Packer {
-    pub fn new(opts: PackOptions) -> Result<Self, PackError> {
+    pub fn new(opts: PackOptions) -> Result<Self, OptionsError> {
         opts.validate()?;
         Ok(Packer {
             overlap: opts.overlap_tokens(),
@@ -575,7 +628,7 @@ fn keep_document_order(order: &mut [usize], pending: &[Pending], bins: &[Vec<usi
 pub fn pack_documents<'a>(
     opts: &PackOptions,
     documents: impl IntoIterator<Item = &'a [u32]>,
-) -> Result<Vec<Sample>, PackError> {
+) -> Result<Vec<Sample>, OptionsError> {
     let mut packer = Packer::new(opts.clone())?;
     let mut samples = Vec::new();
     let mut collect = |s: Sample| -> Result<(), std::convert::Infallible> {

@@ -1,7 +1,6 @@
 //! `manifest.json`: its structure (field order is the serialisation order, as the format
 //! prescribes) and the streaming SHA-256 helpers that fill in file sizes and hashes.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -58,9 +57,54 @@ pub struct ManifestOptions {
     pub eos: bool,
     pub pad_id: u32,
     pub samples_per_shard: u64,
-    /// Input-reading options (JSONL field, one document per line, ...), named by whoever read the
-    /// inputs; a JSON object whose keys are written sorted. `{}` when there are none.
-    pub input: BTreeMap<String, serde_json::Value>,
+    /// How the inputs were read.
+    pub input: InputOptions,
+}
+
+/// The input-reading options of a run, as the manifest records them (keys in this order, which
+/// is alphabetical, as the format has always written them). A manifest from before these were
+/// fixed may lack some (`{}`): they read as the defaults, and unknown keys are ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InputOptions {
+    /// What invalid UTF-8 did: `strict` (an error) or `replace` (U+FFFD).
+    pub errors: String,
+    /// The JSONL field that holds the text.
+    pub field: String,
+    /// The input format asked for: `auto` (from each file's name), `jsonl`, `text` or `parquet`.
+    pub input_format: String,
+    /// Text inputs: one document per line instead of one per file.
+    pub lines: bool,
+}
+
+impl Default for InputOptions {
+    /// The command line's defaults: `strict`, `text`, `auto`, one document per file.
+    fn default() -> Self {
+        InputOptions {
+            errors: "strict".to_owned(),
+            field: "text".to_owned(),
+            input_format: "auto".to_owned(),
+            lines: false,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of the tokenizer's model file (`tok.model_bytes()`): what the manifest's
+/// `tokenizer.sha256` holds. The one place this is computed.
+pub fn tokenizer_sha256(tok: &crate::Tokenizer) -> String {
+    sha256_hex(tok.model_bytes())
+}
+
+impl TokenizerInfo {
+    /// The manifest's record of `tok`: its model's SHA-256, vocabulary size, BOS and EOS ids.
+    pub fn of(tok: &crate::Tokenizer) -> Self {
+        TokenizerInfo {
+            sha256: tokenizer_sha256(tok),
+            vocab_size: tok.vocab_size() as u64,
+            bos_id: tok.bos_id(),
+            eos_id: tok.eos_id(),
+        }
+    }
 }
 
 /// One input file, in the order read.

@@ -17,13 +17,32 @@ use serde::{Deserialize, Serialize};
 
 pub use inspect::{inspect_dir, LengthBucket, Summary};
 pub use manifest::{
-    hash_file, FileDigest, FileHash, HashingReader, InputFile, Manifest, ManifestOptions,
-    ShardEntry, ShardFiles, TokenizerInfo, Totals,
+    hash_file, tokenizer_sha256, FileDigest, FileHash, HashingReader, InputFile, InputOptions,
+    Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
 };
-pub use verify::{verify_dir, VerifyError, VerifyReport, Violation, ViolationKind};
+pub use verify::{
+    verify_dir, verify_dir_with, VerifyError, VerifyReport, Violation, ViolationKind,
+};
 pub use writer::{
     ManifestInfo, ShardError, ShardWriter, ShardWriterOptions, DEFAULT_SAMPLES_PER_SHARD,
+    MAX_SAMPLES_PER_SHARD, MAX_SHARD_TOKENS,
 };
+
+/// Checks that `tok` is the tokenizer a manifest records (`info`): the same model file (SHA-256)
+/// and vocabulary size. A mismatch names both hashes (first 12 hex digits) and both sizes.
+pub fn check_tokenizer(info: &TokenizerInfo, tok: &crate::Tokenizer) -> Result<(), ShardError> {
+    let sha256 = tokenizer_sha256(tok);
+    let vocab_size = tok.vocab_size() as u64;
+    if info.sha256 == sha256 && info.vocab_size == vocab_size {
+        return Ok(());
+    }
+    Err(ShardError::TokenizerMismatch {
+        manifest_sha256: info.sha256.clone(),
+        manifest_vocab_size: info.vocab_size,
+        tokenizer_sha256: sha256,
+        tokenizer_vocab_size: vocab_size,
+    })
+}
 
 /// The value of the manifest's `format` field.
 pub const FORMAT: &str = "bpetok-shards";

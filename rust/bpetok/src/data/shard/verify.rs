@@ -68,6 +68,8 @@ pub enum ViolationKind {
     ContextTokens,
     /// A check could not be done because of an earlier violation (named in the message).
     Unchecked,
+    /// The manifest's tokenizer is not the one given to [`verify_dir_with`].
+    Tokenizer,
 }
 
 /// One broken rule, where it was found.
@@ -226,6 +228,16 @@ struct Counted {
 /// every check passes; otherwise every violation found, each with its file and, where it applies,
 /// the sample (within its shard) and segment row.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
+    verify_dir_with(dir, None)
+}
+
+/// [`verify_dir`], and with a tokenizer, also that the shards were made by it (the manifest's
+/// `tokenizer.sha256` and `vocab_size`, see [`super::check_tokenizer`]): a
+/// [`ViolationKind::Tokenizer`] if not.
+pub fn verify_dir_with(
+    dir: impl AsRef<Path>,
+    tokenizer: Option<&crate::Tokenizer>,
+) -> Result<VerifyReport, VerifyError> {
     let dir = dir.as_ref();
     let mut v = Violations::default();
     let mut counted = Counted {
@@ -235,6 +247,17 @@ pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, VerifyError> {
     let Some(manifest) = load_manifest(dir, &mut v, &mut counted) else {
         return Err(v.into_error(dir));
     };
+    if let Some(tok) = tokenizer {
+        if let Err(e) = super::check_tokenizer(&manifest.tokenizer, tok) {
+            v.add(
+                ViolationKind::Tokenizer,
+                MANIFEST_FILE,
+                None,
+                None,
+                e.to_string(),
+            );
+        }
+    }
     let Some(layout) = check_manifest(&manifest, &mut v) else {
         return Err(v.into_error(dir));
     };

@@ -3,7 +3,6 @@
 //! background thread while the next one fills; `manifest.json` is written last, so a directory
 //! that has a manifest is complete and one without is visibly unfinished.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -14,51 +13,102 @@ use super::manifest::HashingWriter;
 use super::npy::{self, LittleEndian};
 use super::{
     is_plain_file_name, is_shard_file_name, is_temporary_name, shard_name, temporary_name,
-    FileDigest, InputFile, Manifest, ManifestOptions, ShardEntry, ShardFile, ShardFiles,
-    TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
+    FileDigest, InputFile, InputOptions, Manifest, ManifestOptions, ShardEntry, ShardFile,
+    ShardFiles, TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
 };
-use crate::data::pack::{PackOptions, PackStats, Sample};
+use crate::data::error::OptionsError;
+use crate::data::pack::{check_seq_len, PackOptions, PackStats, Sample};
 
 /// Samples per shard unless set otherwise: 8192 samples of 4096 `uint16` tokens is 64 MiB.
 pub const DEFAULT_SAMPLES_PER_SHARD: usize = 8192;
 
-/// What can go wrong writing (or inspecting) a shard directory. Each message names the path or
-/// value at fault and, where there is one, what to change.
+/// The most samples a shard may hold: 2^24.
+pub const MAX_SAMPLES_PER_SHARD: usize = 1 << 24;
+
+/// The most tokens a shard may hold, `samples_per_shard * seq_len`: 2^31 (4 GiB of `uint16`).
+pub const MAX_SHARD_TOKENS: usize = 1 << 31;
+
+/// What can go wrong writing, checking or inspecting a shard directory. Each message names the
+/// path or value at fault; how to fix it (which flag, which option) is the caller's to say, from
+/// [`ShardError::kind`].
 #[derive(Debug, Error)]
 pub enum ShardError {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
 
-    #[error(
-        "{dir} already holds a shard output ({found}); choose an empty or new directory, or set \
-         overwrite to replace it"
-    )]
+    /// The directory already holds an output of this format, and replacing it was not asked for.
+    #[error("{} already holds a shard output ({found})", dir.display())]
     DirectoryInUse { dir: PathBuf, found: String },
 
+    /// The output path names something that is not a directory (a file).
+    #[error("{} exists and is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+
     #[error(
-        "cannot overwrite {dir}: its manifest.json does not parse ({reason}), so which files \
-         belong to it is unknown; remove the directory by hand"
+        "{}: cannot replace the output there: its manifest.json does not parse ({reason}), so \
+         which files belong to it is unknown",
+        dir.display()
     )]
     UnreadableOldManifest { dir: PathBuf, reason: String },
 
-    #[error("invalid shard writer options: {0}")]
-    InvalidOptions(String),
+    /// An option of the writer is out of bounds.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
 
     #[error("sample {sample} cannot be written: {reason}")]
     InvalidSample { sample: u64, reason: String },
 
-    #[error("the manifest information does not match what was written: {0}")]
+    #[error("the manifest does not match what was written: {0}")]
     ManifestMismatch(String),
 
-    #[error("an earlier shard write failed, so this output is incomplete; drop the writer")]
+    #[error("an earlier shard write failed, so this output is incomplete")]
     Failed,
 
-    #[error("{path}: not a readable shard directory: {reason}")]
+    #[error("{}: not a readable shard directory: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
+
+    /// The shards were made by another tokenizer than the one given.
+    #[error(
+        "the shards were made by another tokenizer: theirs has sha256 {}... and {} pieces, this \
+         one {}... and {} pieces",
+        short_sha(manifest_sha256),
+        manifest_vocab_size,
+        short_sha(tokenizer_sha256),
+        tokenizer_vocab_size
+    )]
+    TokenizerMismatch {
+        manifest_sha256: String,
+        manifest_vocab_size: u64,
+        tokenizer_sha256: String,
+        tokenizer_vocab_size: u64,
+    },
+}
+
+/// The first 12 hex digits of a SHA-256, for messages.
+fn short_sha(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
+impl ShardError {
+    /// A stable snake_case name of the variant (`invalid_option` for an option error).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ShardError::Io { .. } => "io",
+            ShardError::DirectoryInUse { .. } => "directory_in_use",
+            ShardError::NotADirectory { .. } => "not_a_directory",
+            ShardError::UnreadableOldManifest { .. } => "unreadable_old_manifest",
+            ShardError::Options(e) => e.kind(),
+            ShardError::InvalidSample { .. } => "invalid_sample",
+            ShardError::ManifestMismatch(_) => "manifest_mismatch",
+            ShardError::Failed => "failed",
+            ShardError::Unreadable { .. } => "unreadable",
+            ShardError::TokenizerMismatch { .. } => "tokenizer_mismatch",
+        }
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ShardError + '_ {
@@ -101,40 +151,61 @@ impl ShardWriterOptions {
         TokenDtype::for_vocab_size(self.vocab_size)
     }
 
-    fn validate(&self) -> Result<TokenDtype, ShardError> {
-        let invalid = |m: String| Err(ShardError::InvalidOptions(m));
+    /// Checks the options: a vocabulary of 1 to 2^32 pieces, `seq_len` in
+    /// `2..=`[`crate::data::pack::MAX_SEQ_LEN`], `samples_per_shard` in
+    /// `1..=`[`MAX_SAMPLES_PER_SHARD`] and at most [`MAX_SHARD_TOKENS`] tokens per shard, `pad_id`
+    /// below `vocab_size`. Returns the token dtype.
+    pub fn validate(&self) -> Result<TokenDtype, OptionsError> {
         let Some(dtype) = self.token_dtype() else {
-            return invalid(format!(
-                "vocab_size is {}, but it must be between 1 and 4294967296 (2^32)",
-                self.vocab_size
+            return Err(OptionsError::new(
+                "vocab_size",
+                format!(
+                    "{} is not between 1 and 4294967296 (2^32), the vocabularies the token dtypes \
+                     hold",
+                    self.vocab_size
+                ),
             ));
         };
-        if self.seq_len < 2 || self.seq_len > i32::MAX as usize {
-            return invalid(format!(
-                "seq_len is {}, but it must be between 2 and 2147483647",
-                self.seq_len
+        check_seq_len(self.seq_len)?;
+        let samples = self.samples_per_shard;
+        if samples == 0 {
+            return Err(OptionsError::new(
+                "samples_per_shard",
+                "0 is too small: a shard holds at least one sample",
             ));
         }
-        if self.samples_per_shard == 0 {
-            return invalid("samples_per_shard is 0; use at least 1".to_string());
+        if samples > MAX_SAMPLES_PER_SHARD {
+            return Err(OptionsError::new(
+                "samples_per_shard",
+                format!(
+                    "{samples} is more than the {MAX_SAMPLES_PER_SHARD} samples a shard may hold \
+                     (the writer keeps a shard's segment rows in memory)"
+                ),
+            ));
         }
-        if self
-            .samples_per_shard
-            .checked_mul(self.seq_len)
-            .and_then(|n| n.checked_mul(dtype.size()))
-            .is_none()
-        {
-            return invalid(format!(
-                "samples_per_shard {} x seq_len {} tokens do not fit in memory; use fewer samples \
-                 per shard",
-                self.samples_per_shard, self.seq_len
+        // Both factors are at most 2^24 and 2^20 here, so the product fits.
+        let tokens = samples * self.seq_len;
+        if tokens > MAX_SHARD_TOKENS {
+            return Err(OptionsError::new(
+                "samples_per_shard",
+                format!(
+                    "{samples} samples of {} tokens is {tokens} tokens, more than the \
+                     {MAX_SHARD_TOKENS} tokens a shard may hold (a shard is one file, read and \
+                     hashed whole); at most {} samples fit at this sample length",
+                    self.seq_len,
+                    MAX_SHARD_TOKENS / self.seq_len
+                ),
             ));
         }
         if u64::from(self.pad_id) >= self.vocab_size {
-            return invalid(format!(
-                "pad_id {} is not below vocab_size {}; padding must hold a vocabulary id (0 or the \
-                 EOS id are usual)",
-                self.pad_id, self.vocab_size
+            return Err(OptionsError::new(
+                "pad_id",
+                format!(
+                    "{} is not an id of the vocabulary of {} pieces (ids 0 to {})",
+                    self.pad_id,
+                    self.vocab_size,
+                    self.vocab_size - 1
+                ),
             ));
         }
         Ok(dtype)
@@ -150,8 +221,8 @@ pub struct ManifestInfo {
     /// Whether documents got a BOS / an EOS token.
     pub bos: bool,
     pub eos: bool,
-    /// Input-reading options for `options.input` (written with sorted keys).
-    pub input_options: BTreeMap<String, serde_json::Value>,
+    /// Input-reading options for `options.input`.
+    pub input_options: InputOptions,
     /// Input files in the order read.
     pub inputs: Vec<InputFile>,
     /// The packer's final statistics ([`crate::data::Packer::finish`]). Its sample, padding, context
@@ -181,7 +252,8 @@ pub struct ManifestInfo {
 /// Each file goes to `.NAME.tmp` in the directory, is fsynced and renamed to `NAME`; the
 /// directory is fsynced after the renames. A writer dropped without [`ShardWriter::finish`]
 /// leaves its completed shards but no `manifest.json`, and no temporary (a temporary is removed
-/// when its write fails or unwinds).
+/// when its write fails or unwinds); if it created the directory and wrote no shard, the
+/// directory is removed too.
 pub struct ShardWriter {
     dir: PathBuf,
     opts: ShardWriterOptions,
@@ -206,6 +278,9 @@ pub struct ShardWriter {
     failed: bool,
     /// The shard being completed on a background thread, if any (at most one at a time).
     in_flight: Option<std::thread::JoinHandle<Result<ShardEntry, ShardError>>>,
+    /// Whether [`ShardWriter::create`] made the directory: if so, and it is still empty when the
+    /// writer is dropped unfinished, it is removed.
+    created_dir: bool,
 }
 
 /// The tokens `.npy` of the shard being filled, under its temporary name: a header for the
@@ -300,6 +375,12 @@ impl Drop for ShardWriter {
         if let Some(handle) = self.in_flight.take() {
             let _ = handle.join();
         }
+        // A directory this writer made and left empty (a run that failed or was abandoned before
+        // its first shard) goes too; `remove_dir` removes only an empty directory.
+        if self.created_dir {
+            drop(self.tokens.take());
+            let _ = fs::remove_dir(&self.dir);
+        }
     }
 }
 
@@ -311,10 +392,24 @@ impl ShardWriter {
     pub fn create(dir: impl AsRef<Path>, opts: ShardWriterOptions) -> Result<Self, ShardError> {
         let dtype = opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        prepare_directory(&dir, opts.overwrite)?;
+        let created_dir = match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => false,
+            Ok(_) => return Err(ShardError::NotADirectory { path: dir }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+                true
+            }
+            Err(e) => return Err(io_error(&dir)(e)),
+        };
+        if let Err(err) = prepare_directory(&dir, opts.overwrite) {
+            if created_dir {
+                let _ = fs::remove_dir(&dir);
+            }
+            return Err(err);
+        }
         Ok(ShardWriter {
             dir,
+            created_dir,
             dtype,
             tokens: None,
             scratch: Vec::new(),

@@ -1,0 +1,171 @@
+//! `bpetok encode` in the core: documents to token ids, one output record per document, as JSON
+//! lines (`{"ids": [1,2,3]}` and a newline each) or Megatron-LM `.bin`/`.idx` files
+//! ([`crate::data::megatron`]). Output to a path is atomic (written beside it under a temporary
+//! name, renamed into place when complete, removed on any error); `None` is standard output.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::data::error::{DataError, OptionsError};
+use crate::data::input::{InputSpec, InputSummary, ReadOptions};
+use crate::data::megatron::{MegatronDtype, MegatronWriter};
+use crate::data::output::AtomicFile;
+use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions};
+use crate::Tokenizer;
+
+/// JSON lines gathered before they are written.
+const FLUSH_BYTES: usize = 4 << 20;
+
+/// The output format of [`encode_to`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdsOutput {
+    /// One line per document: `{"ids": [1,2,3]}`.
+    Jsonl,
+    /// Megatron-LM's `PREFIX.bin` and `PREFIX.idx`, one sequence per document.
+    Megatron,
+}
+
+/// What [`encode_to`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeReport {
+    pub documents: u64,
+    /// Tokens written (BOS and EOS included).
+    pub tokens: u64,
+    /// Raw (compressed) input bytes read.
+    pub input_bytes: u64,
+    /// Per input, in order.
+    pub inputs: Vec<InputSummary>,
+}
+
+/// Appends the line `bpetok encode` writes for one document: `{"ids": [1,2,3]}` and a newline.
+/// `digits` holds the decimal text of every id of the vocabulary ([`decimal_ids`]).
+pub fn push_ids_line(out: &mut Vec<u8>, ids: &[u32], digits: &[String]) {
+    out.extend_from_slice(b"{\"ids\": [");
+    for (k, &id) in ids.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(digits[id as usize].as_bytes());
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+/// The decimal text of every id of `tok`'s vocabulary, for [`push_ids_line`].
+pub fn decimal_ids(tok: &Tokenizer) -> Vec<String> {
+    (0..tok.vocab_size()).map(|i| i.to_string()).collect()
+}
+
+/// Where JSON lines go: a file written atomically, or standard output.
+enum LinesOut {
+    File(AtomicFile),
+    Stdout(io::StdoutLock<'static>),
+}
+
+impl LinesOut {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), DataError> {
+        match self {
+            LinesOut::File(file) => file.write_all(bytes),
+            LinesOut::Stdout(out) => out.write_all(bytes).map_err(DataError::output("<stdout>")),
+        }
+    }
+
+    fn commit(self) -> Result<(), DataError> {
+        match self {
+            LinesOut::File(file) => file.commit(),
+            LinesOut::Stdout(mut out) => out.flush().map_err(DataError::output("<stdout>")),
+        }
+    }
+}
+
+/// Reads `inputs`, encodes every document with `tok` and writes its ids in `format` to `output`
+/// (`None`: standard output; Megatron needs a prefix, and refuses one ending in `.bin`/`.idx`).
+/// `tick` is called on this thread at least every [`crate::data::pipeline::TICK`]; an error from
+/// it stops the run and is returned. On any error no output file is left under its final name
+/// (what was already written to standard output stays written).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_to(
+    tok: &Tokenizer,
+    inputs: &[InputSpec],
+    read: &ReadOptions,
+    encode: EncodeOptions,
+    format: IdsOutput,
+    output: Option<&Path>,
+    counters: &Counters,
+    tick: impl FnMut() -> Result<(), DataError>,
+) -> Result<EncodeReport, DataError> {
+    let mut documents = 0u64;
+    let mut tokens = 0u64;
+    let summaries = match format {
+        IdsOutput::Jsonl => {
+            let mut out = match output {
+                Some(path) => LinesOut::File(AtomicFile::create(path)?),
+                None => LinesOut::Stdout(io::stdout().lock()),
+            };
+            let digits = decimal_ids(tok);
+            let mut lines = Vec::with_capacity(FLUSH_BYTES + (64 << 10));
+            let summaries = encode_inputs(
+                tok,
+                inputs,
+                read,
+                None,
+                encode,
+                counters,
+                |ids| {
+                    push_ids_line(&mut lines, &ids, &digits);
+                    documents += 1;
+                    tokens += ids.len() as u64;
+                    if lines.len() >= FLUSH_BYTES {
+                        out.write_all(&lines)?;
+                        lines.clear();
+                    }
+                    Ok(())
+                },
+                tick,
+            )?;
+            out.write_all(&lines)?;
+            out.commit()?;
+            summaries
+        }
+        IdsOutput::Megatron => {
+            let Some(prefix) = output else {
+                return Err(OptionsError::new(
+                    "output",
+                    "Megatron-LM output needs a prefix (PREFIX.bin and PREFIX.idx are written), \
+                     not standard output",
+                )
+                .into());
+            };
+            let vocab_size = tok.vocab_size() as u64;
+            let dtype = MegatronDtype::for_vocab_size(vocab_size).ok_or_else(|| {
+                OptionsError::new(
+                    "vocab_size",
+                    format!("{vocab_size} pieces fit no Megatron-LM token dtype"),
+                )
+            })?;
+            let mut writer = MegatronWriter::create(prefix, dtype)?;
+            let summaries = encode_inputs(
+                tok,
+                inputs,
+                read,
+                None,
+                encode,
+                counters,
+                |ids| {
+                    writer.add_document(&ids)?;
+                    documents += 1;
+                    tokens += ids.len() as u64;
+                    Ok(())
+                },
+                tick,
+            )?;
+            writer.finish()?;
+            summaries
+        }
+    };
+    Ok(EncodeReport {
+        documents,
+        tokens,
+        input_bytes: summaries.iter().map(|s| s.size).sum(),
+        inputs: summaries,
+    })
+}
