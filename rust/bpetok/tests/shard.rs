@@ -1116,3 +1116,105 @@ fn keep_an_output_for_numpy() {
         }
     }
 }
+
+#[test]
+fn an_output_path_that_is_a_file_is_not_a_directory() {
+    let root = TempDir::new().unwrap();
+    let file = root.path().join("out");
+    fs::write(&file, "mine").unwrap();
+    let err = ShardWriter::create(&file, ShardWriterOptions::new(100, 8, 0))
+        .err()
+        .expect("refused");
+    assert!(matches!(err, ShardError::NotADirectory { .. }), "{err}");
+    assert_eq!(err.kind(), "not_a_directory");
+    assert_eq!(
+        err.to_string(),
+        format!("{} exists and is not a directory", file.display())
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
+fn a_writer_dropped_before_its_first_shard_removes_the_directory_it_created() {
+    let root = TempDir::new().unwrap();
+    let dir = root.path().join("out");
+    let opts = PackOptions::new(8, 0);
+    let samples = pack_documents(&opts, [&[1u32, 2, 3][..]]).unwrap();
+    let mut writer = ShardWriter::create(&dir, ShardWriterOptions::new(100, 8, 0)).unwrap();
+    writer.write_sample(&samples[0]).unwrap(); // buffered in a temporary, no shard yet
+    assert!(dir.is_dir());
+    drop(writer);
+    assert!(!dir.exists());
+
+    // A directory that was there is left, as are completed shards.
+    fs::create_dir(&dir).unwrap();
+    drop(ShardWriter::create(&dir, ShardWriterOptions::new(100, 8, 0)).unwrap());
+    assert!(dir.is_dir());
+    fs::remove_dir(&dir).unwrap();
+    let mut writer = ShardWriter::create(
+        &dir,
+        ShardWriterOptions {
+            samples_per_shard: 1,
+            ..ShardWriterOptions::new(100, 8, 0)
+        },
+    )
+    .unwrap();
+    writer.write_sample(&samples[0]).unwrap();
+    drop(writer);
+    let names: Vec<String> = files_of(&dir).into_keys().collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn every_shard_error_has_a_kind_and_no_flag_in_its_message() {
+    let options = ShardWriter::create("x", ShardWriterOptions::new(100, 8, 100))
+        .err()
+        .unwrap();
+    assert_eq!(options.kind(), "invalid_option");
+    assert_eq!(
+        options.to_string(),
+        "pad_id: 100 is not an id of the vocabulary of 100 pieces (ids 0 to 99)"
+    );
+    let errors = [
+        (ShardError::Failed, "failed"),
+        (
+            ShardError::ManifestMismatch("m".into()),
+            "manifest_mismatch",
+        ),
+        (
+            ShardError::InvalidSample {
+                sample: 0,
+                reason: "r".into(),
+            },
+            "invalid_sample",
+        ),
+        (
+            ShardError::UnreadableOldManifest {
+                dir: "d".into(),
+                reason: "r".into(),
+            },
+            "unreadable_old_manifest",
+        ),
+        (
+            ShardError::Unreadable {
+                path: "d".into(),
+                reason: "r".into(),
+            },
+            "unreadable",
+        ),
+        (
+            ShardError::Io {
+                path: "d".into(),
+                source: std::io::Error::other("e"),
+            },
+            "io",
+        ),
+    ];
+    for (err, kind) in errors {
+        assert_eq!(err.kind(), kind);
+        let text = err.to_string();
+        for hint in ["--", "overwrite", "drop the writer", "by hand"] {
+            assert!(!text.contains(hint), "{text}");
+        }
+    }
+}
