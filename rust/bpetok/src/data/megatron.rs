@@ -45,7 +45,9 @@ pub enum MegatronDtype {
 impl MegatronDtype {
     /// The dtype for a vocabulary: the shards' rule ([`TokenDtype::for_vocab_size`]), with
     /// `uint32` as `int32` (or `int64` past 2^31 pieces), which Megatron has codes for. `None` for
-    /// a vocabulary no token dtype holds.
+    /// a vocabulary no token dtype holds. (The Python writer had a `uint8` case for at most 256
+    /// pieces; a byte-fallback model, the only kind bpetok loads, has at least 257, so the two
+    /// rules agree on every model.)
     pub fn for_vocab_size(vocab_size: u64) -> Option<Self> {
         Some(match TokenDtype::for_vocab_size(vocab_size)? {
             TokenDtype::Uint16 => MegatronDtype::Uint16,
