@@ -20,9 +20,13 @@
 //!    before every `▁` that follows another character, since no piece has `▁` after a non-`▁`.
 //!    When the model has UNUSED pieces, SentencePiece's undoing of merges depends on the whole
 //!    text (its `rev_merge` map), so such models are encoded in one piece, without cutting.
-//! 2. Reuse. Segments are looked up by their raw bytes: first in the model's seed cache (every
+//! 2. Reuse. Segments are looked up by their raw bytes: first in the shared seed cache (every
 //!    piece that encodes to itself, checked for every piece at load time), then in the worker's
 //!    own bounded cache of segments it has seen.
+//!
+//! The plain algorithm (`encode_segment`) reads the `Model` only. The fast path (`encode_text`)
+//! also reads `EncoderTables`: the cut table, the seed cache and the like, all derived from the
+//! finished `Model` (partly by running the plain algorithm on it) by `EncoderTables::build`.
 //! 3. Cheaper algorithms with the same choices: short segments scan a small array for the best
 //!    pair (`encode_short_segment`); long ones keep candidates grouped by score with in-order
 //!    queues (`Agenda`). Both pick the highest score, then the leftmost pair, as the heap does; the
@@ -31,7 +35,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::tokenizer::model::{Model, NO_SYM};
 use crate::tokenizer::normalize::{self, SPACE_SYMBOL};
@@ -41,8 +45,8 @@ use crate::tokenizer::proto::PieceType;
 const MAX_CACHED_LEN: usize = 256;
 /// A worker's short-segment cache is emptied when it reaches this many entries (just under 7/8 of
 /// 2^17, where the hash table would double), its long-segment cache at `MAX_LONG_CACHE_ENTRIES`:
-/// under 10 MB per worker, whatever the corpus. The pieces themselves live in the model's seed
-/// cache, shared by all workers.
+/// under 10 MB per worker, whatever the corpus. The pieces themselves live in the seed cache of
+/// the `EncoderTables`, shared by all workers.
 const MAX_CACHE_ENTRIES: usize = 114_000;
 const MAX_LONG_CACHE_ENTRIES: usize = 1 << 14;
 /// Segments up to this many bytes are encoded by `encode_short_segment`.
@@ -68,7 +72,7 @@ const FROZEN: u32 = 1 << 31;
 
 /// Ids of short segments by their raw bytes (`ShortKey`), stored as ranges of one arena.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct SegmentCache {
+struct SegmentCache {
     map: FxHashMap<ShortKey, (u32, u32)>,
     arena: Vec<u32>,
 }
@@ -87,7 +91,7 @@ impl SegmentCache {
     }
 
     /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
-    pub(crate) fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
+    fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
         if let Some(key) = short_key(raw, 0, raw.len(), prefix) {
             self.insert(key, ids);
         }
@@ -118,7 +122,7 @@ pub(crate) struct Workspace {
     normalized: String,
     /// The normalized text of the segment being encoded.
     segment: String,
-    /// Ids of short segments this worker saw recently (the pieces are in the model's seed).
+    /// Ids of short segments this worker saw recently (the pieces are in the shared seed cache).
     short_cache: SegmentCache,
     /// Ids of recently seen longer segments.
     cache: FxHashMap<Box<str>, Box<[u32]>>,
@@ -215,6 +219,132 @@ impl Agenda {
     }
 }
 
+/// The tables of the fast path (`encode_text`), derived from a finished `Model`. They only make
+/// encoding faster: the ids are the plain algorithm's on the whole text.
+#[derive(Debug)]
+pub(crate) struct EncoderTables {
+    /// For two ASCII characters of raw text (' ' stands for `▁`), indexed by `a * 128 + b`:
+    /// whether some mergeable piece contains them next to each other. The test the encoder makes
+    /// for every character, so one byte load.
+    raw_ascii_bigrams: Box<[bool]>,
+    /// Bigrams with a non-ASCII character found inside mergeable pieces.
+    other_bigrams: FxHashSet<u64>,
+    /// `true` when encoding the text of this piece on its own gives exactly this piece.
+    self_encoding: Vec<bool>,
+    /// The segments that are pieces encoding to themselves, read by every worker before its own
+    /// cache.
+    seed_cache: SegmentCache,
+    /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
+    raw_ascii_ids: Vec<Box<[u32]>>,
+}
+
+impl EncoderTables {
+    /// Derives the fast path's tables from a complete `Model`, and from nothing else: the
+    /// character bigrams inside its mergeable pieces (where text can be cut), and, by running the
+    /// plain algorithm (`encode_segment`, which reads only the model) on every mergeable piece and
+    /// every ASCII character, which pieces encode to themselves (the seed cache) and the ids of
+    /// single characters.
+    pub(crate) fn build(model: &Model) -> Self {
+        // Bigrams inside mergeable pieces.
+        let mut ascii_bigrams = [0u128; 128];
+        let mut other_bigrams = FxHashSet::default();
+        for (text, _) in model.mergeable_pieces() {
+            let mut chars = text.chars();
+            let Some(mut prev) = chars.next() else {
+                continue;
+            };
+            for c in chars {
+                if prev.is_ascii() && c.is_ascii() {
+                    ascii_bigrams[prev as usize] |= 1u128 << (c as u32);
+                } else {
+                    other_bigrams.insert(char_pair_key(prev, c));
+                }
+                prev = c;
+            }
+        }
+        let mut raw_ascii_bigrams = vec![false; 128 * 128].into_boxed_slice();
+        for a in 0..128u8 {
+            for b in 0..128u8 {
+                let (ca, cb) = (raw_char(a as char), raw_char(b as char));
+                let inside = if ca.is_ascii() && cb.is_ascii() {
+                    ascii_bigrams[a as usize] & (1u128 << b) != 0
+                } else {
+                    other_bigrams.contains(&char_pair_key(ca, cb))
+                };
+                raw_ascii_bigrams[a as usize * 128 + b as usize] = inside;
+            }
+        }
+
+        // Which pieces encode to themselves when they are a whole segment.
+        let mut ws = Workspace::default();
+        let mut out = Vec::new();
+        let mut self_encoding = vec![false; model.vocab_size()];
+        for (text, id) in model.mergeable_pieces() {
+            out.clear();
+            encode_segment(model, text, &mut ws, &mut out);
+            self_encoding[id as usize] = out.len() == 1 && out[0] == id;
+        }
+        // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
+        // every worker reads first: a word that is a piece is a hit from its first occurrence.
+        // (Models with UNUSED pieces are never cut or cached.)
+        let mut seed_cache = SegmentCache::default();
+        if !model.has_unused {
+            for (text, id) in model.mergeable_pieces() {
+                if self_encoding[id as usize] {
+                    let raw = text.replace(SPACE_SYMBOL, " ");
+                    seed_cache.insert_raw(raw.as_bytes(), false, &[id]);
+                    if let Some(rest) = raw.strip_prefix(' ') {
+                        seed_cache.insert_raw(rest.as_bytes(), true, &[id]);
+                    }
+                }
+            }
+        }
+        let raw_ascii_ids = (0..128u8)
+            .map(|b| {
+                let text = raw_char(b as char).to_string();
+                out.clear();
+                encode_segment(model, &text, &mut ws, &mut out);
+                out.as_slice().into()
+            })
+            .collect();
+        EncoderTables {
+            raw_ascii_bigrams,
+            other_bigrams,
+            self_encoding,
+            seed_cache,
+            raw_ascii_ids,
+        }
+    }
+
+    /// Whether some mergeable piece contains the two characters next to each other, for two
+    /// characters of raw text (where ' ' stands for `▁`). Where none does, no symbol can ever span
+    /// the boundary between them, so the text can be cut there and both sides encoded
+    /// independently with the same result.
+    #[inline]
+    fn raw_bigram_in_pieces(&self, a: char, b: char) -> bool {
+        if a.is_ascii() && b.is_ascii() {
+            self.raw_ascii_bigrams[a as usize * 128 + b as usize]
+        } else {
+            self.other_bigrams
+                .contains(&char_pair_key(raw_char(a), raw_char(b)))
+        }
+    }
+}
+
+fn char_pair_key(a: char, b: char) -> u64 {
+    (u64::from(u32::from(a)) << 32) | u64::from(u32::from(b))
+}
+
+/// The normalized form of one raw character: ' ' is `▁`.
+#[inline]
+fn raw_char(c: char) -> char {
+    if c == ' ' {
+        SPACE_SYMBOL
+    } else {
+        c
+    }
+}
+
 /// Scores as totally ordered integers (higher score, higher key). Scores are never NaN, and -0.0
 /// is stored as 0.0 (see `Model::from_bytes`).
 #[inline]
@@ -230,7 +360,14 @@ fn score_key(score: f32) -> u32 {
 /// Encodes raw text (before normalization), appending ids. Equivalent to normalizing it (dummy
 /// prefix, ' ' -> `▁`) and running `encode_segment` on the whole, but walks the raw text once:
 /// a raw ' ' stands for `▁` in the cut test, and segments are cached under their raw bytes.
-pub(crate) fn encode_text(model: &Model, text: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+/// `tables` must be `EncoderTables::build(model)`.
+pub(crate) fn encode_text(
+    model: &Model,
+    tables: &EncoderTables,
+    text: &str,
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
     if text.is_empty() {
         return;
     }
@@ -254,19 +391,19 @@ pub(crate) fn encode_text(model: &Model, text: &str, ws: &mut Workspace, out: &m
             next_char(text, i)
         };
         let inside = if (prev as u32 | b as u32) < 0x80 {
-            model.raw_ascii_bigrams[(prev as usize) << 7 | b as usize]
+            tables.raw_ascii_bigrams[(prev as usize) << 7 | b as usize]
         } else {
-            model.raw_bigram_in_pieces(prev, c)
+            tables.raw_bigram_in_pieces(prev, c)
         };
         if !inside {
-            encode_raw_segment(model, text, start, i, prefix, ws, out);
+            encode_raw_segment(model, tables, text, start, i, prefix, ws, out);
             start = i;
             prefix = false;
         }
         prev = c;
         i += len;
     }
-    encode_raw_segment(model, text, start, bytes.len(), prefix, ws, out);
+    encode_raw_segment(model, tables, text, start, bytes.len(), prefix, ws, out);
 }
 
 /// The character at byte `i` of `text` and its length (`i` is a character boundary).
@@ -279,8 +416,10 @@ fn next_char(text: &str, i: usize) -> (char, usize) {
 /// Encodes the segment `text[start..end]` given as raw text (a ' ' is a `▁`), preceded by the
 /// dummy-prefix `▁` if `prefix`. Segments are cached per workspace under their raw bytes.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn encode_raw_segment(
     model: &Model,
+    tables: &EncoderTables,
     text: &str,
     start: usize,
     end: usize,
@@ -291,9 +430,9 @@ fn encode_raw_segment(
     let bytes = &text.as_bytes()[start..end];
     // One ASCII character (or the lone prefix): one symbol, nothing to merge.
     match (prefix, bytes) {
-        (true, []) => return out.extend_from_slice(&model.raw_ascii_ids[b' ' as usize]),
+        (true, []) => return out.extend_from_slice(&tables.raw_ascii_ids[b' ' as usize]),
         (false, [b]) if b.is_ascii() => {
-            return out.extend_from_slice(&model.raw_ascii_ids[*b as usize])
+            return out.extend_from_slice(&tables.raw_ascii_ids[*b as usize])
         }
         _ => {}
     }
@@ -301,7 +440,7 @@ fn encode_raw_segment(
     let key = short_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
         // Most segments are pieces (the shared seed); the rest were seen by this worker.
-        if let Some(ids) = model
+        if let Some(ids) = tables
             .seed_cache
             .get(key)
             .or_else(|| ws.short_cache.get(key))
@@ -317,13 +456,14 @@ fn encode_raw_segment(
             return;
         }
     }
-    encode_raw_segment_miss(model, raw, prefix, key, ws, out);
+    encode_raw_segment_miss(model, tables, raw, prefix, key, ws, out);
 }
 
 /// The cache did not have the segment: normalize it, encode it, remember the ids.
 #[inline(never)]
 fn encode_raw_segment_miss(
     model: &Model,
+    tables: &EncoderTables,
     raw: &str,
     prefix: bool,
     key: Option<ShortKey>,
@@ -337,7 +477,7 @@ fn encode_raw_segment_miss(
     }
     normalize::push_escaped(&mut segment, raw);
     let first = out.len();
-    encode_segment_uncached(model, &segment, ws, out);
+    encode_segment_uncached(model, tables, &segment, ws, out);
     ws.segment = segment;
     if let Some(key) = key {
         if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
@@ -354,9 +494,15 @@ fn encode_raw_segment_miss(
 }
 
 /// A segment that is a piece which encodes to itself is that piece; others run the algorithm.
-fn encode_segment_uncached(model: &Model, segment: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
+fn encode_segment_uncached(
+    model: &Model,
+    tables: &EncoderTables,
+    segment: &str,
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
     match model.mergeable.get(segment) {
-        Some(&id) if model.self_encoding[id as usize] => out.push(id),
+        Some(&id) if tables.self_encoding[id as usize] => out.push(id),
         _ => encode_segment(model, segment, ws, out),
     }
 }
@@ -706,8 +852,20 @@ mod tests {
     use crate::tokenizer::MIXTRAL_8X7B_MODEL;
 
     fn model() -> &'static Model {
-        static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
-        MODEL.get_or_init(|| Model::from_bytes(MIXTRAL_8X7B_MODEL).expect("embedded model loads"))
+        &loaded().0
+    }
+
+    fn tables() -> &'static EncoderTables {
+        &loaded().1
+    }
+
+    fn loaded() -> &'static (Model, EncoderTables) {
+        static LOADED: std::sync::OnceLock<(Model, EncoderTables)> = std::sync::OnceLock::new();
+        LOADED.get_or_init(|| {
+            let model = Model::from_bytes(MIXTRAL_8X7B_MODEL).expect("embedded model loads");
+            let tables = EncoderTables::build(&model);
+            (model, tables)
+        })
     }
 
     fn reference(model: &Model, text: &str) -> Vec<u32> {
@@ -720,7 +878,7 @@ mod tests {
 
     fn fast(model: &Model, text: &str, ws: &mut Workspace) -> Vec<u32> {
         let mut out = Vec::new();
-        encode_text(model, text, ws, &mut out);
+        encode_text(model, tables(), text, ws, &mut out);
         out
     }
 
@@ -743,11 +901,11 @@ mod tests {
     #[test]
     fn the_mistral_vocabulary_is_cut_before_every_space_after_a_character() {
         // No piece has `▁` after another character, so "x▁" never merges.
-        let m = model();
-        assert!(!m.raw_bigram_in_pieces('x', ' '));
-        assert!(!m.raw_bigram_in_pieces('\u{65e5}', ' '));
-        assert!(m.raw_bigram_in_pieces(' ', 'x'));
-        assert!(m.raw_bigram_in_pieces(' ', ' '));
+        let t = tables();
+        assert!(!t.raw_bigram_in_pieces('x', ' '));
+        assert!(!t.raw_bigram_in_pieces('\u{65e5}', ' '));
+        assert!(t.raw_bigram_in_pieces(' ', 'x'));
+        assert!(t.raw_bigram_in_pieces(' ', ' '));
     }
 
     proptest! {

@@ -1,5 +1,5 @@
-//! The public face of the core crate: a loaded model plus a pool of per-thread scratch space,
-//! with encode, decode and their batch forms.
+//! The public face of the core crate: a loaded model, the encoder tables derived from it, and a
+//! pool of per-thread scratch space, with encode, decode and their batch forms.
 
 pub(crate) mod bpe;
 pub(crate) mod decode;
@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
-use bpe::Workspace;
+use bpe::{EncoderTables, Workspace};
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
@@ -31,6 +31,8 @@ const MAX_POOLED_WORKSPACES: usize = 64;
 #[derive(Debug)]
 pub struct Tokenizer {
     model: Model,
+    /// Derived from `model` alone, once it is complete (see `EncoderTables::build`).
+    tables: EncoderTables,
     model_bytes: Vec<u8>,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -44,8 +46,12 @@ impl std::fmt::Debug for Workspace {
 impl Tokenizer {
     /// Loads a model from the bytes of a SentencePiece `.model` file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        // First the model, complete; then the encoder's tables, derived from the finished model.
+        let model = Model::from_bytes(bytes)?;
+        let tables = EncoderTables::build(&model);
         Ok(Self {
-            model: Model::from_bytes(bytes)?,
+            model,
+            tables,
             model_bytes: bytes.to_vec(),
             workspaces: Mutex::new(Vec::new()),
         })
@@ -95,17 +101,17 @@ impl Tokenizer {
         match text {
             Text::Str(s) => {
                 ids.reserve(s.len() / 3 + 2);
-                bpe::encode_text(&self.model, s, ws, &mut ids);
+                bpe::encode_text(&self.model, &self.tables, s, ws, &mut ids);
             }
             Text::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(s) => {
                     ids.reserve(s.len() / 3 + 2);
-                    bpe::encode_text(&self.model, s, ws, &mut ids);
+                    bpe::encode_text(&self.model, &self.tables, s, ws, &mut ids);
                 }
                 Err(_) => {
                     let mut valid = String::with_capacity(b.len() + 16);
                     normalize::for_each_utf8_run(b, |run| valid.push_str(run));
-                    bpe::encode_text(&self.model, &valid, ws, &mut ids);
+                    bpe::encode_text(&self.model, &self.tables, &valid, ws, &mut ids);
                 }
             },
         }

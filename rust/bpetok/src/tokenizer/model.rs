@@ -1,13 +1,14 @@
-//! A loaded SentencePiece BPE model: the piece table as SentencePiece keeps it, validated, plus the
-//! tables the encoder derives from it once at load time (merge table, symbol ids for characters,
-//! the character bigrams that pieces contain, and which pieces encode to themselves).
+//! A loaded SentencePiece BPE model: the piece table as SentencePiece keeps it, validated, plus
+//! what the BPE algorithm reads besides it (symbol ids for characters and the merge table, both
+//! functions of the pieces alone). A `Model` is built in one go and never changes; it knows
+//! nothing of the encoder. The encoder's fast-path tables (where text can be cut, the seed cache,
+//! which pieces encode to themselves) are derived from a finished `Model` by
+//! `bpe::EncoderTables::build`.
 
 use prost::Message;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
-use crate::tokenizer::bpe::{self, Workspace};
 use crate::tokenizer::error::{Error, Result};
-use crate::tokenizer::normalize::SPACE_SYMBOL;
 use crate::tokenizer::proto::{ModelProto, PieceType};
 
 /// Marks "no symbol id": a character that occurs in no piece a merge can produce.
@@ -16,11 +17,12 @@ pub(crate) const NO_SYM: u32 = u32::MAX;
 const MODEL_TYPE_BPE: i32 = 2;
 const DEFAULT_UNK_SURFACE: &str = " \u{2047} ";
 
-/// A validated SentencePiece BPE model and the encoder's derived tables.
+/// A validated SentencePiece BPE model: everything the plain BPE algorithm and the decoder read.
+/// Complete when constructed and immutable afterwards; the encoder's fast-path tables are derived
+/// from it separately (`bpe::EncoderTables`).
 #[derive(Debug)]
 pub struct Model {
     pub(crate) pieces: Vec<String>,
-    pub(crate) scores: Vec<f32>,
     pub(crate) types: Vec<PieceType>,
     /// SentencePiece's `pieces_`: NORMAL, USER_DEFINED and UNUSED pieces by text.
     pub(crate) mergeable: FxHashMap<String, u32>,
@@ -36,15 +38,11 @@ pub struct Model {
     pub(crate) byte_of_id: Vec<Option<u8>>,
     pub(crate) unk_surface: String,
     pub(crate) add_dummy_prefix: bool,
-
-    // ---- derived encoder tables ----
     /// Symbol id of each ASCII character (`NO_SYM` when it occurs in no mergeable piece).
     pub(crate) ascii_sym: [u32; 128],
     /// Symbol id of every other character that occurs in a mergeable piece. Characters that are
     /// not pieces themselves but occur inside one get "virtual" ids from `pieces.len()` up.
     pub(crate) char_sym: FxHashMap<char, u32>,
-    /// The character behind each virtual symbol id (index = id - pieces.len()).
-    pub(crate) virtual_chars: Vec<char>,
     /// UTF-8 length of the text of every symbol id below `pieces.len()`.
     pub(crate) piece_len: Vec<u32>,
     /// (left symbol, right symbol) -> (merged piece id, its score): every merge the model allows.
@@ -57,28 +55,10 @@ pub struct Model {
     pub(crate) user_defined_first: [bool; 256],
     /// Whether any UNUSED piece exists (merges into them are undone at the end; see `bpe`).
     pub(crate) has_unused: bool,
-    /// Bigrams of ASCII characters found inside mergeable pieces: bit `b` of `[a]`.
-    pub(crate) ascii_bigrams: [u128; 128],
-    /// Bigrams with a non-ASCII character found inside mergeable pieces.
-    pub(crate) other_bigrams: FxHashSet<u64>,
-    /// `true` when encoding the text of this piece on its own gives exactly this piece.
-    pub(crate) self_encoding: Vec<bool>,
-    /// The segments that are pieces encoding to themselves, read by every worker before its own
-    /// cache (see `derive_encoder_tables`).
-    pub(crate) seed_cache: bpe::SegmentCache,
-    /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
-    pub(crate) raw_ascii_ids: Vec<Box<[u32]>>,
-    /// `ascii_bigrams` for raw text, where ' ' stands for `▁`, indexed by `a * 128 + b`: the
-    /// test the encoder makes for every character, so one byte load.
-    pub(crate) raw_ascii_bigrams: Box<[bool]>,
 }
 
 fn pair_key(left: u32, right: u32) -> u64 {
     (u64::from(left) << 32) | u64::from(right)
-}
-
-fn char_pair_key(a: char, b: char) -> u64 {
-    (u64::from(u32::from(a)) << 32) | u64::from(u32::from(b))
 }
 
 fn byte_piece(b: u8) -> String {
@@ -244,7 +224,9 @@ impl Model {
         }
         let has_unused = types.contains(&PieceType::Unused);
 
-        let mut model = Model {
+        let symbols = Symbols::build(&pieces, &types);
+        let merges = merge_table(&symbols, &mergeable, &pieces, &types, &scores);
+        Ok(Model {
             piece_len: pieces.iter().map(|p| p.len() as u32).collect(),
             reserved_chars: reserved
                 .iter()
@@ -256,7 +238,6 @@ impl Model {
                 })
                 .collect(),
             pieces,
-            scores,
             types,
             mergeable,
             reserved,
@@ -268,131 +249,18 @@ impl Model {
             byte_of_id,
             unk_surface,
             add_dummy_prefix: normalizer.add_dummy_prefix(),
-            ascii_sym: [NO_SYM; 128],
-            char_sym: FxHashMap::default(),
-            virtual_chars: Vec::new(),
-            merges: FxHashMap::default(),
+            ascii_sym: symbols.ascii,
+            char_sym: symbols.other,
+            merges,
             user_defined,
             user_defined_first,
             has_unused,
-            ascii_bigrams: [0; 128],
-            other_bigrams: FxHashSet::default(),
-            self_encoding: Vec::new(),
-            raw_ascii_bigrams: vec![false; 128 * 128].into_boxed_slice(),
-            raw_ascii_ids: Vec::new(),
-            seed_cache: bpe::SegmentCache::default(),
-        };
-        model.derive_encoder_tables();
-        Ok(model)
+        })
     }
 
-    /// Builds the symbol ids of characters, the merge table, the bigram table and the
-    /// self-encoding flags. Only mergeable pieces matter: they are the only results of merges.
-    fn derive_encoder_tables(&mut self) {
-        let n = self.pieces.len() as u32;
-        // In id order, so that virtual ids do not depend on hash order.
-        let texts: Vec<(String, u32)> = (0..n)
-            .filter(|&id| self.types[id as usize].is_mergeable())
-            .map(|id| (self.pieces[id as usize].clone(), id))
-            .collect();
-        // Characters that are mergeable pieces themselves.
-        for (text, id) in &texts {
-            let mut chars = text.chars();
-            if let (Some(c), None) = (chars.next(), chars.next()) {
-                self.set_char_sym(c, *id);
-            }
-        }
-        // Characters inside longer pieces that are not pieces: virtual symbol ids.
-        let mut virtual_chars = Vec::new();
-        for (text, _) in &texts {
-            for c in text.chars() {
-                if self.sym_of_char(c) == NO_SYM {
-                    let id = n + virtual_chars.len() as u32;
-                    virtual_chars.push(c);
-                    self.set_char_sym(c, id);
-                }
-            }
-        }
-        // Every split of a mergeable piece into two symbol texts is a merge the model allows.
-        let mut merges = FxHashMap::default();
-        let mut ascii_bigrams = [0u128; 128];
-        let mut other_bigrams = FxHashSet::default();
-        for (text, id) in &texts {
-            let (text, id) = (text.as_str(), *id);
-            let score = self.scores[id as usize];
-            let mut prev: Option<char> = None;
-            for (k, c) in text.char_indices() {
-                if let Some(p) = prev {
-                    if p.is_ascii() && c.is_ascii() {
-                        ascii_bigrams[p as usize] |= 1u128 << (c as u32);
-                    } else {
-                        other_bigrams.insert(char_pair_key(p, c));
-                    }
-                    let (left, right) = text.split_at(k);
-                    if let (Some(l), Some(r)) = (self.sym_of_text(left), self.sym_of_text(right)) {
-                        merges.insert(pair_key(l, r), (id, score));
-                    }
-                }
-                prev = Some(c);
-            }
-        }
-        self.virtual_chars = virtual_chars;
-        for a in 0..128u8 {
-            for b in 0..128u8 {
-                let (ca, cb) = (raw_char(a as char), raw_char(b as char));
-                let inside = if ca.is_ascii() && cb.is_ascii() {
-                    ascii_bigrams[a as usize] & (1u128 << b) != 0
-                } else {
-                    other_bigrams.contains(&char_pair_key(ca, cb))
-                };
-                self.raw_ascii_bigrams[a as usize * 128 + b as usize] = inside;
-            }
-        }
-        self.merges = merges;
-        self.ascii_bigrams = ascii_bigrams;
-        self.other_bigrams = other_bigrams;
-
-        // Which pieces encode to themselves when they are a whole segment.
-        let mut ws = Workspace::default();
-        let mut out = Vec::new();
-        let mut self_encoding = vec![false; n as usize];
-        for (text, id) in &texts {
-            out.clear();
-            bpe::encode_segment(self, text, &mut ws, &mut out);
-            self_encoding[*id as usize] = out.len() == 1 && out[0] == *id;
-        }
-        self.self_encoding = self_encoding;
-        // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
-        // every worker reads first: a word that is a piece is a hit from its first occurrence.
-        let mut seed = bpe::SegmentCache::default();
-        if !self.has_unused {
-            for (text, id) in &texts {
-                if self.self_encoding[*id as usize] {
-                    let raw = text.replace(SPACE_SYMBOL, " ");
-                    seed.insert_raw(raw.as_bytes(), false, &[*id]);
-                    if let Some(rest) = raw.strip_prefix(' ') {
-                        seed.insert_raw(rest.as_bytes(), true, &[*id]);
-                    }
-                }
-            }
-        }
-        self.seed_cache = seed;
-        self.raw_ascii_ids = (0..128u8)
-            .map(|b| {
-                let text = raw_char(b as char).to_string();
-                out.clear();
-                bpe::encode_segment(self, &text, &mut ws, &mut out);
-                out.as_slice().into()
-            })
-            .collect();
-    }
-
-    fn set_char_sym(&mut self, c: char, id: u32) {
-        if c.is_ascii() {
-            self.ascii_sym[c as usize] = id;
-        } else {
-            self.char_sym.insert(c, id);
-        }
+    /// The mergeable pieces (the only results of merges) with their ids, in id order.
+    pub(crate) fn mergeable_pieces(&self) -> impl Iterator<Item = (&str, u32)> {
+        mergeable_in_id_order(&self.pieces, &self.types)
     }
 
     /// The symbol id of one character, `NO_SYM` if no merge can involve it.
@@ -405,46 +273,115 @@ impl Model {
         }
     }
 
-    /// The symbol id of a text that a symbol can have: a mergeable piece or a single character.
-    fn sym_of_text(&self, text: &str) -> Option<u32> {
-        if let Some(&id) = self.mergeable.get(text) {
-            return Some(id);
-        }
-        let mut chars = text.chars();
-        match (chars.next(), chars.next()) {
-            (Some(c), None) => Some(self.sym_of_char(c)).filter(|&s| s != NO_SYM),
-            _ => None,
-        }
-    }
-
-    /// Whether some mergeable piece contains the two characters next to each other, for two
-    /// characters of raw text (where ' ' stands for `▁`). Where none does, no symbol can ever span
-    /// the boundary between them, so the text can be cut there and both sides encoded
-    /// independently with the same result.
-    #[inline]
-    pub(crate) fn raw_bigram_in_pieces(&self, a: char, b: char) -> bool {
-        if a.is_ascii() && b.is_ascii() {
-            self.raw_ascii_bigrams[a as usize * 128 + b as usize]
-        } else {
-            self.other_bigrams
-                .contains(&char_pair_key(raw_char(a), raw_char(b)))
-        }
-    }
-
     /// Number of pieces.
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
     }
 }
 
-/// The normalized form of one raw character: ' ' is `▁`.
-#[inline]
-fn raw_char(c: char) -> char {
-    if c == ' ' {
-        SPACE_SYMBOL
-    } else {
-        c
+/// The mergeable pieces of a piece table with their ids, in id order.
+fn mergeable_in_id_order<'a>(
+    pieces: &'a [String],
+    types: &'a [PieceType],
+) -> impl Iterator<Item = (&'a str, u32)> {
+    pieces
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (_, ty))| ty.is_mergeable())
+        .map(|(id, (text, _))| (text.as_str(), id as u32))
+}
+
+/// The symbol ids of characters, built before the `Model` that holds them.
+struct Symbols {
+    ascii: [u32; 128],
+    other: FxHashMap<char, u32>,
+    /// The character behind each virtual symbol id (index = id - pieces.len()).
+    virtual_chars: Vec<char>,
+}
+
+impl Symbols {
+    /// Characters that are mergeable pieces get that piece's id; other characters inside
+    /// mergeable pieces get virtual ids from `pieces.len()` up, in id order of the pieces (so
+    /// that they do not depend on hash order). Only mergeable pieces matter: they are the only
+    /// results of merges.
+    fn build(pieces: &[String], types: &[PieceType]) -> Self {
+        let mut symbols = Symbols {
+            ascii: [NO_SYM; 128],
+            other: FxHashMap::default(),
+            virtual_chars: Vec::new(),
+        };
+        for (text, id) in mergeable_in_id_order(pieces, types) {
+            let mut chars = text.chars();
+            if let (Some(c), None) = (chars.next(), chars.next()) {
+                symbols.set(c, id);
+            }
+        }
+        let n = pieces.len() as u32;
+        for (text, _) in mergeable_in_id_order(pieces, types) {
+            for c in text.chars() {
+                if symbols.of_char(c) == NO_SYM {
+                    let id = n + symbols.virtual_chars.len() as u32;
+                    symbols.virtual_chars.push(c);
+                    symbols.set(c, id);
+                }
+            }
+        }
+        symbols
     }
+
+    fn set(&mut self, c: char, id: u32) {
+        if c.is_ascii() {
+            self.ascii[c as usize] = id;
+        } else {
+            self.other.insert(c, id);
+        }
+    }
+
+    fn of_char(&self, c: char) -> u32 {
+        if c.is_ascii() {
+            self.ascii[c as usize]
+        } else {
+            self.other.get(&c).copied().unwrap_or(NO_SYM)
+        }
+    }
+
+    /// The symbol id of a text that a symbol can have: a mergeable piece or a single character.
+    fn of_text(&self, mergeable: &FxHashMap<String, u32>, text: &str) -> Option<u32> {
+        if let Some(&id) = mergeable.get(text) {
+            return Some(id);
+        }
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Some(self.of_char(c)).filter(|&s| s != NO_SYM),
+            _ => None,
+        }
+    }
+}
+
+/// Every split of a mergeable piece into two symbol texts is a merge the model allows:
+/// (left symbol, right symbol) -> (merged piece id, its score).
+fn merge_table(
+    symbols: &Symbols,
+    mergeable: &FxHashMap<String, u32>,
+    pieces: &[String],
+    types: &[PieceType],
+    scores: &[f32],
+) -> FxHashMap<u64, (u32, f32)> {
+    let mut merges = FxHashMap::default();
+    for (text, id) in mergeable_in_id_order(pieces, types) {
+        let score = scores[id as usize];
+        for (k, _) in text.char_indices().skip(1) {
+            let (left, right) = text.split_at(k);
+            if let (Some(l), Some(r)) = (
+                symbols.of_text(mergeable, left),
+                symbols.of_text(mergeable, right),
+            ) {
+                merges.insert(pair_key(l, r), (id, score));
+            }
+        }
+    }
+    merges
 }
 
 /// `<0xXX>` with two upper- or lower-case hex digits, as SentencePiece's `PieceToByte` reads it.
