@@ -66,8 +66,9 @@ pub enum InputErrorKind {
     /// `not_a_string`: the field holds another type (`f:3: field 'text' is a number, not a
     /// string`).
     NotAString { field: String, got: &'static str },
-    /// `too_deep`: JSON nested more than 1,000 levels deep (`f:3: cannot read this JSON: it is
-    /// nested too deeply`).
+    /// `too_deep`: JSON nested more than 1,000 levels deep, on a line that is not an object with
+    /// a string field (such a line is read whatever the depth of its other values), as Python's
+    /// `json` fails at its recursion limit (`f:3: cannot read this JSON: it is nested too deeply`).
     TooDeep,
     /// `decompress`: gzip or zstd data that cannot be decompressed, or a file that ends inside a
     /// frame (`f:3: cannot read (gzip): corrupt deflate stream`).
@@ -314,8 +315,8 @@ pub(crate) fn python_repr(s: &str) -> String {
 /// space), except that it also escapes a grapheme extender at the start of a string, hence the
 /// leading `a`.
 fn is_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
+    if c.is_ascii() {
+        return (' '..='~').contains(&c);
     }
     let mut buf = [0u8; 8];
     let s = format!("a{}", c.encode_utf8(&mut buf));

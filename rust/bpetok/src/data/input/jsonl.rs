@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::error::python_repr_wtf8;
-use super::pyjson::{self, Json, JsonError, Spanned};
+use super::pyjson::{self, Json, JsonError, Pairs, Spanned};
 use super::text::decode_line;
 use super::{InputError, InputErrorKind, Utf8Errors};
 
@@ -45,9 +45,6 @@ pub(super) fn jsonl_document(
     };
     from_wtf8(name, lineno, wtf8, errors).map(Some)
 }
-
-/// An object's keys (WTF-8) and values, in order.
-pub(super) type Pairs = Vec<(Vec<u8>, Spanned)>;
 
 /// The JSON object on a line (as text), `None` for a blank line, or the error for a line that
 /// is not JSON or not an object (Python's `_json_record`).

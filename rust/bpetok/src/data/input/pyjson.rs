@@ -63,7 +63,7 @@ pub fn parse(text: &str) -> Result<Spanned, JsonError> {
     if text.starts_with('\u{feff}') {
         return Err(syntax("Unexpected UTF-8 BOM (decode using utf-8-sig)", 0));
     }
-    let mut p = Parser { s, depth: 0 };
+    let mut p = Parser { s };
     let start = p.skip_ws(0);
     let value = p.scan_once(start)?;
     let end = p.skip_ws(value.end);
@@ -90,9 +90,11 @@ fn expecting_value(pos: usize) -> JsonError {
     syntax("Expecting value", pos)
 }
 
+/// An object's keys (WTF-8) and values, in the order written.
+pub type Pairs = Vec<(Vec<u8>, Spanned)>;
+
 struct Parser<'s> {
     s: &'s [u8],
-    depth: usize,
 }
 
 impl Parser<'_> {
@@ -107,52 +109,132 @@ impl Parser<'_> {
         self.s.get(i).copied()
     }
 
-    fn scan_once(&mut self, idx: usize) -> Result<Spanned, JsonError> {
-        let s = self.s;
-        let Some(c) = self.at(idx) else {
-            return Err(expecting_value(idx));
-        };
-        let spanned = |value, end| {
-            Ok(Spanned {
+    /// `scan_once_unicode` at `idx`, without recursion (containers being read are on a stack of
+    /// their own, so no input can overflow the thread's stack), in the order Python checks.
+    fn scan_once(&mut self, mut idx: usize) -> Result<Spanned, JsonError> {
+        enum Open {
+            Array(usize, Vec<Spanned>),
+            Object(usize, Pairs, Vec<u8>),
+        }
+        let mut open: Vec<Open> = Vec::new();
+        'value: loop {
+            let s = self.s;
+            let Some(c) = self.at(idx) else {
+                return Err(expecting_value(idx));
+            };
+            let leaf = |value, end| Spanned {
                 value,
                 start: idx,
                 end,
-            })
-        };
-        match c {
-            b'"' => {
-                let (text, end) = self.scan_string(idx + 1)?;
-                spanned(Json::String(text), end)
-            }
-            b'{' | b'[' => {
-                if self.depth >= MAX_DEPTH {
-                    return Err(JsonError::TooDeep);
+            };
+            let mut done = match c {
+                b'"' => {
+                    let (text, end) = self.scan_string(idx + 1)?;
+                    leaf(Json::String(text), end)
                 }
-                self.depth += 1;
-                let parsed = if c == b'{' {
-                    self.parse_object(idx + 1)
-                } else {
-                    self.parse_array(idx + 1)
+                b'{' | b'[' => {
+                    if open.len() >= MAX_DEPTH {
+                        return Err(JsonError::TooDeep);
+                    }
+                    let inner = self.skip_ws(idx + 1);
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.at(inner) == Some(close) {
+                        let empty = if c == b'{' {
+                            Json::Object(Vec::new())
+                        } else {
+                            Json::Array(Vec::new())
+                        };
+                        leaf(empty, inner + 1)
+                    } else if c == b'{' {
+                        let (key, next) = self.key(inner)?;
+                        open.push(Open::Object(idx, Vec::new(), key));
+                        idx = next;
+                        continue 'value;
+                    } else {
+                        open.push(Open::Array(idx, Vec::new()));
+                        idx = inner;
+                        continue 'value;
+                    }
+                }
+                b'n' if s[idx..].starts_with(b"null") => leaf(Json::Null, idx + 4),
+                b't' if s[idx..].starts_with(b"true") => leaf(Json::Bool, idx + 4),
+                b'f' if s[idx..].starts_with(b"false") => leaf(Json::Bool, idx + 5),
+                b'N' if s[idx..].starts_with(b"NaN") => leaf(Json::Number { int: false }, idx + 3),
+                b'I' if s[idx..].starts_with(b"Infinity") => {
+                    leaf(Json::Number { int: false }, idx + 8)
+                }
+                b'-' if s[idx..].starts_with(b"-Infinity") => {
+                    leaf(Json::Number { int: false }, idx + 9)
+                }
+                _ => {
+                    let (int, end) = self.match_number(idx)?;
+                    leaf(Json::Number { int }, end)
+                }
+            };
+            // Hand the value to the container it is in, closing the containers it ends.
+            loop {
+                let Some(mut top) = open.pop() else {
+                    return Ok(done);
                 };
-                self.depth -= 1;
-                let (value, end) = parsed?;
-                spanned(value, end)
-            }
-            b'n' if s[idx..].starts_with(b"null") => spanned(Json::Null, idx + 4),
-            b't' if s[idx..].starts_with(b"true") => spanned(Json::Bool, idx + 4),
-            b'f' if s[idx..].starts_with(b"false") => spanned(Json::Bool, idx + 5),
-            b'N' if s[idx..].starts_with(b"NaN") => spanned(Json::Number { int: false }, idx + 3),
-            b'I' if s[idx..].starts_with(b"Infinity") => {
-                spanned(Json::Number { int: false }, idx + 8)
-            }
-            b'-' if s[idx..].starts_with(b"-Infinity") => {
-                spanned(Json::Number { int: false }, idx + 9)
-            }
-            _ => {
-                let (int, end) = self.match_number(idx)?;
-                spanned(Json::Number { int }, end)
+                let next = self.skip_ws(done.end);
+                match &mut top {
+                    Open::Array(_, items) => {
+                        items.push(done);
+                        match self.at(next) {
+                            Some(b']') => {}
+                            Some(b',') => {
+                                open.push(top);
+                                idx = self.skip_ws(next + 1);
+                                continue 'value;
+                            }
+                            _ => return Err(syntax("Expecting ',' delimiter", next)),
+                        }
+                    }
+                    Open::Object(_, pairs, key) => {
+                        pairs.push((std::mem::take(key), done));
+                        match self.at(next) {
+                            Some(b'}') => {}
+                            Some(b',') => {
+                                let (new_key, value_at) = self.key(self.skip_ws(next + 1))?;
+                                *key = new_key;
+                                open.push(top);
+                                idx = value_at;
+                                continue 'value;
+                            }
+                            _ => return Err(syntax("Expecting ',' delimiter", next)),
+                        }
+                    }
+                }
+                done = match top {
+                    Open::Array(start, items) => Spanned {
+                        value: Json::Array(items),
+                        start,
+                        end: next + 1,
+                    },
+                    Open::Object(start, pairs, _) => Spanned {
+                        value: Json::Object(pairs),
+                        start,
+                        end: next + 1,
+                    },
+                };
             }
         }
+    }
+
+    /// An object's key at `idx` and its `:`: the key and where its value starts.
+    fn key(&self, idx: usize) -> Result<(Vec<u8>, usize), JsonError> {
+        if self.at(idx) != Some(b'"') {
+            return Err(syntax(
+                "Expecting property name enclosed in double quotes",
+                idx,
+            ));
+        }
+        let (key, next) = self.scan_string(idx + 1)?;
+        let colon = self.skip_ws(next);
+        if self.at(colon) != Some(b':') {
+            return Err(syntax("Expecting ':' delimiter", colon));
+        }
+        Ok((key, self.skip_ws(colon + 1)))
     }
 
     /// `match_number_unicode`: the number at `start` (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?`).
@@ -259,54 +341,6 @@ impl Parser<'_> {
             }
             push_wtf8(&mut out, code);
         }
-    }
-
-    fn parse_object(&mut self, start: usize) -> Result<(Json, usize), JsonError> {
-        let mut pairs = Vec::new();
-        let mut idx = self.skip_ws(start);
-        if self.at(idx) != Some(b'}') {
-            loop {
-                if self.at(idx) != Some(b'"') {
-                    return Err(syntax(
-                        "Expecting property name enclosed in double quotes",
-                        idx,
-                    ));
-                }
-                let (key, next) = self.scan_string(idx + 1)?;
-                idx = self.skip_ws(next);
-                if self.at(idx) != Some(b':') {
-                    return Err(syntax("Expecting ':' delimiter", idx));
-                }
-                idx = self.skip_ws(idx + 1);
-                let value = self.scan_once(idx)?;
-                idx = self.skip_ws(value.end);
-                pairs.push((key, value));
-                match self.at(idx) {
-                    Some(b'}') => break,
-                    Some(b',') => idx = self.skip_ws(idx + 1),
-                    _ => return Err(syntax("Expecting ',' delimiter", idx)),
-                }
-            }
-        }
-        Ok((Json::Object(pairs), idx + 1))
-    }
-
-    fn parse_array(&mut self, start: usize) -> Result<(Json, usize), JsonError> {
-        let mut values = Vec::new();
-        let mut idx = self.skip_ws(start);
-        if self.at(idx) != Some(b']') {
-            loop {
-                let value = self.scan_once(idx)?;
-                idx = self.skip_ws(value.end);
-                values.push(value);
-                match self.at(idx) {
-                    Some(b']') => break,
-                    Some(b',') => idx = self.skip_ws(idx + 1),
-                    _ => return Err(syntax("Expecting ',' delimiter", idx)),
-                }
-            }
-        }
-        Ok((Json::Array(values), idx + 1))
     }
 }
 
