@@ -12,7 +12,9 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::data::input::{read_documents, InputError, InputSpec, InputSummary, ReadOptions};
+use crate::data::input::{
+    read_documents, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions,
+};
 use crate::Tokenizer;
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
@@ -48,11 +50,6 @@ struct Batch {
     texts: Vec<String>,
 }
 
-/// A [`crate::data::input::LineFallback`] the reading thread can own: that thread is not joined when
-/// the run stops early (it may be blocked reading a pipe), so what it uses must outlive the call.
-pub type SharedFallback =
-    Arc<dyn Fn(&str, u64, &str) -> Result<Option<String>, String> + Send + Sync + 'static>;
-
 /// Reads `inputs` in order, encodes their documents with `tok`, and calls `consume` with each
 /// document's ids, in input order, on the calling thread. `tick` is called on the calling thread
 /// at least every [`TICK`] while the pipeline runs (for progress and cancellation). Returns the
@@ -61,13 +58,11 @@ pub type SharedFallback =
 ///
 /// When `consume` or `tick` fails, this returns within about [`TICK`] even if the reading thread
 /// is blocked on a read (a pipe whose writer is idle): that thread is left to end by itself at its
-/// next read.
-#[allow(clippy::too_many_arguments)]
+/// next read. A thread that cannot be started is an [`InputErrorKind::Thread`] error.
 pub fn encode_inputs<E: From<InputError>>(
     tok: &Tokenizer,
     inputs: &[InputSpec],
     read: &ReadOptions,
-    fallback: Option<SharedFallback>,
     encode: EncodeOptions,
     counters: &Counters,
     mut consume: impl FnMut(Vec<u32>) -> Result<(), E>,
@@ -93,18 +88,8 @@ pub fn encode_inputs<E: From<InputError>>(
         let (stop, bytes_read) = (Arc::clone(&stop), Arc::clone(&counters.bytes_read));
         std::thread::Builder::new()
             .name("bpetok-reader".into())
-            .spawn(move || {
-                read_all(
-                    &inputs,
-                    &read,
-                    fallback,
-                    &bytes_read,
-                    &stop,
-                    work_tx,
-                    credit_rx,
-                )
-            })
-            .map_err(|err| InputError(format!("cannot start the reading thread: {err}")))?
+            .spawn(move || read_all(&inputs, &read, &bytes_read, &stop, work_tx, credit_rx))
+            .map_err(|err| thread_error("reading", &err))?
     };
 
     let consumed = std::thread::scope(|scope| {
@@ -120,9 +105,7 @@ pub fn encode_inputs<E: From<InputError>>(
                 // Fewer encoders than asked for still encode everything; none at all cannot.
                 if i == 0 {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(
-                        InputError(format!("cannot start an encoding thread: {err}")).into(),
-                    );
+                    return Err(thread_error("encoding", &err).into());
                 }
                 break;
             }
@@ -155,11 +138,14 @@ pub fn encode_inputs<E: From<InputError>>(
     Ok(read?)
 }
 
-#[allow(clippy::too_many_arguments)]
+fn thread_error(role: &str, err: &std::io::Error) -> InputError {
+    let message = format!("cannot start the {role} thread: {err}");
+    InputError::new(InputErrorKind::Thread { message }, "")
+}
+
 fn read_all(
     inputs: &[InputSpec],
     opts: &ReadOptions,
-    fallback: Option<SharedFallback>,
     bytes_read: &AtomicU64,
     stop: &AtomicBool,
     work_tx: SyncSender<Batch>,
@@ -175,18 +161,6 @@ fn read_all(
             Halt::Input(err)
         }
     }
-    // Once the run is stopped, the fallback (the caller's code) is not called any more.
-    let guarded = fallback.map(|f| {
-        move |name: &str, line: u64, text: &str| {
-            if stop.load(Ordering::Relaxed) {
-                return Err("stopped".to_owned());
-            }
-            f(name, line, text)
-        }
-    });
-    let fallback: Option<&crate::data::input::LineFallback<'_>> = guarded
-        .as_ref()
-        .map(|f| f as &crate::data::input::LineFallback<'_>);
     let mut seq = 0u64;
     let mut send = |texts: Vec<String>| -> Result<(), Halt> {
         if stop.load(Ordering::Relaxed) || credits.recv().is_err() {
@@ -203,7 +177,7 @@ fn read_all(
     let mut summaries = Vec::with_capacity(inputs.len());
     let mut read = || -> Result<(), Halt> {
         for input in inputs {
-            let summary = read_documents(input, opts, fallback, bytes_read, |text| {
+            let summary = read_documents(input, opts, bytes_read, |text| {
                 bytes += text.len();
                 texts.push(text);
                 if bytes >= BATCH_BYTES {

@@ -1,0 +1,267 @@
+//! Documents from input files, in Rust alone: which files the inputs name ([`resolve_inputs`]),
+//! and their documents ([`read_documents`]): JSONL (one JSON object per line, the document is
+//! one string field), UTF-8 text (a file is a document, or each line is one) and Parquet (one
+//! document per row of a string column), each plain, gzip or zstd, from a path or stdin; and
+//! the token id lists of ids-JSONL ([`read_id_lists`]). While a file is read its raw (still
+//! compressed) bytes are counted and hashed with SHA-256, for the manifest of a packing run.
+//!
+//! The rules are those of `docs/cli.md` ("Inputs"); `tests/input.rs` pins each of them:
+//! - A leading UTF-8 byte order mark is dropped. Invalid UTF-8 is an error naming file, line and
+//!   column, or, with [`Utf8Errors::Replace`], each maximal invalid sequence becomes U+FFFD.
+//! - JSONL: what Python's `json.loads` accepts, with its messages (`jsonl`, `pyjson`); blank
+//!   lines (only whitespace, as Python's `str.isspace`) are skipped; the field must hold a
+//!   string. A `\uD800`-style escape that is half of a surrogate pair is an error, or one U+FFFD
+//!   with [`Utf8Errors::Replace`].
+//! - Text: the whole file is one document, byte for byte (an empty file, or one holding only a
+//!   BOM, is none); with `lines`, each line without its `\n` or `\r\n` is a document and empty
+//!   lines are skipped (they still count for line numbers).
+//! - Parquet: the column must be a string column; a null is an error naming the row.
+//!
+//! Errors are [`InputError`]s: a kind and a location, with no advice on command-line flags (the
+//! caller adds that from [`InputError::kind`]).
+
+mod error;
+mod ids;
+mod jsonl;
+mod parquet;
+mod pyjson;
+mod resolve;
+mod stream;
+mod text;
+
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+
+pub use error::{InputError, InputErrorKind};
+pub use ids::read_id_lists;
+pub use resolve::{kind_of, resolve_inputs};
+
+use stream::{open, read_error, Hashed};
+use text::{count_newlines, text_line_document, whole_file_document, BOM};
+
+/// What an input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON object per line; the document is the string in the chosen field.
+    Jsonl,
+    /// UTF-8 text: the file is one document (or, with `lines`, each line is one).
+    Text,
+    /// Parquet: one document per row of the string column named like the field.
+    Parquet,
+}
+
+impl InputFormat {
+    /// `jsonl`, `text` or `parquet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Jsonl => "jsonl",
+            InputFormat::Text => "text",
+            InputFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How to tell an input's format (`--input-format`): from its name, or one for every input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatChoice {
+    #[default]
+    Auto,
+    Jsonl,
+    Text,
+    Parquet,
+}
+
+impl FormatChoice {
+    /// `auto`, `jsonl`, `text` or `parquet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatChoice::Auto => "auto",
+            FormatChoice::Jsonl => "jsonl",
+            FormatChoice::Text => "text",
+            FormatChoice::Parquet => "parquet",
+        }
+    }
+
+    /// The forced format, `None` for [`FormatChoice::Auto`].
+    pub fn format(self) -> Option<InputFormat> {
+        match self {
+            FormatChoice::Auto => None,
+            FormatChoice::Jsonl => Some(InputFormat::Jsonl),
+            FormatChoice::Text => Some(InputFormat::Text),
+            FormatChoice::Parquet => Some(InputFormat::Parquet),
+        }
+    }
+}
+
+impl FromStr for FormatChoice {
+    type Err = String;
+
+    /// One of [`FormatChoice::name`]'s names; the error lists them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            FormatChoice::Auto,
+            FormatChoice::Jsonl,
+            FormatChoice::Text,
+            FormatChoice::Parquet,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| format!("expected auto, jsonl, text or parquet, got {s:?}"))
+    }
+}
+
+/// How an input's bytes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The name used in messages and in the manifest: `gzip`, `zstd`, or `file`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "file",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// What to do with invalid UTF-8 (and, in JSON strings, lone surrogate escapes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Utf8Errors {
+    /// An error naming the file and line.
+    #[default]
+    Strict,
+    /// Each maximal invalid sequence (each lone surrogate) becomes U+FFFD.
+    Replace,
+}
+
+impl Utf8Errors {
+    /// `strict` or `replace`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Utf8Errors::Strict => "strict",
+            Utf8Errors::Replace => "replace",
+        }
+    }
+}
+
+impl FromStr for Utf8Errors {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Utf8Errors::Strict),
+            "replace" => Ok(Utf8Errors::Replace),
+            _ => Err(format!("expected strict or replace, got {s:?}")),
+        }
+    }
+}
+
+/// One input to read.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// The file, or `None` for stdin.
+    pub path: Option<PathBuf>,
+    /// The name messages use (the path as given, or `<stdin>`).
+    pub name: String,
+    pub format: InputFormat,
+    /// `None` for stdin means: detected from the first bytes (gzip and zstd magic numbers).
+    pub compression: Option<Compression>,
+    /// The size on disk when the input was resolved; `None` for stdin.
+    pub size: Option<u64>,
+}
+
+/// How documents are taken from inputs.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// The JSONL field, or the Parquet column, that holds the text.
+    pub field: String,
+    /// Text inputs: one document per line instead of one per file.
+    pub lines: bool,
+    pub errors: Utf8Errors,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            field: "text".to_owned(),
+            lines: false,
+            errors: Utf8Errors::Strict,
+        }
+    }
+}
+
+/// What was read from one input, once it has been read to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSummary {
+    /// Raw (compressed) bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the raw bytes.
+    pub sha256: String,
+    pub documents: u64,
+    pub compression: Compression,
+}
+
+/// Reads `input` to its end, handing each document to `each` in order, and returns the input's
+/// summary. `bytes_read` is increased as raw bytes are read (for a progress display). An error
+/// from `each` stops the reading and is returned as it is.
+pub fn read_documents<E: From<InputError>>(
+    input: &InputSpec,
+    opts: &ReadOptions,
+    bytes_read: &AtomicU64,
+    mut each: impl FnMut(String) -> Result<(), E>,
+) -> Result<InputSummary, E> {
+    if input.format == InputFormat::Parquet {
+        return parquet::read_parquet(input, &opts.field, opts.errors, bytes_read, each);
+    }
+    let mut hashed = Hashed::default();
+    let name = input.name.as_str();
+    let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
+    let mut documents = 0u64;
+    if input.format == InputFormat::Text && !opts.lines {
+        let mut data = Vec::new();
+        stream
+            .read_to_end(&mut data)
+            .map_err(|err| read_error(name, Some(1 + count_newlines(&data)), compression, &err))?;
+        if let Some(text) = whole_file_document(name, data, opts.errors)? {
+            documents += 1;
+            each(text)?;
+        }
+    } else {
+        let mut line = Vec::new();
+        let mut lineno = 0u64;
+        loop {
+            line.clear();
+            match stream.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    return Err(read_error(name, Some(lineno + 1), compression, &err).into())
+                }
+            }
+            lineno += 1;
+            let raw: &[u8] = if lineno == 1 && line.starts_with(BOM) {
+                &line[BOM.len()..]
+            } else {
+                &line
+            };
+            let doc = if input.format == InputFormat::Jsonl {
+                jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)?
+            } else {
+                text_line_document(name, lineno, raw, opts.errors)?
+            };
+            if let Some(text) = doc {
+                documents += 1;
+                each(text)?;
+            }
+        }
+    }
+    drop(stream);
+    Ok(hashed.summary(documents, compression))
+}

@@ -1,0 +1,202 @@
+//! The bytes of an input: opened (a file or stdin), counted and hashed as they are read (the
+//! raw, still compressed bytes), then decompressed (gzip members one after another as Python's
+//! `gzip` reads them, zstd frames one after another).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::{Compression, InputError, InputErrorKind, InputSpec, InputSummary};
+
+/// Bytes asked of the file (or decompressor) per read.
+pub(super) const READ_SIZE: usize = 1 << 20;
+
+/// The raw bytes' count and hash so far.
+#[derive(Default)]
+pub(super) struct Hashed {
+    sha: Sha256,
+    size: u64,
+}
+
+impl Hashed {
+    pub(super) fn summary(self, documents: u64, compression: Compression) -> InputSummary {
+        InputSummary {
+            size: self.size,
+            sha256: self
+                .sha
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            documents,
+            compression,
+        }
+    }
+}
+
+/// The raw bytes of an input, hashed and counted as they pass.
+struct HashingReader<'a, R> {
+    inner: R,
+    hashed: &'a mut Hashed,
+    progress: &'a AtomicU64,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hashed.sha.update(&buf[..n]);
+        self.hashed.size += n as u64;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The error for a failed read at `line` (`None`: a whole-file or Parquet read).
+pub(super) fn read_error(
+    name: &str,
+    line: Option<u64>,
+    compression: Compression,
+    err: &io::Error,
+) -> InputError {
+    let kind = match compression {
+        Compression::None => InputErrorKind::Io {
+            message: err.to_string(),
+        },
+        _ => InputErrorKind::Decompress {
+            compression,
+            message: err.to_string(),
+        },
+    };
+    InputError {
+        line,
+        ..InputError::new(kind, name)
+    }
+}
+
+/// Opens `input`: its compression (detected from the first bytes when not given) and its
+/// decompressed bytes. Everything read through the stream is counted into `hashed` and
+/// `progress`.
+pub(super) fn open<'a>(
+    input: &InputSpec,
+    hashed: &'a mut Hashed,
+    progress: &'a AtomicU64,
+) -> Result<(Compression, Box<dyn BufRead + 'a>), InputError> {
+    let raw: Box<dyn Read> = match &input.path {
+        Some(path) => Box::new(File::open(path).map_err(|err| open_error(&input.name, &err))?),
+        None => Box::new(io::stdin()),
+    };
+    let mut hashing = HashingReader {
+        inner: raw,
+        hashed,
+        progress,
+    };
+    // Detection needs the first 4 bytes, which a pipe may deliver over several reads.
+    let mut head = Vec::new();
+    if input.compression.is_none() {
+        let mut byte = [0u8; 4];
+        while head.len() < 4 {
+            match hashing.read(&mut byte[..4 - head.len()]) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&byte[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(read_error(&input.name, Some(1), Compression::None, &err)),
+            }
+        }
+    }
+    let compression = input
+        .compression
+        .unwrap_or(if head.starts_with(b"\x1f\x8b") {
+            Compression::Gzip
+        } else if head.starts_with(b"\x28\xb5\x2f\xfd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        });
+    let mut buffered = BufReader::with_capacity(READ_SIZE, io::Cursor::new(head).chain(hashing));
+    let stream: Box<dyn BufRead + 'a> = match compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            READ_SIZE,
+            GzipMembers::Between {
+                input: buffered,
+                first: true,
+            },
+        )),
+        Compression::Zstd => {
+            let empty = buffered
+                .fill_buf()
+                .map_err(|err| read_error(&input.name, Some(1), Compression::None, &err))?
+                .is_empty();
+            if empty {
+                // An empty file holds no frame: no data, as Python's zstandard reads it.
+                Box::new(buffered)
+            } else {
+                let decoder = zstd::stream::read::Decoder::with_buffer(buffered)
+                    .map_err(|err| read_error(&input.name, Some(1), compression, &err))?;
+                Box::new(BufReader::with_capacity(READ_SIZE, decoder))
+            }
+        }
+    };
+    Ok((compression, stream))
+}
+
+/// The error for a file that cannot be opened (or listed, or measured).
+pub(super) fn open_error(name: &str, err: &io::Error) -> InputError {
+    let kind = if err.kind() == io::ErrorKind::NotFound {
+        InputErrorKind::NotFound
+    } else {
+        InputErrorKind::Io {
+            message: err.to_string(),
+        }
+    };
+    InputError::new(kind, name)
+}
+
+/// Gzip data as Python's `gzip` module reads it: members one after the other, with any `\0`
+/// padding between and after them skipped, and an empty input as no data.
+enum GzipMembers<R: BufRead> {
+    Between { input: R, first: bool },
+    Member(Box<flate2::bufread::GzDecoder<R>>),
+    Done,
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match std::mem::replace(self, GzipMembers::Done) {
+                GzipMembers::Done => return Ok(0),
+                GzipMembers::Member(mut decoder) => {
+                    let n = decoder.read(buf)?;
+                    if n > 0 || buf.is_empty() {
+                        *self = GzipMembers::Member(decoder);
+                        return Ok(n);
+                    }
+                    *self = GzipMembers::Between {
+                        input: decoder.into_inner(),
+                        first: false,
+                    };
+                }
+                GzipMembers::Between { mut input, first } => {
+                    loop {
+                        let available = input.fill_buf()?;
+                        if available.is_empty() {
+                            return Ok(0); // end of input, between members
+                        }
+                        let zeros = if first {
+                            0
+                        } else {
+                            available.iter().take_while(|&&b| b == 0).count()
+                        };
+                        if zeros == 0 {
+                            break;
+                        }
+                        input.consume(zeros);
+                    }
+                    *self = GzipMembers::Member(Box::new(flate2::bufread::GzDecoder::new(input)));
+                }
+            }
+        }
+    }
+}
