@@ -358,4 +358,5 @@ def test_interrupted_pack_stops_promptly_and_leaves_no_manifest(tmp_path: Path) 
     assert proc.returncode == 130, stderr
     assert stderr.decode().strip() == "bpetok: interrupted"
     assert not (out / "manifest.json").exists()
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # The run made the directory and had completed no shard: it removed the directory again.
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.endswith(".tmp")]

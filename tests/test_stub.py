@@ -14,6 +14,8 @@ USER_CODE = """
     from __future__ import annotations
 
     import numpy as np
+    from typing import Any
+
     from typing_extensions import assert_type
 
     import bpetok
@@ -43,6 +45,28 @@ USER_CODE = """
         bpetok.Tokenizer.from_file("bad.model")
     except bpetok.ModelError as err:
         error: ValueError = err
+        base: bpetok.BpetokError = err
+    assert_type(tok.sha256, str)
+
+    def on_progress(p: bpetok.Progress) -> None:
+        assert_type(p.total_bytes, int | None)
+
+    result = bpetok.pack(["corpus/"], "shards", seq_len=4096, window=4096, progress=on_progress)
+    assert_type(result, bpetok.PackResult)
+    assert_type(result.padding_share, float)
+    assert_type(bpetok.encode_files("a.jsonl", "ids.jsonl", format="megatron"), bpetok.EncodeResult)
+    assert_type(bpetok.decode_files(["ids.jsonl"], None), bpetok.DecodeResult)
+    assert_type(bpetok.verify("shards", tokenizer=tok).ok, bool)
+    assert_type(bpetok.show_sample("shards", 0), dict[str, Any])
+    try:
+        bpetok.pack("a.jsonl", "out", seq_len=1, window=0, errors="replace", input_format="parquet")
+    except bpetok.InputError as err:
+        assert_type(err.line, int | None)
+        value_error: ValueError = err
+    except bpetok.PackOptionsError as err:
+        assert_type(err.option, str | None)
+    except bpetok.OutputError as err:
+        os_error: OSError = err
 """
 
 MISUSE = """
@@ -50,6 +74,7 @@ MISUSE = """
 
     bpetok.encode(5)
     n: str = bpetok.Tokenizer.default().vocab_size()
+    bpetok.pack(["a"], "out", seq_len=16, window=4, errors="ignore")
 """
 
 
@@ -74,6 +99,7 @@ def test_misuse_is_a_type_error(tmp_path: Path) -> None:
     assert result.returncode == 1, f"mypy accepted a misuse of the API:\n{result.stdout}\n{result.stderr}"
     assert "misuse.py:4: error" in result.stdout, result.stdout
     assert "misuse.py:5: error" in result.stdout, result.stdout
+    assert "misuse.py:6: error" in result.stdout, result.stdout  # errors is a Literal
 
 
 def test_package_type_checks_strict() -> None:

@@ -2,28 +2,27 @@
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeAlias, final
+from typing import Any, final
 
 __all__ = [
-    "ModelError",
-    "PackWriter",
+    "MAX_SEQ_LEN",
     "Tokenizer",
     "__version__",
+    "check_tokenizer",
+    "decode_files",
+    "default_threads",
+    "encode_files",
     "inspect_shards",
-    "read_documents",
+    "pack",
     "verify_shards",
 ]
 
-_FileArg: TypeAlias = tuple[str | os.PathLike[str] | None, str, str, str | None]
-"""(path or None for stdin, name for messages, "jsonl" or "text", "none"/"gzip"/"zstd" or None
-to detect)."""
-_Summary: TypeAlias = tuple[int, str, int, str]
-"""(raw size, hex sha256, documents, compression)."""
+_Path = str | os.PathLike[str]
+_Progress = Callable[[int, int | None, int, int], object] | None
+"""progress(bytes_read, total_bytes or None, documents, tokens)"""
 
 __version__: str
-
-class ModelError(ValueError):
-    """The model file cannot be used: it is not a SentencePiece model, or not one bpetok implements."""
+MAX_SEQ_LEN: int
 
 @final
 class Tokenizer:
@@ -34,32 +33,16 @@ class Tokenizer:
     @staticmethod
     def mixtral_8x7b() -> Tokenizer: ...
     def model_bytes(self) -> bytes: ...
+    def sha256(self) -> str: ...
+    def token_dtype(self) -> str: ...
     def encode(self, text: str | bytes, add_bos: bool, add_eos: bool) -> list[int]: ...
     def encode_batch(
         self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> list[list[int]]: ...
-    def encode_flat(self, text: str | bytes, add_bos: bool, add_eos: bool, itemsize: int) -> bytearray: ...
+    def encode_flat(self, text: str | bytes, add_bos: bool, add_eos: bool) -> bytearray: ...
     def encode_batch_flat(
-        self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int, itemsize: int
+        self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> tuple[bytearray, bytearray]: ...
-    def encode_files(
-        self,
-        files: Sequence[_FileArg],
-        *,
-        field: str,
-        lines: bool,
-        errors: str,
-        num_threads: int,
-        add_bos: bool,
-        add_eos: bool,
-        itemsize: int,
-        on_output: Callable[[bytes, bytes | None], object],
-        progress: Callable[[int, int, int], object] | None = None,
-        fallback: Callable[[str, int, str], str | None] | None = None,
-    ) -> list[_Summary]: ...
-    def encode_batch_jsonl(
-        self, texts: Sequence[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
-    ) -> tuple[bytes, int]: ...
     def decode(self, ids: list[int]) -> str: ...
     def decode_batch(self, batch: list[list[int]], num_threads: int) -> list[str]: ...
     def encode_as_pieces(self, text: str | bytes, add_bos: bool, add_eos: bool) -> list[str]: ...
@@ -71,51 +54,57 @@ class Tokenizer:
     def pad_id(self) -> int: ...
     def unk_id(self) -> int: ...
 
-@final
-class PackWriter:
-    """One packing run: encode, pack and write shards. Used by ``bpetok pack``."""
-
-    def __new__(
-        cls,
-        tokenizer: Tokenizer,
-        out_dir: str | os.PathLike[str],
-        *,
-        seq_len: int,
-        window: int,
-        overlap: int | None,
-        pack_buffer: int,
-        seed: int,
-        pad_id: int,
-        samples_per_shard: int,
-        add_bos: bool,
-        add_eos: bool,
-        overwrite: bool,
-    ) -> PackWriter: ...
-    def add_texts(self, texts: Sequence[str | bytes], num_threads: int) -> int: ...
-    def add_files(
-        self,
-        files: Sequence[_FileArg],
-        *,
-        field: str,
-        lines: bool,
-        errors: str,
-        num_threads: int,
-        progress: Callable[[int, int, int], object] | None = None,
-        fallback: Callable[[str, int, str], str | None] | None = None,
-    ) -> list[_Summary]: ...
-    def documents(self) -> int: ...
-    def finish(
-        self, tokenizer_sha256: str, inputs: list[tuple[str, int, str, int]], input_options_json: str
-    ) -> str: ...
-    def close(self) -> None: ...
-
-def read_documents(
-    files: Sequence[_FileArg],
+def pack(
+    tokenizer: Tokenizer,
+    inputs: Sequence[_Path],
+    output: _Path,
     *,
+    seq_len: int,
+    window: int,
+    overlap: int | None,
+    pack_buffer: int,
+    seed: int,
+    pad_id: int | None,
+    samples_per_shard: int,
+    bos: bool,
+    eos: bool,
     field: str,
     lines: bool,
     errors: str,
-    fallback: Callable[[str, int, str], str | None] | None = None,
-) -> tuple[list[str], list[_Summary]]: ...
-def verify_shards(path: str | os.PathLike[str]) -> tuple[bool, str, list[str]]: ...
-def inspect_shards(path: str | os.PathLike[str]) -> str: ...
+    input_format: str,
+    overwrite: bool,
+    num_threads: int,
+    progress: _Progress,
+) -> dict[str, Any]: ...
+def encode_files(
+    tokenizer: Tokenizer,
+    inputs: Sequence[_Path],
+    output: _Path | None,
+    *,
+    format: str,
+    bos: bool,
+    eos: bool,
+    field: str,
+    lines: bool,
+    errors: str,
+    input_format: str,
+    num_threads: int,
+    progress: _Progress,
+) -> dict[str, Any]: ...
+def decode_files(
+    tokenizer: Tokenizer,
+    inputs: Sequence[_Path],
+    output: _Path | None,
+    *,
+    field: str,
+    errors: str,
+    input_format: str,
+    num_threads: int,
+    progress: _Progress,
+) -> dict[str, Any]: ...
+def verify_shards(
+    path: _Path, tokenizer: Tokenizer | None = None
+) -> tuple[tuple[int, int, int, int, int] | None, list[str], int]: ...
+def inspect_shards(path: _Path) -> dict[str, Any]: ...
+def check_tokenizer(path: _Path, tokenizer: Tokenizer) -> None: ...
+def default_threads() -> int: ...

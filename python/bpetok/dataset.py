@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from bpetok._errors import ShardError
+
 if TYPE_CHECKING:  # numpy is imported on first use, so `import bpetok` stays quick
     import numpy as np
     import numpy.typing as npt
@@ -51,8 +53,10 @@ _SEGMENT_COLUMNS = 5  # start, length, context, doc_id, doc_start
 _FILE_KINDS = ("tokens", "segments", "sample_index")
 
 
-class ShardFormatError(ValueError):
+class ShardFormatError(ShardError):
     """A shard directory does not follow ``docs/shard-format.md`` (the message names the file)."""
+
+    kind = "shard_format"
 
 
 class Sample(TypedDict):

@@ -43,6 +43,7 @@ fn spec(relative: &str) -> InputSpec {
         name: relative.to_owned(),
         format,
         compression: Some(compression),
+        size: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn file_spec(path: &Path, format: InputFormat) -> InputSpec {
         name: path.display().to_string(),
         format,
         compression: Some(Compression::None),
+        size: None,
     }
 }
 
@@ -407,7 +409,7 @@ fn a_failed_run_removes_the_directory_it_created_when_it_is_empty() {
             no_tick,
         )
         .unwrap_err();
-    assert_eq!(err.kind(), "input");
+    assert_eq!(err.kind(), "invalid_json");
     assert!(err.to_string().contains("bad.jsonl"), "{err}");
     // The session refuses from now on.
     assert_eq!(session.finish().unwrap_err().kind(), "failed");
@@ -682,7 +684,7 @@ fn a_failed_encode_leaves_no_partial_output() {
     for format in [IdsOutput::Jsonl, IdsOutput::Megatron] {
         let out = out_dir.join("ids");
         let err = encode(&inputs, &read, false, false, format, Some(&out)).unwrap_err();
-        assert_eq!(err.kind(), "input", "{err}");
+        assert_eq!(err.kind(), "invalid_json", "{err}");
         assert!(
             files(&out_dir).is_empty(),
             "{format:?}: {:?}",

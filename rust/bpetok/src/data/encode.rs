@@ -3,13 +3,12 @@
 //! ([`crate::data::megatron`]). Output to a path is atomic (written beside it under a temporary
 //! name, renamed into place when complete, removed on any error); `None` is standard output.
 
-use std::io::{self, Write};
 use std::path::Path;
 
 use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{InputSpec, InputSummary, ReadOptions};
 use crate::data::megatron::{MegatronDtype, MegatronWriter};
-use crate::data::output::AtomicFile;
+use crate::data::output::LinesOut;
 use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions};
 use crate::Tokenizer;
 
@@ -55,28 +54,6 @@ pub fn decimal_ids(tok: &Tokenizer) -> Vec<String> {
     (0..tok.vocab_size()).map(|i| i.to_string()).collect()
 }
 
-/// Where JSON lines go: a file written atomically, or standard output.
-enum LinesOut {
-    File(AtomicFile),
-    Stdout(io::StdoutLock<'static>),
-}
-
-impl LinesOut {
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), DataError> {
-        match self {
-            LinesOut::File(file) => file.write_all(bytes),
-            LinesOut::Stdout(out) => out.write_all(bytes).map_err(DataError::output("<stdout>")),
-        }
-    }
-
-    fn commit(self) -> Result<(), DataError> {
-        match self {
-            LinesOut::File(file) => file.commit(),
-            LinesOut::Stdout(mut out) => out.flush().map_err(DataError::output("<stdout>")),
-        }
-    }
-}
-
 /// Reads `inputs`, encodes every document with `tok` and writes its ids in `format` to `output`
 /// (`None`: standard output; Megatron needs a prefix, and refuses one ending in `.bin`/`.idx`).
 /// `tick` is called on this thread at least every [`crate::data::pipeline::TICK`]; an error from
@@ -97,17 +74,13 @@ pub fn encode_to(
     let mut tokens = 0u64;
     let summaries = match format {
         IdsOutput::Jsonl => {
-            let mut out = match output {
-                Some(path) => LinesOut::File(AtomicFile::create(path)?),
-                None => LinesOut::Stdout(io::stdout().lock()),
-            };
+            let mut out = LinesOut::create(output)?;
             let digits = decimal_ids(tok);
             let mut lines = Vec::with_capacity(FLUSH_BYTES + (64 << 10));
             let summaries = encode_inputs(
                 tok,
                 inputs,
                 read,
-                None,
                 encode,
                 counters,
                 |ids| {
@@ -147,7 +120,6 @@ pub fn encode_to(
                 tok,
                 inputs,
                 read,
-                None,
                 encode,
                 counters,
                 |ids| {

@@ -75,8 +75,7 @@ impl DataError {
     /// `output` or `stopped` otherwise.
     pub fn kind(&self) -> &'static str {
         match self {
-            // TODO(coordinator): the input error's own kind once InputError has one.
-            DataError::Input(_) => "input",
+            DataError::Input(e) => e.kind(),
             DataError::Options(e) => e.kind(),
             DataError::Shard(e) => e.kind(),
             DataError::Output { .. } => "output",

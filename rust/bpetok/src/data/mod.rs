@@ -4,6 +4,7 @@
 //! directory ([`session`]) and encoding into JSONL or Megatron-LM files ([`encode`],
 //! [`megatron`]). Their errors are in [`error`].
 
+pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod input;
@@ -14,6 +15,7 @@ pub mod pipeline;
 pub mod session;
 pub mod shard;
 
+pub use decode::decode_to;
 pub use encode::{encode_to, EncodeReport, IdsOutput};
 pub use error::{DataError, OptionsError};
 pub use pack::{PackOptions, Packer, Sample, Segment};

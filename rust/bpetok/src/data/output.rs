@@ -98,6 +98,36 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Where lines of output go: a file written atomically, or standard output.
+pub(crate) enum LinesOut {
+    File(AtomicFile),
+    Stdout(io::StdoutLock<'static>),
+}
+
+impl LinesOut {
+    /// A file written atomically at `path`, or standard output for `None`.
+    pub(crate) fn create(path: Option<&Path>) -> Result<Self, DataError> {
+        Ok(match path {
+            Some(path) => LinesOut::File(AtomicFile::create(path)?),
+            None => LinesOut::Stdout(io::stdout().lock()),
+        })
+    }
+
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), DataError> {
+        match self {
+            LinesOut::File(file) => file.write_all(bytes),
+            LinesOut::Stdout(out) => out.write_all(bytes).map_err(DataError::output("<stdout>")),
+        }
+    }
+
+    pub(crate) fn commit(self) -> Result<(), DataError> {
+        match self {
+            LinesOut::File(file) => file.commit(),
+            LinesOut::Stdout(mut out) => out.flush().map_err(DataError::output("<stdout>")),
+        }
+    }
+}
+
 /// 32 random bits for a temporary name: the standard library's per-process random hash keys, over
 /// the time and the attempt number (no random-number crate needed for a name that is retried on a
 /// collision anyway).

@@ -36,6 +36,12 @@ pub struct Counters {
     pub tokens: AtomicU64,
 }
 
+/// Encoding threads when none are asked for: every CPU this process may use (its affinity mask
+/// and cgroup quota on Linux), at least 1. The one rule for that default, in Rust and Python.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// How documents are encoded.
 #[derive(Debug, Clone, Copy)]
 pub struct EncodeOptions {
@@ -69,7 +75,7 @@ pub fn encode_inputs<E: From<InputError>>(
     mut tick: impl FnMut() -> Result<(), E>,
 ) -> Result<Vec<InputSummary>, E> {
     let threads = if encode.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        default_threads()
     } else {
         encode.threads
     };

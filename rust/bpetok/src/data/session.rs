@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::error::{DataError, OptionsError};
-use crate::data::input::{InputSpec, ReadOptions, Utf8Errors};
+use crate::data::input::{FormatChoice, InputSpec, ReadOptions};
 use crate::data::pack::{PackOptions, Packer};
 use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions};
 use crate::data::shard::{
-    InputFile, InputOptions, Manifest, ManifestInfo, ShardError, ShardWriter, ShardWriterOptions,
-    TokenizerInfo, DEFAULT_SAMPLES_PER_SHARD,
+    check_pad_id, InputFile, InputOptions, Manifest, ManifestInfo, ShardError, ShardWriter,
+    ShardWriterOptions, TokenizerInfo, DEFAULT_SAMPLES_PER_SHARD,
 };
 use crate::Tokenizer;
 
@@ -23,7 +23,7 @@ pub struct PackConfig {
     /// [`PackConfig::pad_id`].
     pub pack: PackOptions,
     /// The id padding holds; `None` for the EOS id, or 0 when the model has none.
-    pub pad_id: Option<u32>,
+    pub pad_id: Option<u64>,
     pub samples_per_shard: usize,
     /// Begin every document with BOS (the model must have one).
     pub add_bos: bool,
@@ -34,8 +34,8 @@ pub struct PackConfig {
     pub read: ReadOptions,
     /// The input format asked for, as the manifest records it (`auto`, `jsonl`, `text`,
     /// `parquet`).
-    // TODO(coordinator): `FormatChoice` once data::input has it (record `choice.name()`).
-    pub input_format: String,
+    /// How inputs were told apart (recorded in the manifest as `choice.name()`).
+    pub input_format: FormatChoice,
     /// Encoding threads (0: all CPUs).
     pub threads: usize,
 }
@@ -54,7 +54,7 @@ impl PackConfig {
             add_eos: true,
             overwrite: false,
             read: ReadOptions::default(),
-            input_format: "auto".to_owned(),
+            input_format: FormatChoice::Auto,
             threads: 0,
         }
     }
@@ -78,7 +78,10 @@ impl PackConfig {
             ));
         }
         let mut pack = self.pack.clone();
-        pack.pad_id = self.pad_id.unwrap_or_else(|| tok.eos_id().unwrap_or(0));
+        pack.pad_id = match self.pad_id {
+            Some(id) => check_pad_id(id, tok.vocab_size() as u64)?,
+            None => tok.eos_id().unwrap_or(0),
+        };
         pack.validate()?;
         let mut writer =
             ShardWriterOptions::new(tok.vocab_size() as u64, pack.seq_len, pack.pad_id);
@@ -91,19 +94,11 @@ impl PackConfig {
     /// The input options as the manifest records them.
     pub fn input_options(&self) -> InputOptions {
         InputOptions {
-            errors: utf8_errors_name(self.read.errors).to_owned(),
+            errors: self.read.errors.name().to_owned(),
             field: self.read.field.clone(),
-            input_format: self.input_format.clone(),
+            input_format: self.input_format.name().to_owned(),
             lines: self.read.lines,
         }
-    }
-}
-
-// TODO(coordinator): `Utf8Errors::name()` once data::input has it.
-fn utf8_errors_name(errors: Utf8Errors) -> &'static str {
-    match errors {
-        Utf8Errors::Strict => "strict",
-        Utf8Errors::Replace => "replace",
     }
 }
 
@@ -177,7 +172,6 @@ impl<'t> PackSession<'t> {
             self.tok,
             inputs,
             &self.config.read,
-            None,
             encode,
             counters,
             |ids| {

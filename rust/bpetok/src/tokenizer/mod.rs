@@ -24,6 +24,19 @@ const MIN_BYTES_PER_THREAD: usize = 32 * 1024;
 /// Scratch spaces kept for reuse; more threads than this still work, they just start cold.
 const MAX_POOLED_WORKSPACES: usize = 64;
 
+/// The one rule for storing token ids: the bytes of the smallest unsigned integer that holds
+/// every id of a `vocab_size`-piece vocabulary: 2 (`uint16`) up to 65,536 pieces, 4 (`uint32`)
+/// up to 2^32; `None` for an empty vocabulary or a larger one. Shards, Megatron files and numpy
+/// arrays all follow it.
+pub fn id_bytes_for_vocab(vocab_size: u64) -> Option<usize> {
+    match vocab_size {
+        0 => None,
+        1..=65_536 => Some(2),
+        65_537..=4_294_967_296 => Some(4),
+        _ => None,
+    }
+}
+
 /// A SentencePiece BPE tokenizer: the same ids as `sentencepiece` for the same `.model` file.
 ///
 /// `Tokenizer` is `Send + Sync`: share one between threads. Each encoding thread borrows a
@@ -233,10 +246,22 @@ impl Tokenizer {
 
     /// The pieces of an encoding (byte pieces as `<0xXX>`), like `encode(..., out_type=str)`.
     pub fn encode_as_pieces(&self, text: &str) -> Vec<&str> {
-        self.encode(text, false, false)
+        self.encode_bytes_as_pieces(text.as_bytes(), false, false)
+    }
+
+    /// [`Tokenizer::encode_as_pieces`] of UTF-8 bytes (invalid UTF-8 as in
+    /// [`Tokenizer::encode_bytes`]), with `<s>` / `</s>` around when asked.
+    pub fn encode_bytes_as_pieces(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<&str> {
+        self.encode_bytes(text, add_bos, add_eos)
             .into_iter()
             .map(|id| self.model.pieces[id as usize].as_str())
             .collect()
+    }
+
+    /// Bytes per id when ids are stored as unsigned integers: 2 up to 65,536 pieces, else 4
+    /// (see [`id_bytes_for_vocab`]).
+    pub fn id_bytes(&self) -> usize {
+        id_bytes_for_vocab(self.vocab_size() as u64).unwrap_or(4)
     }
 
     /// The text of piece `id`.

@@ -99,7 +99,11 @@ pub enum InputErrorKind {
     NotAnId { found: String },
     /// `id_out_of_range`: an integer id outside the 64-bit signed range (`f:3: token id
     /// 99999999999999999999 is out of range (more than 64 bits)`).
-    IdOutOfRange { found: String },
+    IdOutOfRange {
+        found: String,
+        /// The vocabulary's size, when the id was checked against one.
+        vocab_size: Option<usize>,
+    },
     /// `thread`: the pipeline could not start a thread (`cannot start the reading thread: ...`).
     Thread { message: String },
 }
@@ -244,9 +248,18 @@ impl fmt::Display for InputErrorKind {
                 write!(f, "field {} is not a list of token ids", python_repr(field))
             }
             K::NotAnId { found } => write!(f, "token ids must be integers, found {found}"),
-            K::IdOutOfRange { found } => {
-                write!(f, "token id {found} is out of range (more than 64 bits)")
-            }
+            K::IdOutOfRange {
+                found,
+                vocab_size: Some(n),
+            } => write!(
+                f,
+                "token id {found} is out of range: the vocabulary has {n} pieces (ids 0 to {})",
+                n.saturating_sub(1)
+            ),
+            K::IdOutOfRange {
+                found,
+                vocab_size: None,
+            } => write!(f, "token id {found} is out of range (more than 64 bits)"),
             K::Thread { message } => f.write_str(message),
         }
     }

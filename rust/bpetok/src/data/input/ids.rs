@@ -3,15 +3,14 @@
 //! serde_json fast path; any other line is judged by [`pyjson`](super::pyjson) for the message.
 
 use std::fmt;
-use std::io::BufRead;
 use std::sync::atomic::AtomicU64;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::jsonl::{field_value, json_record, KeyIs};
 use super::pyjson::Json;
-use super::stream::{open, read_error, Hashed};
-use super::text::{decode_line, BOM};
+use super::stream::{for_each_line, open, Hashed};
+use super::text::decode_line;
 use super::{InputError, InputErrorKind, InputFormat, InputSpec, InputSummary, Utf8Errors};
 
 /// Reads the ids-JSONL `input` to its end, handing each record's ids in `field` to `each` with
@@ -36,27 +35,19 @@ pub fn read_id_lists<E: From<InputError>>(
     }
     let mut hashed = Hashed::default();
     let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
-    let mut line = Vec::new();
-    let mut lineno = 0u64;
     let mut records = 0u64;
-    loop {
-        line.clear();
-        match stream.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) => return Err(read_error(name, Some(lineno + 1), compression, &err).into()),
-        }
-        lineno += 1;
-        let raw: &[u8] = if lineno == 1 && line.starts_with(BOM) {
-            &line[BOM.len()..]
-        } else {
-            &line
-        };
-        if let Some(ids) = id_list(name, lineno, raw, field, errors)? {
-            records += 1;
-            each(lineno, ids)?;
-        }
-    }
+    for_each_line(
+        &mut stream,
+        name,
+        compression,
+        |lineno, raw| -> Result<(), E> {
+            if let Some(ids) = id_list(name, lineno, raw, field, errors)? {
+                records += 1;
+                each(lineno, ids)?;
+            }
+            Ok(())
+        },
+    )?;
     drop(stream);
     Ok(hashed.summary(records, compression))
 }
@@ -101,6 +92,7 @@ fn id_list(
             text[item.start..item.end].parse::<i64>().map_err(|_| {
                 at_line(InputErrorKind::IdOutOfRange {
                     found: raw_text(item),
+                    vocab_size: None,
                 })
             })
         })

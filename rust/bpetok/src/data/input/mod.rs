@@ -29,7 +29,7 @@ mod resolve;
 mod stream;
 mod text;
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
@@ -38,8 +38,8 @@ pub use error::{InputError, InputErrorKind};
 pub use ids::read_id_lists;
 pub use resolve::{kind_of, resolve_inputs};
 
-use stream::{open, read_error, Hashed};
-use text::{count_newlines, text_line_document, whole_file_document, BOM};
+use stream::{for_each_line, open, read_error, Hashed};
+use text::{count_newlines, text_line_document, whole_file_document};
 
 /// What an input holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,33 +234,23 @@ pub fn read_documents<E: From<InputError>>(
             each(text)?;
         }
     } else {
-        let mut line = Vec::new();
-        let mut lineno = 0u64;
-        loop {
-            line.clear();
-            match stream.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(err) => {
-                    return Err(read_error(name, Some(lineno + 1), compression, &err).into())
+        for_each_line(
+            &mut stream,
+            name,
+            compression,
+            |lineno, raw| -> Result<(), E> {
+                let doc = if input.format == InputFormat::Jsonl {
+                    jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)?
+                } else {
+                    text_line_document(name, lineno, raw, opts.errors)?
+                };
+                if let Some(text) = doc {
+                    documents += 1;
+                    each(text)?;
                 }
-            }
-            lineno += 1;
-            let raw: &[u8] = if lineno == 1 && line.starts_with(BOM) {
-                &line[BOM.len()..]
-            } else {
-                &line
-            };
-            let doc = if input.format == InputFormat::Jsonl {
-                jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)?
-            } else {
-                text_line_document(name, lineno, raw, opts.errors)?
-            };
-            if let Some(text) = doc {
-                documents += 1;
-                each(text)?;
-            }
-        }
+                Ok(())
+            },
+        )?;
     }
     drop(stream);
     Ok(hashed.summary(documents, compression))

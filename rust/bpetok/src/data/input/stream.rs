@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use super::text::BOM;
 use super::{Compression, InputError, InputErrorKind, InputSpec, InputSummary};
 
 /// Bytes asked of the file (or decompressor) per read.
@@ -198,5 +199,33 @@ impl<R: BufRead> Read for GzipMembers<R> {
                 }
             }
         }
+    }
+}
+
+/// Calls `each(line_number, line)` for every line of `stream` (from 1, with its `\n`; the first
+/// line's byte order mark dropped), the one line loop of the JSONL, text-lines and ids readers.
+/// A read error names the line it stopped in.
+pub(super) fn for_each_line<E: From<InputError>>(
+    stream: &mut dyn BufRead,
+    name: &str,
+    compression: Compression,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut line = Vec::new();
+    let mut lineno = 0u64;
+    loop {
+        line.clear();
+        match stream.read_until(b'\n', &mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(err) => return Err(read_error(name, Some(lineno + 1), compression, &err).into()),
+        }
+        lineno += 1;
+        let raw: &[u8] = if lineno == 1 && line.starts_with(BOM) {
+            &line[BOM.len()..]
+        } else {
+            &line
+        };
+        each(lineno, raw)?;
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::path::Path;
 
 use serde::Serialize;
@@ -49,16 +50,43 @@ fn unreadable(path: &Path, reason: impl Into<String>) -> ShardError {
     }
 }
 
+/// The `manifest.json` of a shard directory, parsed (not checked: see [`super::verify_dir`]).
+pub fn read_manifest(dir: &Path) -> Result<Manifest, ShardError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = fs::read(&manifest_path).map_err(|source| match source.kind() {
+        // Not a shard directory (or not a finished one): say so, rather than an OS error.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => unreadable(
+            dir,
+            if dir.is_dir() {
+                "it has no manifest.json (an unfinished run, or not a bpetok pack output)"
+            } else if dir.exists() {
+                "it is not a directory"
+            } else {
+                "no such directory"
+            },
+        ),
+        _ => ShardError::Io {
+            path: manifest_path.clone(),
+            source,
+        },
+    })?;
+    Manifest::from_json(&bytes).map_err(|e| unreadable(&manifest_path, e.to_string()))
+}
+
+/// Whether the shards of `dir` were packed with `tok` (its model's SHA-256 and vocabulary size
+/// against the manifest's): decoding them with another tokenizer gives wrong text.
+pub fn check_dir_tokenizer(
+    dir: impl AsRef<Path>,
+    tok: &crate::Tokenizer,
+) -> Result<(), ShardError> {
+    super::check_tokenizer(&read_manifest(dir.as_ref())?.tokenizer, tok)
+}
+
 /// Summarises the shard directory `dir` from its manifest and segments files.
 pub fn inspect_dir(dir: impl AsRef<Path>) -> Result<Summary, ShardError> {
     let dir = dir.as_ref();
     let manifest_path = dir.join(MANIFEST_FILE);
-    let bytes = fs::read(&manifest_path).map_err(|source| ShardError::Io {
-        path: manifest_path.clone(),
-        source,
-    })?;
-    let manifest =
-        Manifest::from_json(&bytes).map_err(|e| unreadable(&manifest_path, e.to_string()))?;
+    let manifest = read_manifest(dir)?;
     let seq_len = manifest.options.seq_len;
     if seq_len == 0 || seq_len > i32::MAX as u64 {
         return Err(unreadable(

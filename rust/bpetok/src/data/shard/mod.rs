@@ -15,7 +15,7 @@ mod writer;
 
 use serde::{Deserialize, Serialize};
 
-pub use inspect::{inspect_dir, LengthBucket, Summary};
+pub use inspect::{check_dir_tokenizer, inspect_dir, read_manifest, LengthBucket, Summary};
 pub use manifest::{
     hash_file, tokenizer_sha256, FileDigest, FileHash, HashingReader, InputFile, InputOptions,
     Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
@@ -24,8 +24,8 @@ pub use verify::{
     verify_dir, verify_dir_with, VerifyError, VerifyReport, Violation, ViolationKind,
 };
 pub use writer::{
-    ManifestInfo, ShardError, ShardWriter, ShardWriterOptions, DEFAULT_SAMPLES_PER_SHARD,
-    MAX_SAMPLES_PER_SHARD, MAX_SHARD_TOKENS,
+    check_pad_id, ManifestInfo, ShardError, ShardWriter, ShardWriterOptions,
+    DEFAULT_SAMPLES_PER_SHARD, MAX_SAMPLES_PER_SHARD, MAX_SHARD_TOKENS,
 };
 
 /// Checks that `tok` is the tokenizer a manifest records (`info`): the same model file (SHA-256)
@@ -67,14 +67,12 @@ pub enum TokenDtype {
 }
 
 impl TokenDtype {
-    /// `uint16` if every id of a `vocab_size`-piece vocabulary fits (`vocab_size <= 65536`), else
-    /// `uint32`; `None` for an empty vocabulary or one with more than 2^32 pieces.
+    /// `uint16` or `uint32`, by [`crate::tokenizer::id_bytes_for_vocab`]; `None` for an empty
+    /// vocabulary or one with more than 2^32 pieces.
     pub fn for_vocab_size(vocab_size: u64) -> Option<Self> {
-        match vocab_size {
-            0 => None,
-            1..=65_536 => Some(TokenDtype::Uint16),
-            65_537..=4_294_967_296 => Some(TokenDtype::Uint32),
-            _ => None,
+        match crate::tokenizer::id_bytes_for_vocab(vocab_size)? {
+            2 => Some(TokenDtype::Uint16),
+            _ => Some(TokenDtype::Uint32),
         }
     }
 

@@ -197,18 +197,22 @@ impl ShardWriterOptions {
                 ),
             ));
         }
-        if u64::from(self.pad_id) >= self.vocab_size {
-            return Err(OptionsError::new(
-                "pad_id",
-                format!(
-                    "{} is not an id of the vocabulary of {} pieces (ids 0 to {})",
-                    self.pad_id,
-                    self.vocab_size,
-                    self.vocab_size - 1
-                ),
-            ));
-        }
+        check_pad_id(u64::from(self.pad_id), self.vocab_size)?;
         Ok(dtype)
+    }
+}
+
+/// `pad_id` must be an id of the vocabulary: padding holds a real token id (never a target).
+pub fn check_pad_id(pad_id: u64, vocab_size: u64) -> Result<u32, OptionsError> {
+    match u32::try_from(pad_id) {
+        Ok(id) if pad_id < vocab_size => Ok(id),
+        _ => Err(OptionsError::new(
+            "pad_id",
+            format!(
+                "{pad_id} is not an id of the vocabulary of {vocab_size} pieces (ids 0 to {})",
+                vocab_size.saturating_sub(1)
+            ),
+        )),
     }
 }
 

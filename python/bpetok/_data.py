@@ -1,0 +1,361 @@
+"""Corpora to ids, text and training shards: :func:`pack`, :func:`encode_files`,
+:func:`decode_files`, :func:`verify`, :func:`inspect` and :func:`show_sample`.
+
+The work is the Rust core's (``bpetok::data``: one reader, the pipeline, the pack session, the
+shard writer), run with the GIL released; this module holds the argument policy (defaults, types,
+allowed values) and shapes the results. The command line is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from bpetok import _bpetok
+from bpetok._errors import PackOptionsError
+from bpetok._tokenizer import Tokenizer, _default_tokenizer, _threads
+
+__all__ = [
+    "MAX_SEQ_LEN",
+    "DecodeResult",
+    "EncodeResult",
+    "PackResult",
+    "Progress",
+    "VerifyReport",
+    "decode_files",
+    "encode_files",
+    "inspect",
+    "pack",
+    "show_sample",
+    "verify",
+]
+
+MAX_SEQ_LEN: int = _bpetok.MAX_SEQ_LEN
+"""The longest sample :func:`pack` writes, in tokens (2^20)."""
+
+InputFormat = Literal["auto", "jsonl", "text", "parquet"]
+Utf8Errors = Literal["strict", "replace"]
+PathArg = str | os.PathLike[str]
+
+
+class Progress(NamedTuple):
+    """What a run has done so far, given to a ``progress`` callback about ten times a second."""
+
+    bytes_read: int
+    """Raw (still compressed) input bytes read."""
+    total_bytes: int | None
+    """Raw bytes of all inputs, or None when stdin is one of them."""
+    documents: int
+    tokens: int
+
+
+ProgressCallback = Callable[[Progress], object]
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """What :func:`pack` wrote. ``manifest`` is the ``manifest.json`` it wrote, as a dict."""
+
+    output: str
+    inputs: int
+    documents: int
+    tokens: int
+    """Document tokens (BOS and EOS included), before any context is repeated."""
+    samples: int
+    shards: int
+    padding_tokens: int
+    context_tokens: int
+    documents_split: int
+    overlap_tokens: int
+    input_bytes: int
+    seconds: float
+    padding_share: float
+    """Padding tokens over all sample tokens."""
+    context_share: float
+    """Context tokens (repeated from the chunk before, never targets) over all sample tokens."""
+    manifest: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What :func:`encode_files` wrote (``output`` None: stdout)."""
+
+    output: str | None
+    format: str
+    inputs: int
+    documents: int
+    tokens: int
+    input_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What :func:`decode_files` wrote (``output`` None: stdout)."""
+
+    output: str | None
+    inputs: int
+    documents: int
+    tokens: int
+    input_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The verdict of :func:`verify`: ``ok``, a one-line ``summary``, and every violation found."""
+
+    ok: bool
+    summary: str
+    violations: list[str]
+
+
+def _paths(inputs: Sequence[PathArg] | PathArg) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = [os.fspath(p) for p in inputs]
+    for p in paths:
+        if not isinstance(p, str):
+            raise TypeError(f"input paths must be str or os.PathLike[str], got {type(p).__name__}")
+    return paths
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def _tokenizer(tokenizer: Tokenizer | None) -> Tokenizer:
+    if tokenizer is None:
+        return _default_tokenizer()
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be a bpetok.Tokenizer, got {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def _progress(callback: ProgressCallback | None) -> Callable[[int, int | None, int, int], object] | None:
+    if callback is None:
+        return None
+
+    def call(bytes_read: int, total: int | None, documents: int, tokens: int) -> object:
+        return callback(Progress(bytes_read, total, documents, tokens))
+
+    return call
+
+
+def _whole(name: str, value: int) -> int:
+    """An integer option as the native module takes it (0 to 2^63 - 1). The bounds that matter
+    are the core's (its message says why); this only refuses what cannot reach it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        error = PackOptionsError(f"{name}: {value} is negative")
+    elif value >= 1 << 63:
+        error = PackOptionsError(f"{name}: {value} is far more than any value it may take")
+    else:
+        return value
+    error.option = name
+    raise error
+
+
+def _optional_whole(name: str, value: int | None) -> int | None:
+    return None if value is None else _whole(name, value)
+
+
+def _output(output: PathArg | None) -> str | None:
+    return None if output is None else os.fspath(output)
+
+
+_FORMATS = ("auto", "jsonl", "text", "parquet")
+_ERRORS = ("strict", "replace")
+
+
+def pack(
+    inputs: Sequence[PathArg] | PathArg,
+    output: PathArg,
+    *,
+    seq_len: int,
+    window: int,
+    overlap: int | None = None,
+    pack_buffer: int = 4096,
+    seed: int = 0,
+    pad_id: int | None = None,
+    samples_per_shard: int = 8192,
+    bos: bool = True,
+    eos: bool = True,
+    field: str = "text",
+    lines: bool = False,
+    errors: Utf8Errors = "strict",
+    input_format: InputFormat = "auto",
+    overwrite: bool = False,
+    tokenizer: Tokenizer | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> PackResult:
+    """Encodes the documents of ``inputs`` and packs them into training shards in ``output``,
+    exactly as ``bpetok pack`` does (the same options; ``docs/packing.md``,
+    ``docs/shard-format.md``).
+
+    ``inputs`` are files, directories or ``"-"`` (stdin): JSONL, text and Parquet, plain, gzip
+    or zstd (``docs/cli.md``). Samples hold exactly ``seq_len`` tokens; a document longer than
+    that is split, each chunk after the first starting with ``overlap`` tokens of context (by
+    default the sliding ``window``). ``pad_id`` defaults to the ``</s>`` id. The output is the
+    same whatever ``num_threads`` is (default: every CPU this process may use).
+
+    Raises :class:`InputError` for an input that cannot be read as asked (with file and line),
+    :class:`PackOptionsError` for an option out of bounds, :class:`ShardError` when ``output``
+    holds another output (pass ``overwrite=True``) or is a file, :class:`OutputError` (an
+    ``OSError``) when it cannot be written. A failed run leaves no ``manifest.json``, so the
+    directory never passes :func:`verify`. ``progress`` gets a :class:`Progress` about ten
+    times a second; an exception it raises (and Ctrl-C) stops the run.
+    """
+    tok = _tokenizer(tokenizer)
+    start = time.perf_counter()
+    report = _bpetok.pack(
+        tok._core,
+        _paths(inputs),
+        os.fspath(output),
+        seq_len=_whole("seq_len", seq_len),
+        window=_whole("window", window),
+        overlap=_optional_whole("overlap", overlap),
+        pack_buffer=_whole("pack_buffer", pack_buffer),
+        seed=_whole("seed", seed),
+        pad_id=_optional_whole("pad_id", pad_id),
+        samples_per_shard=_whole("samples_per_shard", samples_per_shard),
+        bos=bos,
+        eos=eos,
+        field=field,
+        lines=lines,
+        errors=_choice("errors", errors, _ERRORS),
+        input_format=_choice("input_format", input_format, _FORMATS),
+        overwrite=overwrite,
+        num_threads=_threads(num_threads),
+        progress=_progress(progress),
+    )
+    return PackResult(seconds=time.perf_counter() - start, **report)
+
+
+def encode_files(
+    inputs: Sequence[PathArg] | PathArg,
+    output: PathArg | None,
+    *,
+    format: Literal["jsonl", "megatron"] = "jsonl",
+    bos: bool = False,
+    eos: bool = False,
+    field: str = "text",
+    lines: bool = False,
+    errors: Utf8Errors = "strict",
+    input_format: InputFormat = "auto",
+    tokenizer: Tokenizer | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> EncodeResult:
+    """Encodes the documents of ``inputs`` (as :func:`pack` reads them) to ``output``, as
+    ``bpetok encode`` does: ``format="jsonl"`` writes one ``{"ids": [...]}`` line per document
+    (``output`` None: to stdout), ``"megatron"`` writes Megatron-LM's ``PREFIX.bin`` and
+    ``PREFIX.idx`` for ``output=PREFIX``. A file output appears only when complete (written under
+    a temporary name and renamed), so a failed run leaves none."""
+    tok = _tokenizer(tokenizer)
+    start = time.perf_counter()
+    report = _bpetok.encode_files(
+        tok._core,
+        _paths(inputs),
+        _output(output),
+        format=_choice("format", format, ("jsonl", "megatron")),
+        bos=bos,
+        eos=eos,
+        field=field,
+        lines=lines,
+        errors=_choice("errors", errors, _ERRORS),
+        input_format=_choice("input_format", input_format, _FORMATS),
+        num_threads=_threads(num_threads),
+        progress=_progress(progress),
+    )
+    return EncodeResult(format=format, seconds=time.perf_counter() - start, **report)
+
+
+def decode_files(
+    inputs: Sequence[PathArg] | PathArg,
+    output: PathArg | None,
+    *,
+    field: str = "ids",
+    errors: Utf8Errors = "strict",
+    input_format: Literal["auto", "jsonl"] = "auto",
+    tokenizer: Tokenizer | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> DecodeResult:
+    """Decodes ids JSONL (one ``{"ids": [...]}`` per line, as :func:`encode_files` writes it)
+    to text JSONL, one ``{"text": ...}`` line per record, as ``bpetok decode`` does. An id that
+    is not an integer or not in the vocabulary is an :class:`InputError` naming file and line."""
+    tok = _tokenizer(tokenizer)
+    start = time.perf_counter()
+    report = _bpetok.decode_files(
+        tok._core,
+        _paths(inputs),
+        _output(output),
+        field=field,
+        errors=_choice("errors", errors, _ERRORS),
+        input_format=_choice("input_format", input_format, ("auto", "jsonl")),
+        num_threads=_threads(num_threads),
+        progress=_progress(progress),
+    )
+    return DecodeResult(seconds=time.perf_counter() - start, **report)
+
+
+def verify(directory: PathArg, *, tokenizer: Tokenizer | None = None) -> VerifyReport:
+    """Checks a shard directory: every file's size and sha256 against its manifest and every
+    invariant of ``docs/shard-format.md``; with ``tokenizer``, also that the shards were packed
+    with it. Never raises for a damaged directory: the report lists what is wrong."""
+    core = None if tokenizer is None else _tokenizer(tokenizer)._core
+    counts, violations, found = _bpetok.verify_shards(os.fspath(directory), core)
+    if counts is None:
+        return VerifyReport(False, f"{_plural(found, 'violation')} found", violations)
+    names = ("shard", "sample", "segment", "document", "byte")
+    summary = ", ".join(_plural(n, name) for n, name in zip(counts, names, strict=True))
+    return VerifyReport(True, f"{summary} checked", [])
+
+
+def _plural(n: int, word: str) -> str:
+    """``1 document``, ``2 documents``, with thousands separators."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def inspect(directory: PathArg) -> dict[str, Any]:
+    """Totals, padding and context shares and a histogram of segment lengths of a shard
+    directory (what ``bpetok inspect`` prints), as a dict."""
+    return _bpetok.inspect_shards(os.fspath(directory))
+
+
+def show_sample(directory: PathArg, index: int, *, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Sample ``index`` (counted over all shards; negative from the end) of a shard directory,
+    decoded segment by segment: ``{"index": i, "segments": [{"doc_id", "doc_start", "length",
+    "text"}, ...]}`` (``doc_id`` -1 for padding). ``tokenizer`` (default: the embedded one) must
+    be the one the shards were packed with, else :class:`ShardError` names both; an index out of
+    range is an ``IndexError``."""
+    from bpetok.dataset import ShardDataset
+
+    tok = _tokenizer(tokenizer)
+    path = os.fspath(directory)
+    _bpetok.check_tokenizer(path, tok._core)
+    ds = ShardDataset(path)
+    if not -len(ds) <= index < len(ds):
+        raise IndexError(f"sample {index} is out of range: {path} has {len(ds):,} samples")
+    sample = ds[index]
+    bounds = sample["cu_seqlens"].tolist()
+    segments = []
+    for k in range(len(bounds) - 1):
+        ids = sample["input_ids"][bounds[k] : bounds[k + 1]].tolist()
+        segments.append(
+            {
+                "doc_id": int(sample["doc_ids"][k]),
+                "doc_start": int(sample["doc_starts"][k]),
+                "length": len(ids),
+                "text": tok.decode(ids),
+            }
+        )
+    return {"index": index if index >= 0 else len(ds) + index, "segments": segments}

@@ -1,0 +1,338 @@
+//! The data functions (`pack`, `encode_files`, `decode_files`, `verify_shards`,
+//! `inspect_shards`, `check_tokenizer`): arguments converted to the core's types, the run done
+//! by the core with the GIL released, the result handed back as a dict, errors mapped once
+//! (`errors.rs`). Defaults and allowed values are the Python wrapper's (`bpetok/_data.py`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use bpetok::data::error::DataError;
+use bpetok::data::input::{self, FormatChoice, InputSpec, ReadOptions, Utf8Errors};
+use bpetok::data::pipeline::{Counters, EncodeOptions};
+use bpetok::data::{EncodeReport, IdsOutput, PackConfig, PackSession};
+
+use crate::errors::{data_err, keep_exception, Raised};
+use crate::tokenizer::PyTokenizer;
+
+/// A Python `progress(bytes_read, total_bytes, documents, tokens)` callable.
+type ProgressFn = Option<Py<PyAny>>;
+
+fn parse<T: std::str::FromStr>(what: &str, value: &str) -> PyResult<T> {
+    value
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("unknown {what} {value:?}")))
+}
+
+/// The inputs, resolved (directories walked, kinds found) before anything is read, and their
+/// total size (None with stdin).
+fn resolve(
+    inputs: &[PathBuf],
+    choice: FormatChoice,
+) -> Result<(Vec<InputSpec>, Option<u64>), DataError> {
+    let specs = input::resolve_inputs(inputs, choice)?;
+    let total = specs.iter().map(|s| s.size).sum::<Option<u64>>();
+    Ok((specs, total))
+}
+
+/// The tick of a run: Python signal handlers (Ctrl-C) run, and `progress` is called with the
+/// counters; an exception is kept in `raised` and stops the run.
+fn tick(
+    progress: &ProgressFn,
+    total: Option<u64>,
+    counters: &Counters,
+    raised: &Raised,
+) -> Result<(), DataError> {
+    Python::attach(|py| {
+        let polled = py.check_signals().and_then(|()| match progress {
+            Some(progress) => progress
+                .call1(
+                    py,
+                    (
+                        counters.bytes_read.load(Ordering::Relaxed),
+                        total,
+                        counters.documents.load(Ordering::Relaxed),
+                        counters.tokens.load(Ordering::Relaxed),
+                    ),
+                )
+                .map(drop),
+            None => Ok(()),
+        });
+        polled.map_err(|err| {
+            keep_exception(raised, err);
+            DataError::Stopped
+        })
+    })
+}
+
+/// A JSON value as the Python object `json.loads` would give.
+fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_pyobject(py)?.into_any(),
+            (None, Some(i)) => i.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, v) in map {
+                dict.set_item(k, json_to_py(py, v)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+fn to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    json_to_py(py, &value)
+}
+
+fn read_options(field: String, lines: bool, errors: &str) -> PyResult<ReadOptions> {
+    Ok(ReadOptions {
+        field,
+        lines,
+        errors: parse::<Utf8Errors>("errors", errors)?,
+    })
+}
+
+/// Encodes and packs the documents of `inputs` into a shard directory (`bpetok.pack`).
+#[pyfunction]
+#[pyo3(signature = (tokenizer, inputs, output, *, seq_len, window, overlap, pack_buffer, seed,
+                    pad_id, samples_per_shard, bos, eos, field, lines, errors, input_format,
+                    overwrite, num_threads, progress))]
+#[allow(clippy::too_many_arguments)]
+pub fn pack<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    seq_len: usize,
+    window: usize,
+    overlap: Option<usize>,
+    pack_buffer: usize,
+    seed: u64,
+    pad_id: Option<u64>,
+    samples_per_shard: usize,
+    bos: bool,
+    eos: bool,
+    field: String,
+    lines: bool,
+    errors: &str,
+    input_format: &str,
+    overwrite: bool,
+    num_threads: usize,
+    progress: ProgressFn,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut config = PackConfig::new(seq_len, window);
+    config.pack.overlap = overlap;
+    config.pack.pack_buffer = pack_buffer;
+    config.pack.seed = seed;
+    config.pad_id = pad_id;
+    config.samples_per_shard = samples_per_shard;
+    config.add_bos = bos;
+    config.add_eos = eos;
+    config.overwrite = overwrite;
+    config.read = read_options(field, lines, errors)?;
+    let choice = parse::<FormatChoice>("input_format", input_format)?;
+    config.input_format = choice;
+    config.threads = num_threads;
+    let tok = &tokenizer.inner;
+    let raised = Raised::default();
+    let counters = Counters::default();
+    let report = py.detach(|| {
+        let (specs, total) = resolve(&inputs, choice)?;
+        let mut session = PackSession::create(tok, &output, config)?;
+        session.add_inputs(&specs, &counters, || {
+            tick(&progress, total, &counters, &raised)
+        })?;
+        session.finish()
+    });
+    let report = report.map_err(|err| data_err(err, &raised))?;
+    let totals = &report.manifest.totals;
+    let result = PyDict::new(py);
+    result.set_item("output", report.output.to_string_lossy())?;
+    result.set_item("inputs", report.manifest.inputs.len())?;
+    result.set_item("documents", totals.documents)?;
+    result.set_item("tokens", totals.document_tokens)?;
+    result.set_item("samples", totals.samples)?;
+    result.set_item("shards", report.manifest.shards.len())?;
+    result.set_item("padding_tokens", totals.padding_tokens)?;
+    result.set_item("context_tokens", totals.context_tokens)?;
+    result.set_item("documents_split", totals.documents_split)?;
+    result.set_item("overlap_tokens", report.manifest.options.overlap_tokens)?;
+    result.set_item("input_bytes", report.input_bytes)?;
+    result.set_item("padding_share", report.padding_share())?;
+    result.set_item("context_share", report.context_share())?;
+    result.set_item("manifest", to_py(py, &report.manifest)?)?;
+    Ok(result)
+}
+
+fn run_report<'py>(
+    py: Python<'py>,
+    output: Option<&Path>,
+    report: &EncodeReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let result = PyDict::new(py);
+    result.set_item("output", output.map(|p| p.to_string_lossy().into_owned()))?;
+    result.set_item("inputs", report.inputs.len())?;
+    result.set_item("documents", report.documents)?;
+    result.set_item("tokens", report.tokens)?;
+    result.set_item("input_bytes", report.input_bytes)?;
+    Ok(result)
+}
+
+/// Encodes the documents of `inputs` to JSONL ids or Megatron files (`bpetok.encode_files`).
+#[pyfunction]
+#[pyo3(signature = (tokenizer, inputs, output, *, format, bos, eos, field, lines, errors,
+                    input_format, num_threads, progress))]
+#[allow(clippy::too_many_arguments)]
+pub fn encode_files<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    inputs: Vec<PathBuf>,
+    output: Option<PathBuf>,
+    format: &str,
+    bos: bool,
+    eos: bool,
+    field: String,
+    lines: bool,
+    errors: &str,
+    input_format: &str,
+    num_threads: usize,
+    progress: ProgressFn,
+) -> PyResult<Bound<'py, PyDict>> {
+    let format = match format {
+        "jsonl" => IdsOutput::Jsonl,
+        "megatron" => IdsOutput::Megatron,
+        other => return Err(PyValueError::new_err(format!("unknown format {other:?}"))),
+    };
+    let read = read_options(field, lines, errors)?;
+    let choice = parse::<FormatChoice>("input_format", input_format)?;
+    let tok = &tokenizer.inner;
+    let raised = Raised::default();
+    let counters = Counters::default();
+    let encode = EncodeOptions {
+        add_bos: bos,
+        add_eos: eos,
+        threads: num_threads,
+    };
+    let report = py.detach(|| {
+        let (specs, total) = resolve(&inputs, choice)?;
+        bpetok::data::encode_to(
+            tok,
+            &specs,
+            &read,
+            encode,
+            format,
+            output.as_deref(),
+            &counters,
+            || tick(&progress, total, &counters, &raised),
+        )
+    });
+    let report = report.map_err(|err| data_err(err, &raised))?;
+    run_report(py, output.as_deref(), &report)
+}
+
+/// Decodes ids JSONL to text JSONL (`bpetok.decode_files`).
+#[pyfunction]
+#[pyo3(signature = (tokenizer, inputs, output, *, field, errors, input_format, num_threads,
+                    progress))]
+#[allow(clippy::too_many_arguments)]
+pub fn decode_files<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    inputs: Vec<PathBuf>,
+    output: Option<PathBuf>,
+    field: String,
+    errors: &str,
+    input_format: &str,
+    num_threads: usize,
+    progress: ProgressFn,
+) -> PyResult<Bound<'py, PyDict>> {
+    let errors = parse::<Utf8Errors>("errors", errors)?;
+    let choice = parse::<FormatChoice>("input_format", input_format)?;
+    let tok = &tokenizer.inner;
+    let raised = Raised::default();
+    let counters = Counters::default();
+    let report = py.detach(|| {
+        let (specs, total) = resolve(&inputs, choice)?;
+        bpetok::data::decode_to(
+            tok,
+            &specs,
+            &field,
+            errors,
+            num_threads,
+            output.as_deref(),
+            &counters,
+            || tick(&progress, total, &counters, &raised),
+        )
+    });
+    let report = report.map_err(|err| data_err(err, &raised))?;
+    run_report(py, output.as_deref(), &report)
+}
+
+/// (shards, samples, segments, documents, bytes) that `verify_shards` checked.
+type VerifiedCounts = (u64, u64, u64, u64, u64);
+
+/// Checks a shard directory (`bpetok verify`): returns (counts, violations) where counts are
+/// (shards, samples, segments, documents, bytes) checked, None when any violation was found,
+/// and violations are the first ones found with their total count.
+#[pyfunction]
+#[pyo3(signature = (path, tokenizer=None))]
+pub fn verify_shards(
+    py: Python<'_>,
+    path: PathBuf,
+    tokenizer: Option<&PyTokenizer>,
+) -> (Option<VerifiedCounts>, Vec<String>, u64) {
+    let tok = tokenizer.map(|t| &t.inner);
+    match py.detach(|| bpetok::data::verify_dir_with(&path, tok)) {
+        Ok(r) => (
+            Some((r.shards, r.samples, r.segments, r.documents, r.bytes)),
+            Vec::new(),
+            0,
+        ),
+        Err(err) => (
+            None,
+            err.violations.iter().map(ToString::to_string).collect(),
+            err.count(),
+        ),
+    }
+}
+
+/// Summarises a shard directory (`bpetok inspect`).
+#[pyfunction]
+pub fn inspect_shards<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let summary = py.detach(|| bpetok::data::shard::inspect_dir(&path));
+    let summary = summary.map_err(|err| data_err(err.into(), &Raised::default()))?;
+    to_py(py, &summary)
+}
+
+/// Raises `ShardError` (kind `tokenizer_mismatch`) unless the shards in `path` were packed with
+/// `tokenizer`.
+#[pyfunction]
+pub fn check_tokenizer(py: Python<'_>, path: PathBuf, tokenizer: &PyTokenizer) -> PyResult<()> {
+    let tok = &tokenizer.inner;
+    let checked = py.detach(|| bpetok::data::shard::check_dir_tokenizer(&path, tok));
+    checked.map_err(|err| data_err(err.into(), &Raised::default()))
+}
+
+/// Encoding threads when none are asked for: every CPU this process may use.
+#[pyfunction]
+pub fn default_threads() -> usize {
+    bpetok::data::pipeline::default_threads()
+}
