@@ -24,8 +24,8 @@ def _docs(seed: int, n: int, vocab: int = 32000) -> list[list[int]]:
     return [[rng.randrange(vocab) for _ in range(rng.choice([0, 1, 2, 7, 300]))] for _ in range(n)]
 
 
-def _write(prefix: Path, docs: list[list[int]], dtype: str = "uint16") -> None:
-    with MegatronWriter(prefix, dtype) as writer:
+def _write(prefix: Path, docs: list[list[int]], vocab_size: int = 32000) -> None:
+    with MegatronWriter(prefix, vocab_size) as writer:
         # half through the flat-batch API, half one by one
         half = len(docs) // 2
         flat = np.array([i for d in docs[:half] for i in d], dtype=np.uint32)
@@ -108,23 +108,25 @@ def test_empty_dataset(tmp_path: Path) -> None:
 
 def test_int32_for_large_vocabularies(tmp_path: Path) -> None:
     docs = _docs(2, 20, vocab=200_000)
-    _write(tmp_path / "big", docs, dtype_for_vocab(200_000))
+    _write(tmp_path / "big", docs, 200_000)
     code, sequences, _ = read_independently(tmp_path / "big")
     assert code == 4 and sequences == docs
     assert [x.tolist() for x in MegatronDataset(tmp_path / "big")] == docs
 
 
 def test_smallest_dtype_that_holds_the_vocabulary() -> None:
-    assert dtype_for_vocab(256) == "uint8"
+    assert dtype_for_vocab(256) == "uint16"  # a byte-fallback model has at least 257 pieces
     assert dtype_for_vocab(257) == "uint16"
     assert dtype_for_vocab(32000) == "uint16"
     assert dtype_for_vocab(65536) == "uint16"
     assert dtype_for_vocab(65537) == "int32"
+    assert dtype_for_vocab(2**31) == "int32"
+    assert dtype_for_vocab(2**31 + 1) == "int64"
 
 
 def test_failure_leaves_nothing_and_keeps_no_stale_index(tmp_path: Path) -> None:
     prefix = tmp_path / "out"
-    with pytest.raises(RuntimeError), MegatronWriter(prefix, "uint16") as writer:
+    with pytest.raises(RuntimeError), MegatronWriter(prefix, 32000) as writer:
         writer.add_document([1, 2, 3])
         raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []

@@ -6,6 +6,7 @@ from typing import Any, final
 
 __all__ = [
     "MAX_SEQ_LEN",
+    "MegatronWriter",
     "Tokenizer",
     "__version__",
     "check_tokenizer",
@@ -13,6 +14,7 @@ __all__ = [
     "default_threads",
     "encode_files",
     "inspect_shards",
+    "megatron_dtype_for",
     "pack",
     "verify_shards",
 ]
@@ -54,6 +56,19 @@ class Tokenizer:
     def pad_id(self) -> int: ...
     def unk_id(self) -> int: ...
 
+@final
+class MegatronWriter:
+    """Megatron-LM ``.bin`` / ``.idx`` files. Use ``bpetok.megatron.MegatronWriter``."""
+
+    def __new__(cls, prefix: _Path, vocab_size: int) -> MegatronWriter: ...
+    @property
+    def dtype(self) -> str: ...
+    def documents(self) -> int: ...
+    def add_documents(self, ids: bytes, offsets: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+def megatron_dtype_for(vocab_size: int) -> str: ...
 def pack(
     tokenizer: Tokenizer,
     inputs: Sequence[_Path],

@@ -21,8 +21,8 @@ multimodal). All integers are little-endian, nothing is padded:
 ``PREFIX.bin``: the tokens of every sequence back to back, in the dtype of the code.
 
 bpetok writes one sequence per document (so the document indices are 0, 1, ..., S), tokens
-in the smallest unsigned dtype that holds every id (uint16 up to 65,536 pieces, else int32,
-which Megatron has no unsigned 32-bit code for). Both files are written under temporary
+in uint16 up to 65,536 pieces, else int32 (Megatron has no unsigned 32-bit code); the writer is
+the Rust core's (``bpetok::data::megatron``), the reader is here. Both files are written under temporary
 names and renamed when complete, ``.idx`` last: a prefix whose ``.idx`` exists is complete.
 """
 
@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from bpetok import _bpetok
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,78 +55,50 @@ DTYPE_CODES: dict[int, str] = {
     7: "float32",
     8: "uint16",
 }
-_CODE_OF = {name: code for code, name in DTYPE_CODES.items()}
-_CHUNK = 1 << 20  # index entries converted to bytes at a time
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
-    """The smallest Megatron token dtype that holds ids ``0 .. vocab_size - 1``."""
-    if vocab_size <= 1 << 8:
-        return "uint8"
-    if vocab_size <= 1 << 16:
-        return "uint16"
-    if vocab_size <= 1 << 31:
-        return "int32"
-    return "int64"
-
-
-def _temp_beside(path: str) -> str:
-    directory, base = os.path.split(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode a new file gets
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    return temp
+    """The Megatron token dtype for ids ``0 .. vocab_size - 1``: ``uint16`` up to 65,536 pieces,
+    else ``int32`` (``int64`` past 2^31) — the core's rule (``bpetok::data::megatron``)."""
+    return _bpetok.megatron_dtype_for(vocab_size)
 
 
 class MegatronWriter:
-    """Writes ``PREFIX.bin`` / ``PREFIX.idx``, one sequence per document.
+    """Writes ``PREFIX.bin`` / ``PREFIX.idx``, one sequence per document, for a vocabulary of
+    ``vocab_size`` pieces (which picks the dtype, :func:`dtype_for_vocab`). The writer is the
+    Rust core's, the one ``bpetok encode --format megatron`` uses.
 
     Use as a context manager: the files appear under their names only when the block ends
     without an exception; otherwise (or after :meth:`abort`) the temporary files are removed.
-    The writer keeps 4 bytes per document in memory for the index. ``make_temp(path)`` makes
-    the empty temporary file that becomes ``path`` (default: one beside it).
     """
 
-    def __init__(
-        self,
-        prefix: str | os.PathLike[str],
-        dtype: str,
-        *,
-        make_temp: Callable[[str], str] | None = None,
-    ) -> None:
-        if dtype not in _CODE_OF:
-            raise ValueError(f"dtype must be one of {sorted(_CODE_OF)}, got {dtype!r}")
+    def __init__(self, prefix: str | os.PathLike[str], vocab_size: int) -> None:
         self.prefix = os.fspath(prefix)
-        self.dtype = dtype
         self.bin_path = self.prefix + ".bin"
         self.idx_path = self.prefix + ".idx"
-        self._lengths = array("i")  # int32, as the index stores them
-        self._make_temp = make_temp or _temp_beside
-        self._bin_temp = self._make_temp(self.bin_path)
-        self._idx_temp: str | None = None
-        self._bin: Any = open(self._bin_temp, "wb")
-        self._done = False
+        self._writer = _bpetok.MegatronWriter(self.prefix, vocab_size)
+        self.dtype: str = self._writer.dtype
 
     @property
     def documents(self) -> int:
-        return len(self._lengths)
+        return self._writer.documents()
 
     def add_documents(self, ids: npt.ArrayLike, offsets: npt.ArrayLike) -> None:
         """Adds documents given as one flat id array and ``len + 1`` offsets into it."""
         import numpy as np
 
         flat = np.asarray(ids)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) > 0xFFFF_FFFF):
+            raise ValueError("token ids must be between 0 and 2**32 - 1")
         bounds = np.asarray(offsets, dtype=np.int64)
         lengths = np.diff(bounds)
         if len(lengths) and int(lengths.max()) > 0x7FFF_FFFF:
             raise ValueError(
                 "a document has more than 2**31 - 1 tokens, more than Megatron's int32 lengths hold"
             )
-        data = flat[int(bounds[0]) : int(bounds[-1])] if len(bounds) else flat[:0]
-        self._bin.write(np.ascontiguousarray(data, dtype=np.dtype(self.dtype).newbyteorder("<")).tobytes())
-        self._lengths.frombytes(lengths.astype(np.int32).tobytes())
+        self._writer.add_documents(
+            np.ascontiguousarray(flat, dtype="<u4").tobytes(), np.ascontiguousarray(bounds, "<i8").tobytes()
+        )
 
     def add_document(self, ids: npt.ArrayLike) -> None:
         """Adds one document (one sequence)."""
@@ -136,51 +108,12 @@ class MegatronWriter:
         self.add_documents(flat, np.array([0, len(flat)], dtype=np.int64))
 
     def close(self) -> None:
-        """Writes the index and puts both files in place."""
-        import numpy as np
-
-        if self._done:
-            return
-        self._bin.close()
-        count = len(self._lengths)
-        itemsize = np.dtype(self.dtype).itemsize
-        self._idx_temp = self._make_temp(self.idx_path)
-        with open(self._idx_temp, "wb") as idx:
-            idx.write(MAGIC)
-            idx.write(struct.pack("<Q", VERSION))
-            idx.write(struct.pack("<B", _CODE_OF[self.dtype]))
-            idx.write(struct.pack("<Q", count))
-            idx.write(struct.pack("<Q", count + 1))
-            lengths = np.frombuffer(self._lengths, dtype=np.int32) if count else np.zeros(0, np.int32)
-            for start in range(0, count, _CHUNK):
-                idx.write(lengths[start : start + _CHUNK].astype("<i4").tobytes())
-            pointer = 0
-            for start in range(0, count, _CHUNK):
-                sizes = lengths[start : start + _CHUNK].astype(np.int64) * itemsize
-                ends = np.cumsum(sizes) + pointer
-                idx.write((ends - sizes).astype("<i8").tobytes())
-                pointer = int(ends[-1])
-            for start in range(0, count + 1, _CHUNK):
-                idx.write(np.arange(start, min(start + _CHUNK, count + 1), dtype="<i8").tobytes())
-        # An old .idx beside the new .bin would look complete: remove it first, put .idx last.
-        if os.path.exists(self.idx_path):
-            os.remove(self.idx_path)
-        os.replace(self._bin_temp, self.bin_path)
-        os.replace(self._idx_temp, self.idx_path)
-        self._done = True
+        """Writes the index and puts both files in place (``.idx`` last)."""
+        self._writer.close()
 
     def abort(self) -> None:
         """Removes the temporary files; nothing is left under the prefix's names."""
-        if self._done:
-            return
-        self._done = True
-        self._bin.close()
-        for temp in (self._bin_temp, self._idx_temp):
-            if temp is not None:
-                try:
-                    os.remove(temp)
-                except FileNotFoundError:
-                    pass
+        self._writer.abort()
 
     def __enter__(self) -> MegatronWriter:
         return self

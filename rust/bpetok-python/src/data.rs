@@ -13,6 +13,7 @@ use pyo3::types::{PyDict, PyList};
 use bpetok::data::error::DataError;
 use bpetok::data::input::{self, FormatChoice, InputSpec, ReadOptions, Utf8Errors};
 use bpetok::data::pipeline::{Counters, EncodeOptions};
+use bpetok::data::megatron::{MegatronDtype, MegatronWriter};
 use bpetok::data::{EncodeReport, IdsOutput, PackConfig, PackSession};
 
 use crate::errors::{data_err, keep_exception, Raised};
@@ -335,4 +336,99 @@ pub fn check_tokenizer(py: Python<'_>, path: PathBuf, tokenizer: &PyTokenizer) -
 #[pyfunction]
 pub fn default_threads() -> usize {
     bpetok::data::pipeline::default_threads()
+}
+
+/// Megatron-LM `.bin`/`.idx` files written from Python (`bpetok.megatron.MegatronWriter`): the
+/// core's writer, fed little-endian buffers.
+#[pyclass(module = "bpetok._bpetok", name = "MegatronWriter")]
+pub struct PyMegatronWriter {
+    inner: Option<MegatronWriter>,
+    dtype: MegatronDtype,
+}
+
+fn megatron_dtype(vocab_size: u64) -> PyResult<MegatronDtype> {
+    MegatronDtype::for_vocab_size(vocab_size).ok_or_else(|| {
+        PyValueError::new_err(format!("no Megatron-LM token dtype holds {vocab_size} pieces"))
+    })
+}
+
+#[pymethods]
+impl PyMegatronWriter {
+    #[new]
+    fn new(prefix: PathBuf, vocab_size: u64) -> PyResult<Self> {
+        let dtype = megatron_dtype(vocab_size)?;
+        let inner = MegatronWriter::create(&prefix, dtype)
+            .map_err(|err| data_err(err, &Raised::default()))?;
+        Ok(Self {
+            inner: Some(inner),
+            dtype,
+        })
+    }
+
+    /// The numpy name of the token dtype (`uint16`, `int32`, `int64`).
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype.name()
+    }
+
+    fn documents(&self) -> u64 {
+        self.inner.as_ref().map_or(0, MegatronWriter::documents)
+    }
+
+    /// Adds documents given as little-endian `u32` ids and `len + 1` little-endian `i64` offsets.
+    fn add_documents(&mut self, py: Python<'_>, ids: &[u8], offsets: &[u8]) -> PyResult<()> {
+        let writer = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this MegatronWriter is closed"))?;
+        let ids: Vec<u32> = ids
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let bounds: Vec<usize> = offsets
+            .chunks_exact(8)
+            .map(|b| {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                usize::try_from(i64::from_le_bytes(le)).unwrap_or(usize::MAX)
+            })
+            .collect();
+        py.detach(|| {
+            for pair in bounds.windows(2) {
+                let doc = ids.get(pair[0]..pair[1]).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "offsets {}..{} are not within the {} ids",
+                        pair[0],
+                        pair[1],
+                        ids.len()
+                    ))
+                })?;
+                writer
+                    .add_document(doc)
+                    .map_err(|err| data_err(err, &Raised::default()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes the index and puts both files in place.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        match self.inner.take() {
+            Some(writer) => py
+                .detach(|| writer.finish())
+                .map_err(|err| data_err(err, &Raised::default())),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the temporary files: nothing is left under the prefix's names.
+    fn abort(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// The numpy name of the Megatron-LM token dtype for a vocabulary of `vocab_size` pieces.
+#[pyfunction]
+pub fn megatron_dtype_for(vocab_size: u64) -> PyResult<&'static str> {
+    Ok(megatron_dtype(vocab_size)?.name())
 }

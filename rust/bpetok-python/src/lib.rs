@@ -11,6 +11,8 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_class::<data::PyMegatronWriter>()?;
+    m.add_function(wrap_pyfunction!(data::megatron_dtype_for, m)?)?;
     m.add_function(wrap_pyfunction!(data::pack, m)?)?;
     m.add_function(wrap_pyfunction!(data::encode_files, m)?)?;
     m.add_function(wrap_pyfunction!(data::decode_files, m)?)?;

@@ -56,6 +56,15 @@ impl MegatronDtype {
         })
     }
 
+    /// The numpy name of the dtype: `uint16`, `int32` or `int64`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MegatronDtype::Uint16 => "uint16",
+            MegatronDtype::Int32 => "int32",
+            MegatronDtype::Int64 => "int64",
+        }
+    }
+
     /// Megatron's dtype code.
     pub fn code(self) -> u8 {
         match self {
