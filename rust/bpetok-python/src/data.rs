@@ -12,8 +12,8 @@ use pyo3::types::{PyDict, PyList};
 
 use bpetok::data::error::DataError;
 use bpetok::data::input::{self, FormatChoice, InputSpec, ReadOptions, Utf8Errors};
-use bpetok::data::pipeline::{Counters, EncodeOptions};
 use bpetok::data::megatron::{MegatronDtype, MegatronWriter};
+use bpetok::data::pipeline::{Counters, EncodeOptions};
 use bpetok::data::{EncodeReport, IdsOutput, PackConfig, PackSession};
 
 use crate::errors::{data_err, keep_exception, Raised};
@@ -348,7 +348,9 @@ pub struct PyMegatronWriter {
 
 fn megatron_dtype(vocab_size: u64) -> PyResult<MegatronDtype> {
     MegatronDtype::for_vocab_size(vocab_size).ok_or_else(|| {
-        PyValueError::new_err(format!("no Megatron-LM token dtype holds {vocab_size} pieces"))
+        PyValueError::new_err(format!(
+            "no Megatron-LM token dtype holds {vocab_size} pieces"
+        ))
     })
 }
 
