@@ -5,7 +5,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, final
 
 __all__ = [
+    "DEFAULT_PACK_BUFFER",
+    "DEFAULT_SAMPLES_PER_SHARD",
+    "MANIFEST_FILE",
     "MAX_SEQ_LEN",
+    "SHARD_FORMAT",
+    "SHARD_FORMAT_VERSION",
     "MegatronWriter",
     "Tokenizer",
     "__version__",
@@ -25,6 +30,11 @@ _Progress = Callable[[int, int | None, int, int], object] | None
 
 __version__: str
 MAX_SEQ_LEN: int
+DEFAULT_PACK_BUFFER: int
+DEFAULT_SAMPLES_PER_SHARD: int
+SHARD_FORMAT: str
+SHARD_FORMAT_VERSION: int
+MANIFEST_FILE: str
 
 @final
 class Tokenizer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from bpetok import _bpetok
@@ -55,8 +54,7 @@ class Progress(NamedTuple):
 ProgressCallback = Callable[[Progress], object]
 
 
-@dataclass(frozen=True)
-class PackResult:
+class PackResult(NamedTuple):
     """What :func:`pack` wrote. ``manifest`` is the ``manifest.json`` it wrote, as a dict."""
 
     output: str
@@ -76,11 +74,13 @@ class PackResult:
     """Padding tokens over all sample tokens."""
     context_share: float
     """Context tokens (repeated from the chunk before, never targets) over all sample tokens."""
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: dict[str, Any]
+
+    def __repr__(self) -> str:  # the manifest lists every shard: leave it out
+        return f"PackResult(output={self.output!r}, documents={self.documents}, samples={self.samples})"
 
 
-@dataclass(frozen=True)
-class EncodeResult:
+class EncodeResult(NamedTuple):
     """What :func:`encode_files` wrote (``output`` None: stdout)."""
 
     output: str | None
@@ -92,8 +92,7 @@ class EncodeResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class DecodeResult:
+class DecodeResult(NamedTuple):
     """What :func:`decode_files` wrote (``output`` None: stdout)."""
 
     output: str | None
@@ -104,8 +103,7 @@ class DecodeResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(NamedTuple):
     """The verdict of :func:`verify`: ``ok``, a one-line ``summary``, and every violation found."""
 
     ok: bool
@@ -181,10 +179,10 @@ def pack(
     seq_len: int,
     window: int,
     overlap: int | None = None,
-    pack_buffer: int = 4096,
+    pack_buffer: int = _bpetok.DEFAULT_PACK_BUFFER,
     seed: int = 0,
     pad_id: int | None = None,
-    samples_per_shard: int = 8192,
+    samples_per_shard: int = _bpetok.DEFAULT_SAMPLES_PER_SHARD,
     bos: bool = True,
     eos: bool = True,
     field: str = "text",

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from bpetok import _bpetok
 from bpetok._errors import ShardError
 
 if TYPE_CHECKING:  # numpy is imported on first use, so `import bpetok` stays quick
@@ -42,9 +43,9 @@ if TYPE_CHECKING:  # numpy is imported on first use, so `import bpetok` stays qu
 
 __all__ = ["FlattenedBatch", "Sample", "ShardDataset", "ShardFormatError", "collate_flattened"]
 
-FORMAT = "bpetok-shards"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+FORMAT: str = _bpetok.SHARD_FORMAT
+FORMAT_VERSION: int = _bpetok.SHARD_FORMAT_VERSION
+MANIFEST: str = _bpetok.MANIFEST_FILE
 IGNORE_INDEX = -100
 """The label of a position that is not a target (PyTorch's ``CrossEntropyLoss`` default)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import bpetok
+from bpetok import _bpetok
 from bpetok.cli._common import (
     Progress,
     add_input_arguments,
@@ -54,13 +55,18 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pack-buffer",
         type=positive_int,
-        default=4096,
+        default=_bpetok.DEFAULT_PACK_BUFFER,
         metavar="CHUNKS",
-        help="chunks held for best-fit packing before samples are written (default 4096)",
+        help="chunks held for best-fit packing before samples are written "
+        f"(default {_bpetok.DEFAULT_PACK_BUFFER})",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="shuffle seed (default 0)")
     parser.add_argument(
-        "--samples-per-shard", type=positive_int, default=8192, metavar="N", help="default 8192"
+        "--samples-per-shard",
+        type=positive_int,
+        default=_bpetok.DEFAULT_SAMPLES_PER_SHARD,
+        metavar="N",
+        help=f"default {_bpetok.DEFAULT_SAMPLES_PER_SHARD}",
     )
     parser.add_argument(
         "--bos",

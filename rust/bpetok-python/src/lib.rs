@@ -21,6 +21,17 @@ fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(data::check_tokenizer, m)?)?;
     m.add_function(wrap_pyfunction!(data::default_threads, m)?)?;
     m.add("MAX_SEQ_LEN", bpetok::data::pack::MAX_SEQ_LEN)?;
+    m.add(
+        "DEFAULT_PACK_BUFFER",
+        bpetok::data::pack::DEFAULT_PACK_BUFFER,
+    )?;
+    m.add(
+        "DEFAULT_SAMPLES_PER_SHARD",
+        bpetok::data::shard::DEFAULT_SAMPLES_PER_SHARD,
+    )?;
+    m.add("SHARD_FORMAT", bpetok::data::shard::FORMAT)?;
+    m.add("SHARD_FORMAT_VERSION", bpetok::data::shard::FORMAT_VERSION)?;
+    m.add("MANIFEST_FILE", bpetok::data::shard::MANIFEST_FILE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
