@@ -157,15 +157,18 @@ def test_show_sample_api_refuses_another_tokenizer(v3_shards: Path) -> None:
 # ---- progress bar on a terminal ----------------------------------------------------------------
 
 
-def test_short_run_leaves_no_progress_bar_on_a_terminal(tmp_path: Path) -> None:
-    inputs = write_jsonl(tmp_path / "in.jsonl", long_docs(50, 20))
+def _screen_lines(output: bytes) -> list[str]:
+    """What stays visible of each line a terminal was sent: the text after its last carriage
+    return, trailing spaces cut (tqdm clears a bar by overwriting it with spaces)."""
+    text = output.decode(errors="replace").replace("\r\n", "\n")
+    return [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+
+
+def _run_on_a_terminal(argv: list[str]) -> tuple[int, bytes]:
     controller, terminal = pty.openpty()
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "bpetok", "pack", str(inputs), "-o", str(tmp_path / "out"), *PACK_ARGS],
-            stderr=terminal,
-            stdout=subprocess.DEVNULL,
-            timeout=120,
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bpetok", *argv], stderr=terminal, stdout=subprocess.DEVNULL
         )
         os.close(terminal)
         terminal = -1
@@ -178,15 +181,25 @@ def test_short_run_leaves_no_progress_bar_on_a_terminal(tmp_path: Path) -> None:
             if not chunk:
                 break
             chunks.append(chunk)
+        status = proc.wait(timeout=120)
     finally:
         os.close(controller)
         if terminal >= 0:
             os.close(terminal)
-    screen = b"".join(chunks).decode()
-    assert run.returncode == 0
-    lines = screen.replace("\r\n", "\n")
-    assert "|" not in lines and "\r" not in lines, screen  # no tqdm bar was drawn, nor cleared
-    assert screen.strip().startswith("bpetok pack: 50 documents")
+    return status, b"".join(chunks)
+
+
+@pytest.mark.parametrize("documents", [50, 150_000])
+def test_no_progress_bar_is_left_on_a_terminal(tmp_path: Path, documents: int) -> None:
+    """A short run draws no bar; a longer one removes its bar, line and all, before the summary:
+    the terminal shows the summary line and nothing else."""
+    inputs = write_jsonl(tmp_path / "in.jsonl", long_docs(documents, 100))
+    argv = ["pack", str(inputs), "-o", str(tmp_path / "out"), "--threads", "1", *PACK_ARGS]
+    status, output = _run_on_a_terminal(argv)
+    assert status == 0, output
+    *shown, last = _screen_lines(output)
+    assert last == "" and len(shown) == 1, shown
+    assert shown[0].startswith(f"bpetok pack: {documents:,} documents"), shown
 
 
 # ---- the pack summary: padding and context ---------------------------------------------------------
