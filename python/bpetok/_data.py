@@ -342,7 +342,7 @@ def show_sample(directory: PathArg, index: int, *, tokenizer: Tokenizer | None =
     _bpetok.check_tokenizer(path, tok._core)
     ds = ShardDataset(path)
     if not -len(ds) <= index < len(ds):
-        raise IndexError(f"sample {index} is out of range: {path} has {len(ds):,} samples")
+        raise IndexError(f"sample {index} is out of range: {path} has {_plural(len(ds), 'sample')}")
     sample = ds[index]
     bounds = sample["cu_seqlens"].tolist()
     segments = []
