@@ -267,6 +267,12 @@ def test_no_partial_output_after_a_failure(tmp_path: Path, fmt: str) -> None:
     assert os.listdir(out.parent) == ["result"] and out.read_bytes() == b"old"
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C as a terminal delivers it, even when this test runs in a background
+    job of a non-interactive shell (which starts its children with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_leaves_no_output(tmp_path: Path) -> None:
     out = tmp_path / "ids.jsonl"
     proc = subprocess.Popen(
@@ -274,6 +280,7 @@ def test_interrupt_leaves_no_output(tmp_path: Path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_sigint_default,
     )
     assert proc.stdin is not None
     proc.stdin.write(b'{"text": "some text"}\n')

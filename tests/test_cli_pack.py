@@ -339,6 +339,8 @@ def test_interrupted_pack_stops_promptly_and_leaves_no_manifest(tmp_path: Path) 
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Ctrl-C as a terminal delivers it, even from a background job (SIGINT ignored there).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as proc:
         assert proc.stdin is not None and proc.stderr is not None
         proc.stdin.write(b"".join(json.dumps({"text": d}).encode() + b"\n" for d in corpus(200, seed=29)))
