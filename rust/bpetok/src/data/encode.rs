@@ -4,6 +4,7 @@
 //! name, renamed into place when complete, removed on any error); `None` is standard output.
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{InputSpec, InputSummary, ReadOptions};
@@ -70,35 +71,12 @@ pub fn encode_to(
     counters: &Counters,
     tick: impl FnMut() -> Result<(), DataError>,
 ) -> Result<EncodeReport, DataError> {
-    let mut documents = 0u64;
-    let mut tokens = 0u64;
-    let summaries = match format {
-        IdsOutput::Jsonl => {
-            let mut out = LinesOut::create(output)?;
-            let digits = decimal_ids(tok);
-            let mut lines = Vec::with_capacity(FLUSH_BYTES + (64 << 10));
-            let summaries = encode_inputs(
-                tok,
-                inputs,
-                read,
-                encode,
-                counters,
-                |ids| {
-                    push_ids_line(&mut lines, &ids, &digits);
-                    documents += 1;
-                    tokens += ids.len() as u64;
-                    if lines.len() >= FLUSH_BYTES {
-                        out.write_all(&lines)?;
-                        lines.clear();
-                    }
-                    Ok(())
-                },
-                tick,
-            )?;
-            out.write_all(&lines)?;
-            out.commit()?;
-            summaries
-        }
+    let mut sink = match format {
+        IdsOutput::Jsonl => IdsSink::Lines {
+            out: LinesOut::create(output)?,
+            digits: decimal_ids(tok),
+            lines: Vec::with_capacity(FLUSH_BYTES + (64 << 10)),
+        },
         IdsOutput::Megatron => {
             let Some(prefix) = output else {
                 return Err(OptionsError::new(
@@ -115,29 +93,65 @@ pub fn encode_to(
                     format!("{vocab_size} pieces fit no Megatron-LM token dtype"),
                 )
             })?;
-            let mut writer = MegatronWriter::create(prefix, dtype)?;
-            let summaries = encode_inputs(
-                tok,
-                inputs,
-                read,
-                encode,
-                counters,
-                |ids| {
-                    writer.add_document(&ids)?;
-                    documents += 1;
-                    tokens += ids.len() as u64;
-                    Ok(())
-                },
-                tick,
-            )?;
-            writer.finish()?;
-            summaries
+            IdsSink::Megatron(MegatronWriter::create(prefix, dtype)?)
         }
     };
+    let (documents, tokens) = (
+        counters.documents.load(Relaxed),
+        counters.tokens.load(Relaxed),
+    );
+    let summaries = encode_inputs(
+        tok,
+        inputs,
+        read,
+        encode,
+        counters,
+        |ids| sink.add(&ids),
+        tick,
+    )?;
+    sink.finish()?;
     Ok(EncodeReport {
-        documents,
-        tokens,
+        // The pipeline counts what it hands to the consumer.
+        documents: counters.documents.load(Relaxed) - documents,
+        tokens: counters.tokens.load(Relaxed) - tokens,
         input_bytes: summaries.iter().map(|s| s.size).sum(),
         inputs: summaries,
     })
+}
+
+/// Where [`encode_to`] puts each document's ids.
+enum IdsSink {
+    /// JSON lines, gathered up to [`FLUSH_BYTES`] before each write.
+    Lines {
+        out: LinesOut,
+        digits: Vec<String>,
+        lines: Vec<u8>,
+    },
+    Megatron(MegatronWriter),
+}
+
+impl IdsSink {
+    fn add(&mut self, ids: &[u32]) -> Result<(), DataError> {
+        match self {
+            IdsSink::Lines { out, digits, lines } => {
+                push_ids_line(lines, ids, digits);
+                if lines.len() >= FLUSH_BYTES {
+                    out.write_all(lines)?;
+                    lines.clear();
+                }
+                Ok(())
+            }
+            IdsSink::Megatron(writer) => writer.add_document(ids),
+        }
+    }
+
+    fn finish(self) -> Result<(), DataError> {
+        match self {
+            IdsSink::Lines { mut out, lines, .. } => {
+                out.write_all(&lines)?;
+                out.commit()
+            }
+            IdsSink::Megatron(writer) => writer.finish(),
+        }
+    }
 }
