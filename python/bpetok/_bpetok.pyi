@@ -97,7 +97,9 @@ def pack(
     lines: bool,
     errors: str,
     input_format: str,
+    skip_bad_records: bool,
     overwrite: bool,
+    resume: bool,
     num_threads: int,
     progress: _Progress,
 ) -> dict[str, Any]: ...

@@ -54,6 +54,15 @@ class Progress(NamedTuple):
 ProgressCallback = Callable[[Progress], object]
 
 
+class ResumedRun(NamedTuple):
+    """What a resumed :func:`pack` found done: complete shards kept and their samples, and
+    whether the run had finished already (then nothing was done)."""
+
+    shards: int
+    samples: int
+    complete: bool
+
+
 class PackResult(NamedTuple):
     """What :func:`pack` wrote. ``manifest`` is the ``manifest.json`` it wrote, as a dict."""
 
@@ -74,6 +83,10 @@ class PackResult(NamedTuple):
     """Padding tokens over all sample tokens."""
     context_share: float
     """Context tokens (repeated from the chunk before, never targets) over all sample tokens."""
+    skipped_records: int | None
+    """Bad records passed over (``skip_bad_records=True``), over all inputs; None without it."""
+    resumed: ResumedRun | None
+    """With ``resume=True``: what the interrupted run had done; None for a run from the start."""
     manifest: dict[str, Any]
 
     def __repr__(self) -> str:  # the manifest lists every shard: leave it out
@@ -189,7 +202,9 @@ def pack(
     lines: bool = False,
     errors: Utf8Errors = "strict",
     input_format: InputFormat = "auto",
+    skip_bad_records: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
     tokenizer: Tokenizer | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
@@ -203,6 +218,16 @@ def pack(
     that is split, each chunk after the first starting with ``overlap`` tokens of context (by
     default the sliding ``window``). ``pad_id`` defaults to the ``</s>`` id. The output is the
     same whatever ``num_threads`` is (default: every CPU this process may use).
+
+    ``skip_bad_records=True`` passes over (and counts, per input in the manifest) a JSONL line
+    that is not JSON, not an object, lacks ``field`` or holds a non-string there, and a Parquet
+    null, instead of stopping at it.
+
+    ``resume=True`` continues a run that was interrupted in ``output`` (killed, out of disk,
+    stopped), given the same inputs and options, and ends with the bytes an uninterrupted run
+    writes; a run with other inputs or options is refused with a :class:`ShardError` naming the
+    differences. With nothing to continue it starts from the beginning, and for a finished run it
+    returns that run's result (``resumed.complete``). See ``docs/reliability.md``.
 
     Raises :class:`InputError` for an input that cannot be read as asked (with file and line),
     :class:`PackOptionsError` for an option out of bounds, :class:`ShardError` when ``output``
@@ -230,11 +255,18 @@ def pack(
         lines=lines,
         errors=_choice("errors", errors, _ERRORS),
         input_format=_choice("input_format", input_format, _FORMATS),
+        skip_bad_records=skip_bad_records,
         overwrite=overwrite,
+        resume=resume,
         num_threads=_threads(num_threads),
         progress=_progress(progress),
     )
-    return PackResult(seconds=time.perf_counter() - start, **report)
+    resumed = report.pop("resumed")
+    return PackResult(
+        seconds=time.perf_counter() - start,
+        resumed=None if resumed is None else ResumedRun(**resumed),
+        **report,
+    )
 
 
 def encode_files(

@@ -247,6 +247,8 @@ _HINTS: dict[str, str] = {
     "missing_column": "name the text column with --field",
     "unknown_format": "or pass --input-format",
     "directory_in_use": "choose an empty or new directory, or pass --overwrite to replace it",
+    "unfinished_run": "pass --resume to continue it, or --overwrite to start again",
+    "cannot_resume": "run with the interrupted run's inputs and options, or pass --overwrite to start again",
     "tokenizer_mismatch": "pass --vocab with the model the shards were packed with",
 }
 
@@ -260,6 +262,7 @@ _OPTION_FLAGS: dict[str, str] = {
     "bos": "--bos",
     "eos": "--eos",
     "output": "-o",
+    "resume": "--resume",
 }
 
 _OPTION_HINTS: dict[str, str] = {"bos": "pass --no-bos", "eos": "pass --no-eos"}

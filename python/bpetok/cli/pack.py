@@ -85,7 +85,19 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         help="the id padding tokens hold (default: the </s> id, or 0 without one); padding is never a target",
     )
     parser.add_argument(
+        "--skip-bad-records",
+        action="store_true",
+        help="pass over (and count, per input in the manifest) JSONL lines that are not JSON objects "
+        "or lack the text field, and Parquet nulls, instead of stopping at the first",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing shard output in DIR (only its files)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run interrupted in DIR (same inputs and options): the result is byte for byte "
+        "that of an uninterrupted run; starts from the beginning when there is nothing to continue",
     )
 
 
@@ -108,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
             samples_per_shard=args.samples_per_shard,
             bos=args.bos,
             eos=args.eos,
+            skip_bad_records=args.skip_bad_records,
             overwrite=args.overwrite,
+            resume=args.resume,
             tokenizer=tok,
             num_threads=args.threads,
             progress=progress,
@@ -132,6 +146,16 @@ def run(args: argparse.Namespace) -> int:
             f"context {result.context_share:.1%}",
         ],
     )
+    if result.skipped_records is not None:
+        summary["skipped_records"] = result.skipped_records
+        summary["extra"].append(f"{plural(result.skipped_records, 'bad record')} skipped")
+    if result.resumed is not None:
+        summary["resumed"] = result.resumed._asdict()
+        summary["extra"].append(
+            "already complete"
+            if result.resumed.complete
+            else f"resumed after {plural(result.resumed.shards, 'shard')}"
+        )
     if args.json:
         del summary["extra"]
     report(args, summary, output_on_stdout=False)

@@ -108,6 +108,7 @@ fn read_options(field: String, lines: bool, errors: &str) -> PyResult<ReadOption
         field,
         lines,
         errors: parse::<Utf8Errors>("errors", errors)?,
+        skip_bad_records: false,
     })
 }
 
@@ -115,7 +116,7 @@ fn read_options(field: String, lines: bool, errors: &str) -> PyResult<ReadOption
 #[pyfunction]
 #[pyo3(signature = (tokenizer, inputs, output, *, seq_len, window, overlap, pack_buffer, seed,
                     pad_id, samples_per_shard, bos, eos, field, lines, errors, input_format,
-                    overwrite, num_threads, progress))]
+                    skip_bad_records, overwrite, resume, num_threads, progress))]
 #[allow(clippy::too_many_arguments)]
 pub fn pack<'py>(
     py: Python<'py>,
@@ -135,7 +136,9 @@ pub fn pack<'py>(
     lines: bool,
     errors: &str,
     input_format: &str,
+    skip_bad_records: bool,
     overwrite: bool,
+    resume: bool,
     num_threads: usize,
     progress: ProgressFn,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -148,7 +151,9 @@ pub fn pack<'py>(
     config.add_bos = bos;
     config.add_eos = eos;
     config.overwrite = overwrite;
+    config.resume = resume;
     config.read = read_options(field, lines, errors)?;
+    config.read.skip_bad_records = skip_bad_records;
     let choice = parse::<FormatChoice>("input_format", input_format)?;
     config.input_format = choice;
     config.threads = num_threads;
@@ -157,10 +162,8 @@ pub fn pack<'py>(
     let counters = Counters::default();
     let report = py.detach(|| {
         let (specs, total) = resolve(&inputs, choice)?;
-        let mut session = PackSession::create(tok, &output, config)?;
-        session.add_inputs(&specs, &counters, || {
-            tick(&progress, total, &counters, &raised)
-        })?;
+        let mut session = PackSession::create(tok, &output, config, specs)?;
+        session.run(&counters, || tick(&progress, total, &counters, &raised))?;
         session.finish()
     });
     let report = report.map_err(|err| data_err(err, &raised))?;
@@ -179,6 +182,23 @@ pub fn pack<'py>(
     result.set_item("input_bytes", report.input_bytes)?;
     result.set_item("padding_share", report.padding_share())?;
     result.set_item("context_share", report.context_share())?;
+    let skipped: Option<u64> = report
+        .manifest
+        .inputs
+        .iter()
+        .map(|i| i.skipped_records)
+        .sum();
+    result.set_item("skipped_records", skipped)?;
+    match report.resumed {
+        Some(resumed) => {
+            let info = PyDict::new(py);
+            info.set_item("shards", resumed.shards)?;
+            info.set_item("samples", resumed.samples)?;
+            info.set_item("complete", resumed.complete)?;
+            result.set_item("resumed", info)?;
+        }
+        None => result.set_item("resumed", py.None())?,
+    }
     result.set_item("manifest", to_py(py, &report.manifest)?)?;
     Ok(result)
 }
@@ -231,6 +251,7 @@ pub fn encode_files<'py>(
         add_bos: bos,
         add_eos: eos,
         threads: num_threads,
+        skip_records: 0,
     };
     let report = py.detach(|| {
         let (specs, total) = resolve(&inputs, choice)?;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use bpetok::data::pack::{
-    best_fit_decreasing, chunk_document, pack_documents, Chunk, PackOptions, Packer, Sample,
-    Segment, SplitMix64, IGNORE_INDEX,
+    best_fit_decreasing, chunk_document, pack_documents, Chunk, PackOptions, Packer, ResumePoint,
+    Sample, Segment, SplitMix64, IGNORE_INDEX,
 };
 use proptest::prelude::*;
 
@@ -320,8 +320,67 @@ fn sorted(mut samples: Vec<Sample>) -> Vec<Sample> {
     samples
 }
 
+/// Every sample with the [`ResumePoint`] it was emitted with, and the final stats.
+fn pack_tracked(
+    docs: &[Vec<u32>],
+    opts: &PackOptions,
+) -> (Vec<(Sample, ResumePoint)>, bpetok::data::pack::PackStats) {
+    let mut out = Vec::new();
+    let mut packer = Packer::new(opts.clone()).unwrap();
+    for (d, doc) in docs.iter().enumerate() {
+        let Ok(()) = packer.push_document_tracked(d as u64, doc, |s, p| {
+            out.push((s, p));
+            Ok::<(), Infallible>(())
+        });
+    }
+    let Ok(stats) = packer.finish_tracked(|s, p| {
+        out.push((s, p));
+        Ok::<(), Infallible>(())
+    });
+    (out, stats)
+}
+
+/// A packer resumed from `point`, given the documents again from the one the point names (or
+/// from the first): what it emits, and its final stats.
+fn resume_from(
+    docs: &[Vec<u32>],
+    opts: &PackOptions,
+    point: ResumePoint,
+) -> (Vec<Sample>, bpetok::data::pack::PackStats) {
+    let mut out = Vec::new();
+    let mut packer = Packer::resume(opts.clone(), point).unwrap();
+    let first = point.state.document.map_or(0, |d| d.doc_id as usize);
+    for (d, doc) in docs.iter().enumerate().skip(first) {
+        let Ok(()) = packer.push_document(d as u64, doc, |s| {
+            out.push(s);
+            Ok::<(), Infallible>(())
+        });
+    }
+    let Ok(stats) = packer.finish(|s| {
+        out.push(s);
+        Ok::<(), Infallible>(())
+    });
+    (out, stats)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Resuming from any emitted sample's point, with the documents given again from the one it
+    /// names, emits exactly the samples that followed it and ends with the same stats: what
+    /// `bpetok pack --resume` relies on.
+    #[test]
+    fn resuming_from_any_sample_gives_the_rest((lengths, opts) in case(25, 5)) {
+        let docs = documents(&lengths);
+        let (tracked, stats) = pack_tracked(&docs, &opts);
+        let plain: Vec<Sample> = tracked.iter().map(|(s, _)| s.clone()).collect();
+        prop_assert_eq!(&plain, &pack(&docs, &opts));
+        for (k, (_, point)) in tracked.iter().enumerate() {
+            let (rest, resumed_stats) = resume_from(&docs, &opts, *point);
+            prop_assert_eq!(&rest[..], &plain[k + 1..], "resumed after sample {}", k);
+            prop_assert_eq!(resumed_stats, stats);
+        }
+    }
 
     #[test]
     fn output_satisfies_every_invariant((lengths, opts) in case(25, 5)) {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bpetok::data::input::{
     read_documents, Compression, InputError, InputFormat, InputSpec, ReadOptions, Utf8Errors,
 };
-use bpetok::data::pipeline::{encode_inputs, Counters, EncodeOptions};
+use bpetok::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use bpetok::Tokenizer;
 use sha2::{Digest, Sha256};
 
@@ -281,10 +281,13 @@ fn pipeline_gives_every_document_in_order_whatever_the_threads() {
                 add_bos: true,
                 add_eos: true,
                 threads,
+                skip_records: 0,
             },
             &counters,
-            |ids| {
-                got.push(ids);
+            |event| {
+                if let Event::Document { ids, .. } = event {
+                    got.push(ids);
+                }
                 Ok::<(), InputError>(())
             },
             || {
@@ -317,6 +320,7 @@ fn pipeline_stops_at_the_first_error_without_hanging() {
         add_bos: false,
         add_eos: false,
         threads: 2,
+        skip_records: 0,
     };
     // An input error: everything before it is consumed, then the error is returned.
     let mut consumed = 0;
@@ -326,8 +330,8 @@ fn pipeline_stops_at_the_first_error_without_hanging() {
         &ReadOptions::default(),
         encode,
         &Counters::default(),
-        |_| {
-            consumed += 1;
+        |event| {
+            consumed += u64::from(matches!(event, Event::Document { .. }));
             Ok::<(), InputError>(())
         },
         || Ok(()),
@@ -398,6 +402,7 @@ fn a_panic_in_the_consumer_comes_back_as_a_panic_not_a_hang() {
                 add_bos: false,
                 add_eos: false,
                 threads: 2,
+                skip_records: 0,
             },
             &Counters::default(),
             |_| {
@@ -409,4 +414,116 @@ fn a_panic_in_the_consumer_comes_back_as_a_panic_not_a_hang() {
         )
     }));
     assert!(result.is_err());
+}
+
+/// Events arrive in input order: each document with its input and record index, each record
+/// passed over (`skip_bad_records`), each input's end after its last record; `skip_records`
+/// passes over the first input's first records (read and hashed, not decoded).
+#[test]
+fn events_name_inputs_and_records_and_skip_what_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    std::fs::write(
+        &a,
+        "{\"text\": \"one\"}\n\n{oops\n{\"text\": 5}\n{\"other\": \"x\"}\n[1]\n{\"text\": \"two\"}\n",
+    )
+    .unwrap();
+    std::fs::write(&b, "{\"text\": \"three\"}\nnull\n{\"text\": \"four\"}\n").unwrap();
+    let specs = vec![
+        spec(&a, InputFormat::Jsonl, Compression::None),
+        spec(&b, InputFormat::Jsonl, Compression::None),
+    ];
+    let tok = Tokenizer::mixtral_8x7b();
+    let read = ReadOptions {
+        skip_bad_records: true,
+        ..ReadOptions::default()
+    };
+    let run = |skip_records: u64, threads: usize| {
+        let mut events = Vec::new();
+        let summaries = encode_inputs(
+            &tok,
+            &specs,
+            &read,
+            EncodeOptions {
+                add_bos: false,
+                add_eos: false,
+                threads,
+                skip_records,
+            },
+            &Counters::default(),
+            |event| {
+                events.push(match event {
+                    Event::Document { ids, input, index } => {
+                        format!("doc {input}:{index} {}", tok.decode(&ids).unwrap())
+                    }
+                    Event::Skipped {
+                        input,
+                        index,
+                        error,
+                    } => format!("skip {input}:{index} {}", error.kind()),
+                    Event::InputEnd { input, summary } => format!(
+                        "end {input} docs {} skipped {}",
+                        summary.documents, summary.skipped_records
+                    ),
+                });
+                Ok::<(), InputError>(())
+            },
+            || Ok(()),
+        )
+        .unwrap();
+        (events, summaries)
+    };
+    for threads in [1, 2] {
+        let (events, summaries) = run(0, threads);
+        assert_eq!(
+            events,
+            [
+                "doc 0:0 one",
+                "skip 0:2 invalid_json",
+                "skip 0:3 not_a_string",
+                "skip 0:4 missing_field",
+                "skip 0:5 not_an_object",
+                "doc 0:6 two",
+                "end 0 docs 2 skipped 4",
+                "doc 1:0 three",
+                "skip 1:1 not_an_object",
+                "doc 1:2 four",
+                "end 1 docs 2 skipped 1",
+            ]
+        );
+        let whole = summaries[0].clone();
+        // Passing over the first four records: the same file read and hashed, fewer records.
+        let (events, summaries) = run(4, threads);
+        assert_eq!(
+            events[..3],
+            [
+                "skip 0:4 missing_field",
+                "skip 0:5 not_an_object",
+                "doc 0:6 two"
+            ]
+        );
+        assert_eq!(events[3], "end 0 docs 1 skipped 2");
+        assert_eq!(
+            (summaries[0].size, &summaries[0].sha256),
+            (whole.size, &whole.sha256)
+        );
+    }
+    // Without skipping, the first bad record stops the run as before.
+    let err = encode_inputs(
+        &tok,
+        &specs,
+        &ReadOptions::default(),
+        EncodeOptions {
+            add_bos: false,
+            add_eos: false,
+            threads: 1,
+            skip_records: 0,
+        },
+        &Counters::default(),
+        |_| Ok::<(), InputError>(()),
+        || Ok(()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("a.jsonl:3"), "{err}");
 }

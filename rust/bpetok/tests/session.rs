@@ -86,11 +86,9 @@ fn files(dir: &Path) -> Vec<String> {
 
 fn pack(config: PackConfig, inputs: &[&str], out: &Path) -> bpetok::data::PackReport {
     let tok = Tokenizer::mixtral_8x7b();
-    let mut session = PackSession::create(&tok, out, config).unwrap();
+    let mut session = PackSession::create(&tok, out, config, specs(inputs)).unwrap();
     let counters = Counters::default();
-    session
-        .add_inputs(&specs(inputs), &counters, no_tick)
-        .unwrap();
+    session.run(&counters, no_tick).unwrap();
     session.finish().unwrap()
 }
 
@@ -183,26 +181,23 @@ fn pack_over_compressed_inputs_is_byte_identical_whatever_the_threads() {
 }
 
 #[test]
-fn pack_in_several_calls_continues_the_document_ids() {
+fn document_ids_continue_over_the_inputs() {
     let tok = Tokenizer::mixtral_8x7b();
     let root = TempDir::new().unwrap();
     let out = root.path().join("p5");
     let mut config = PackConfig::new(256, 128);
     config.samples_per_shard = 16;
-    let mut session = PackSession::create(&tok, &out, config).unwrap();
+    let mut session = PackSession::create(&tok, &out, config, specs(&P5_INPUTS)).unwrap();
     let counters = Counters::default();
-    session
-        .add_inputs(&specs(&P5_INPUTS[..1]), &counters, no_tick)
-        .unwrap();
-    let after_one = session.documents();
-    assert!(after_one > 0);
-    session
-        .add_inputs(&specs(&P5_INPUTS[1..]), &Counters::default(), no_tick)
-        .unwrap();
-    assert!(session.documents() > after_one);
-    assert_eq!(session.inputs().len(), 4);
-    session.finish().unwrap();
+    session.run(&counters, no_tick).unwrap();
+    assert!(session.documents() > 0);
+    let report = session.finish().unwrap();
+    assert_eq!(report.manifest.inputs.len(), 4);
     assert_eq!(sha256_of(&out.join("manifest.json")), P5_MANIFEST_SHA256);
+    assert!(
+        !out.join("resume.json").exists(),
+        "a finished run leaves no resume.json"
+    );
 }
 
 #[test]
@@ -242,7 +237,7 @@ fn create_error(config: PackConfig) -> OptionsError {
     let tok = Tokenizer::mixtral_8x7b();
     let root = TempDir::new().unwrap();
     let out = root.path().join("out");
-    let err = PackSession::create(&tok, &out, config)
+    let err = PackSession::create(&tok, &out, config, vec![])
         .err()
         .expect("refused");
     assert!(!out.exists(), "an option error created {}", out.display());
@@ -376,7 +371,7 @@ fn every_option_bound_is_checked_with_its_value_bound_and_reason() {
     ];
     for (k, config) in fine.into_iter().enumerate() {
         let out = root.path().join(k.to_string());
-        let session = PackSession::create(&tok, &out, config).unwrap();
+        let session = PackSession::create(&tok, &out, config, vec![]).unwrap();
         drop(session);
         assert!(!out.exists(), "an unused output directory is removed");
     }
@@ -400,15 +395,15 @@ fn a_failed_run_removes_the_directory_it_created_when_it_is_empty() {
     let bad = root.path().join("bad.jsonl");
     fs::write(&bad, "{\"text\": \"fine\"}\nnot json\n").unwrap();
     let out = root.path().join("new").join("out");
-    let mut session = PackSession::create(&tok, &out, PackConfig::new(64, 0)).unwrap();
+    let mut session = PackSession::create(
+        &tok,
+        &out,
+        PackConfig::new(64, 0),
+        vec![file_spec(&bad, InputFormat::Jsonl)],
+    )
+    .unwrap();
     assert!(out.is_dir());
-    let err = session
-        .add_inputs(
-            &[file_spec(&bad, InputFormat::Jsonl)],
-            &Counters::default(),
-            no_tick,
-        )
-        .unwrap_err();
+    let err = session.run(&Counters::default(), no_tick).unwrap_err();
     assert_eq!(err.kind(), "invalid_json");
     assert!(err.to_string().contains("bad.jsonl"), "{err}");
     // The session refuses from now on.
@@ -422,13 +417,15 @@ fn a_failed_run_removes_the_directory_it_created_when_it_is_empty() {
     // Stopped by `tick`: the same.
     let big = root.path().join("big.txt");
     fs::write(&big, "word ".repeat(200_000)).unwrap();
-    let mut session = PackSession::create(&tok, &out, PackConfig::new(64, 0)).unwrap();
+    let mut session = PackSession::create(
+        &tok,
+        &out,
+        PackConfig::new(64, 0),
+        vec![file_spec(&big, InputFormat::Text)],
+    )
+    .unwrap();
     let err = session
-        .add_inputs(
-            &[file_spec(&big, InputFormat::Text)],
-            &Counters::default(),
-            || Err(DataError::Stopped),
-        )
+        .run(&Counters::default(), || Err(DataError::Stopped))
         .unwrap_err();
     assert_eq!(err.kind(), "stopped");
     drop(session);
@@ -437,7 +434,7 @@ fn a_failed_run_removes_the_directory_it_created_when_it_is_empty() {
     // A directory that was there stays, empty or not.
     let existing = root.path().join("existing");
     fs::create_dir(&existing).unwrap();
-    let session = PackSession::create(&tok, &existing, PackConfig::new(64, 0)).unwrap();
+    let session = PackSession::create(&tok, &existing, PackConfig::new(64, 0), vec![]).unwrap();
     drop(session);
     assert!(existing.is_dir());
 
@@ -445,17 +442,20 @@ fn a_failed_run_removes_the_directory_it_created_when_it_is_empty() {
     let mut config = PackConfig::new(64, 0);
     config.samples_per_shard = 1;
     config.pack.pack_buffer = 1;
-    let mut session = PackSession::create(&tok, &out, config).unwrap();
+    let mut session = PackSession::create(&tok, &out, config, specs(&["corpus/b.txt"])).unwrap();
     let counters = Counters::default();
-    session
-        .add_inputs(&specs(&["corpus/b.txt"]), &counters, no_tick)
-        .unwrap();
+    session.run(&counters, no_tick).unwrap();
     assert!(counters.documents.load(Ordering::Relaxed) == 1);
     drop(session);
     assert!(out.is_dir());
     let names = files(&out);
     assert!(!names.contains(&"manifest.json".to_string()));
-    assert!(names.iter().all(|n| n.starts_with("shard-")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("shard-") || n == "resume.json"),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -464,7 +464,7 @@ fn an_output_path_that_is_a_file_is_refused() {
     let root = TempDir::new().unwrap();
     let file = root.path().join("out");
     fs::write(&file, "mine").unwrap();
-    let err = PackSession::create(&tok, &file, PackConfig::new(64, 0))
+    let err = PackSession::create(&tok, &file, PackConfig::new(64, 0), vec![])
         .err()
         .unwrap();
     assert_eq!(err.kind(), "not_a_directory");
@@ -481,7 +481,7 @@ fn a_directory_with_an_output_is_refused_without_flag_names() {
     let root = TempDir::new().unwrap();
     let out = root.path().join("p");
     pack(PackConfig::new(64, 0), &["corpus/b.txt"], &out);
-    let err = PackSession::create(&tok, &out, PackConfig::new(64, 0))
+    let err = PackSession::create(&tok, &out, PackConfig::new(64, 0), vec![])
         .err()
         .unwrap();
     assert_eq!(err.kind(), "directory_in_use");
@@ -494,7 +494,7 @@ fn a_directory_with_an_output_is_refused_without_flag_names() {
     );
     let mut config = PackConfig::new(64, 0);
     config.overwrite = true;
-    PackSession::create(&tok, &out, config).unwrap();
+    PackSession::create(&tok, &out, config, vec![]).unwrap();
 }
 
 #[test]
@@ -546,6 +546,7 @@ fn encode(
         add_bos,
         add_eos,
         threads: 2,
+        skip_records: 0,
     };
     encode_to(
         &tok,

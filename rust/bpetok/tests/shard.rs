@@ -74,6 +74,7 @@ fn write_dir(
         size: 1234,
         sha256: "cd".repeat(32),
         documents: docs.len() as u64,
+        skipped_records: None,
     };
     writer
         .finish(info(opts, vocab_size, vec![input], stats))

@@ -10,7 +10,7 @@ use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{InputSpec, InputSummary, ReadOptions};
 use crate::data::megatron::{MegatronDtype, MegatronWriter};
 use crate::data::output::LinesOut;
-use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions};
+use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use crate::Tokenizer;
 
 /// JSON lines gathered before they are written.
@@ -106,7 +106,10 @@ pub fn encode_to(
         read,
         encode,
         counters,
-        |ids| sink.add(&ids),
+        |event| match event {
+            Event::Document { ids, .. } => sink.add(&ids),
+            Event::Skipped { .. } | Event::InputEnd { .. } => Ok(()),
+        },
         tick,
     )?;
     sink.finish()?;

@@ -19,7 +19,7 @@ pub use decode::decode_to;
 pub use encode::{encode_to, EncodeReport, IdsOutput};
 pub use error::{DataError, OptionsError};
 pub use pack::{PackOptions, Packer, Sample, Segment};
-pub use session::{PackConfig, PackReport, PackSession};
+pub use session::{PackConfig, PackReport, PackSession, Resumed};
 pub use shard::{
     check_tokenizer, tokenizer_sha256, verify_dir, verify_dir_with, Manifest, ManifestInfo,
     ShardError, ShardWriter, ShardWriterOptions,

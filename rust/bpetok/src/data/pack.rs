@@ -10,6 +10,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 use crate::data::error::OptionsError;
 
 /// The default number of chunks the packer holds before it places them (`pack_buffer`). Memory is
@@ -348,7 +350,8 @@ impl Sample {
 }
 
 /// Running totals over everything a [`Packer`] has been given and has emitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PackStats {
     /// Documents pushed, empty ones included.
     pub documents: u64,
@@ -363,6 +366,41 @@ pub struct PackStats {
     pub padding_tokens: u64,
     pub context_tokens: u64,
     pub target_tokens: u64,
+}
+
+/// What a [`Packer`] had done when its current buffer began (at its start, or where its last
+/// flush ended): pushing the same documents again from there, into a packer made by
+/// [`Packer::resume`], gives the same samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackerState {
+    /// The shuffle generator's state ([`SplitMix64::state`]).
+    pub rng: u64,
+    /// Documents pushed.
+    pub pushes: u64,
+    pub stats: PackStats,
+    /// The document the last flush ended in, and how many of its chunks that flush (and those
+    /// before) took; `None` before the first flush. It is to be pushed again, and its first
+    /// `chunks_done` chunks are then passed over.
+    pub document: Option<FlushedDocument>,
+}
+
+/// See [`PackerState::document`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushedDocument {
+    pub doc_id: u64,
+    pub chunks_done: u64,
+}
+
+/// Where an emitted sample stands in a packer's output: the state its buffer began from, and
+/// how many samples that buffer's flush has emitted so far (this one included). A packer made by
+/// [`Packer::resume`] from it emits exactly the samples that followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumePoint {
+    pub state: PackerState,
+    pub samples_emitted: u64,
 }
 
 /// A chunk waiting in the buffer, with its tokens at `offset` in the packer's token arena.
@@ -388,20 +426,61 @@ pub struct Packer {
     rng: SplitMix64,
     pushes: u64,
     stats: PackStats,
+    /// The state the current buffer began from.
+    window: PackerState,
+    /// A resumed packer: the document to be pushed again first, with the chunks to pass over.
+    resuming: Option<FlushedDocument>,
+    /// A resumed packer: samples of its next flush that were emitted before (not emitted again).
+    suppress: u64,
 }
 
 impl Packer {
     pub fn new(opts: PackOptions) -> Result<Self, OptionsError> {
         opts.validate()?;
+        let rng = SplitMix64::new(opts.seed);
         Ok(Packer {
             overlap: opts.overlap_tokens(),
-            rng: SplitMix64::new(opts.seed),
+            window: PackerState {
+                rng: rng.state(),
+                pushes: 0,
+                stats: PackStats::default(),
+                document: None,
+            },
+            rng,
             pending: Vec::new(),
             arena: Vec::new(),
             pushes: 0,
             stats: PackStats::default(),
+            resuming: None,
+            suppress: 0,
             opts,
         })
+    }
+
+    /// A packer that continues from `point` (see [`ResumePoint`]): push the documents again
+    /// from `point.state.document` (that one included; from the first if `None`), with the same
+    /// ids, and it emits the samples that followed the one `point` came with. The options must
+    /// be those of the packer `point` came from.
+    pub fn resume(opts: PackOptions, point: ResumePoint) -> Result<Self, OptionsError> {
+        let mut packer = Packer::new(opts)?;
+        let state = point.state;
+        packer.rng = SplitMix64::from_state(state.rng);
+        packer.pushes = state.pushes;
+        packer.stats = state.stats;
+        packer.window = state;
+        packer.resuming = state.document;
+        packer.suppress = point.samples_emitted;
+        Ok(packer)
+    }
+
+    /// The state the current buffer began from.
+    pub fn window(&self) -> &PackerState {
+        &self.window
+    }
+
+    /// The document a resumed packer expects first (see [`Packer::resume`]), until it is pushed.
+    pub fn resuming(&self) -> Option<FlushedDocument> {
+        self.resuming
     }
 
     pub fn options(&self) -> &PackOptions {
@@ -426,19 +505,43 @@ impl Packer {
         tokens: &[u32],
         mut emit: impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<(), E> {
-        let document = self.pushes;
-        self.pushes += 1;
-        self.stats.documents += 1;
-        self.stats.document_tokens += tokens.len() as u64;
-        if tokens.is_empty() {
-            self.stats.empty_documents += 1;
-            return Ok(());
-        }
-        if tokens.len() > self.opts.seq_len {
-            self.stats.documents_split += 1;
-        }
-        for (start, len, context) in ChunkBounds::new(tokens.len(), self.opts.seq_len, self.overlap)
-        {
+        self.push_document_tracked(doc_id, tokens, |sample, _| emit(sample))
+    }
+
+    /// [`Packer::push_document`], with each sample's [`ResumePoint`]. The first push into a
+    /// resumed packer must be the document it expects ([`Packer::resuming`]): its chunks already
+    /// flushed are passed over and it is not counted again.
+    pub fn push_document_tracked<E>(
+        &mut self,
+        doc_id: u64,
+        tokens: &[u32],
+        mut emit: impl FnMut(Sample, ResumePoint) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (document, chunks_done) = match self.resuming.take() {
+            Some(again) => {
+                assert_eq!(
+                    again.doc_id, doc_id,
+                    "a resumed packer must be given its document {} first",
+                    again.doc_id
+                );
+                (self.pushes - 1, again.chunks_done)
+            }
+            None => {
+                let document = self.pushes;
+                self.pushes += 1;
+                self.stats.documents += 1;
+                self.stats.document_tokens += tokens.len() as u64;
+                if tokens.is_empty() {
+                    self.stats.empty_documents += 1;
+                }
+                if tokens.len() > self.opts.seq_len {
+                    self.stats.documents_split += 1;
+                }
+                (document, 0)
+            }
+        };
+        let chunks = ChunkBounds::new(tokens.len(), self.opts.seq_len, self.overlap);
+        for (k, (start, len, context)) in chunks.enumerate().skip(chunks_done as usize) {
             self.stats.chunks += 1;
             self.pending.push(Pending {
                 chunk: Chunk {
@@ -452,22 +555,37 @@ impl Packer {
             });
             self.arena.extend_from_slice(&tokens[start..start + len]);
             if self.pending.len() == self.opts.pack_buffer {
-                self.flush(&mut emit)?;
+                let flushed = FlushedDocument {
+                    doc_id,
+                    chunks_done: k as u64 + 1,
+                };
+                self.flush(&mut emit, Some(flushed))?;
             }
         }
         Ok(())
     }
 
     /// Flushes what is left in the buffer.
-    pub fn finish<E>(
+    pub fn finish<E>(self, mut emit: impl FnMut(Sample) -> Result<(), E>) -> Result<PackStats, E> {
+        self.finish_tracked(|sample, _| emit(sample))
+    }
+
+    /// [`Packer::finish`], with each sample's [`ResumePoint`].
+    pub fn finish_tracked<E>(
         mut self,
-        mut emit: impl FnMut(Sample) -> Result<(), E>,
+        mut emit: impl FnMut(Sample, ResumePoint) -> Result<(), E>,
     ) -> Result<PackStats, E> {
-        self.flush(&mut emit)?;
+        self.flush(&mut emit, None)?;
         Ok(self.stats)
     }
 
-    fn flush<E>(&mut self, emit: &mut impl FnMut(Sample) -> Result<(), E>) -> Result<(), E> {
+    /// Places, shuffles and emits the buffer; `flushed` is the document being pushed, if any, and
+    /// the chunks of it the buffer holds so far.
+    fn flush<E>(
+        &mut self,
+        emit: &mut impl FnMut(Sample, ResumePoint) -> Result<(), E>,
+        flushed: Option<FlushedDocument>,
+    ) -> Result<(), E> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -486,15 +604,30 @@ impl Packer {
         }
         keep_document_order(&mut order, &pending, &bins);
 
-        for &bin in &order {
+        let window = self.window;
+        let suppress = std::mem::take(&mut self.suppress);
+        for (n, &bin) in order.iter().enumerate() {
             let sample = self.build_sample(&pending, &bins[bin]);
             self.stats.samples += 1;
             self.stats.padding_tokens += sample.padding_tokens() as u64;
             self.stats.context_tokens += sample.context_tokens() as u64;
             self.stats.target_tokens += sample.target_tokens() as u64;
-            emit(sample)?;
+            let samples_emitted = n as u64 + 1;
+            if samples_emitted > suppress {
+                let point = ResumePoint {
+                    state: window,
+                    samples_emitted,
+                };
+                emit(sample, point)?;
+            }
         }
         self.arena.clear();
+        self.window = PackerState {
+            rng: self.rng.state(),
+            pushes: self.pushes,
+            stats: self.stats,
+            document: flushed,
+        };
         Ok(())
     }
 
@@ -655,6 +788,15 @@ pub struct SplitMix64 {
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
+    }
+
+    /// The generator's state: [`SplitMix64::from_state`] of it continues the same sequence.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    pub fn from_state(state: u64) -> Self {
+        SplitMix64 { state }
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::data::input::{
-    read_documents, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions,
+    read_records, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions, Record,
 };
 use crate::Tokenizer;
 
@@ -49,15 +49,49 @@ pub struct EncodeOptions {
     pub add_eos: bool,
     /// Encoding threads (0: as many as the machine has CPUs).
     pub threads: usize,
+    /// Records at the start of the first input that are read (and hashed) but not decoded nor
+    /// handed over: a resumed run passes over what it has packed ([`read_records`]).
+    pub skip_records: u64,
+}
+
+/// What the consumer of [`encode_inputs`] receives, in input order. `input` is the input's
+/// position in the list given, `index` the record's within its input ([`Record`]).
+#[derive(Debug)]
+pub enum Event {
+    /// A document's ids.
+    Document {
+        ids: Vec<u32>,
+        input: usize,
+        index: u64,
+    },
+    /// A record passed over ([`ReadOptions::skip_bad_records`]).
+    Skipped {
+        input: usize,
+        index: u64,
+        error: InputError,
+    },
+    /// An input has been read to its end: this follows its last record.
+    InputEnd { input: usize, summary: InputSummary },
+}
+
+/// An [`Event`] before encoding: a document is still text.
+enum Item {
+    Text {
+        text: String,
+        input: usize,
+        index: u64,
+    },
+    Other(Event),
 }
 
 struct Batch {
     seq: u64,
-    texts: Vec<String>,
+    items: Vec<Item>,
 }
 
 /// Reads `inputs` in order, encodes their documents with `tok`, and calls `consume` with each
-/// document's ids, in input order, on the calling thread. `tick` is called on the calling thread
+/// document's ids (and each skipped record, and each input's end), in input order, on the
+/// calling thread. `tick` is called on the calling thread
 /// at least every [`TICK`] while the pipeline runs (for progress and cancellation). Returns the
 /// inputs' summaries. The first error (from reading, `consume` or `tick`) stops everything and is
 /// returned; after an input error, every document before it has been consumed.
@@ -71,7 +105,7 @@ pub fn encode_inputs<E: From<InputError>>(
     read: &ReadOptions,
     encode: EncodeOptions,
     counters: &Counters,
-    mut consume: impl FnMut(Vec<u32>) -> Result<(), E>,
+    mut consume: impl FnMut(Event) -> Result<(), E>,
     mut tick: impl FnMut() -> Result<(), E>,
 ) -> Result<Vec<InputSummary>, E> {
     let threads = if encode.threads == 0 {
@@ -82,7 +116,7 @@ pub fn encode_inputs<E: From<InputError>>(
     let stop = Arc::new(AtomicBool::new(false));
     let (work_tx, work_rx) = sync_channel::<Batch>(MAX_IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = sync_channel::<(u64, Vec<Vec<u32>>)>(MAX_IN_FLIGHT);
+    let (done_tx, done_rx) = sync_channel::<(u64, Vec<Event>)>(MAX_IN_FLIGHT);
     let (credit_tx, credit_rx) = sync_channel::<()>(MAX_IN_FLIGHT);
     for _ in 0..MAX_IN_FLIGHT {
         credit_tx
@@ -92,9 +126,19 @@ pub fn encode_inputs<E: From<InputError>>(
     let reader = {
         let (inputs, read) = (inputs.to_vec(), read.clone());
         let (stop, bytes_read) = (Arc::clone(&stop), Arc::clone(&counters.bytes_read));
+        let skip = encode.skip_records;
         std::thread::Builder::new()
             .name("bpetok-reader".into())
-            .spawn(move || read_all(&inputs, &read, &bytes_read, &stop, work_tx, credit_rx))
+            .spawn(move || {
+                let reading = Reading {
+                    inputs: &inputs,
+                    opts: &read,
+                    skip,
+                    bytes_read: &bytes_read,
+                    stop: &stop,
+                };
+                reading.read_all(work_tx, credit_rx)
+            })
             .map_err(|err| thread_error("reading", &err))?
     };
 
@@ -149,63 +193,87 @@ fn thread_error(role: &str, err: &std::io::Error) -> InputError {
     InputError::new(InputErrorKind::Thread { message }, "")
 }
 
-fn read_all(
-    inputs: &[InputSpec],
-    opts: &ReadOptions,
-    bytes_read: &AtomicU64,
-    stop: &AtomicBool,
-    work_tx: SyncSender<Batch>,
-    credits: Receiver<()>,
-) -> Result<Vec<InputSummary>, InputError> {
-    /// Why the reading stopped early: an input error, or the rest of the pipeline went away.
-    enum Halt {
-        Input(InputError),
-        Stopped,
-    }
-    impl From<InputError> for Halt {
-        fn from(err: InputError) -> Self {
-            Halt::Input(err)
+/// What the reading thread reads.
+struct Reading<'a> {
+    inputs: &'a [InputSpec],
+    opts: &'a ReadOptions,
+    /// Records of the first input passed over.
+    skip: u64,
+    bytes_read: &'a AtomicU64,
+    stop: &'a AtomicBool,
+}
+
+impl Reading<'_> {
+    fn read_all(
+        &self,
+        work_tx: SyncSender<Batch>,
+        credits: Receiver<()>,
+    ) -> Result<Vec<InputSummary>, InputError> {
+        /// Why the reading stopped early: an input error, or the rest of the pipeline went away.
+        enum Halt {
+            Input(InputError),
+            Stopped,
         }
-    }
-    let mut seq = 0u64;
-    let mut send = |texts: Vec<String>| -> Result<(), Halt> {
-        if stop.load(Ordering::Relaxed) || credits.recv().is_err() {
-            return Err(Halt::Stopped);
+        impl From<InputError> for Halt {
+            fn from(err: InputError) -> Self {
+                Halt::Input(err)
+            }
         }
-        work_tx
-            .send(Batch { seq, texts })
-            .map_err(|_| Halt::Stopped)?;
-        seq += 1;
-        Ok(())
-    };
-    let mut texts = Vec::new();
-    let mut bytes = 0usize;
-    let mut summaries = Vec::with_capacity(inputs.len());
-    let mut read = || -> Result<(), Halt> {
-        for input in inputs {
-            let summary = read_documents(input, opts, bytes_read, |text| {
-                bytes += text.len();
-                texts.push(text);
-                if bytes >= BATCH_BYTES {
-                    bytes = 0;
-                    send(std::mem::take(&mut texts))?;
-                }
-                Ok::<(), Halt>(())
-            })?;
-            summaries.push(summary);
+        let stop = self.stop;
+        let mut seq = 0u64;
+        let mut send = |items: Vec<Item>| -> Result<(), Halt> {
+            if stop.load(Ordering::Relaxed) || credits.recv().is_err() {
+                return Err(Halt::Stopped);
+            }
+            work_tx
+                .send(Batch { seq, items })
+                .map_err(|_| Halt::Stopped)?;
+            seq += 1;
+            Ok(())
+        };
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut summaries = Vec::with_capacity(self.inputs.len());
+        let mut read = || -> Result<(), Halt> {
+            for (input, spec) in self.inputs.iter().enumerate() {
+                let skip = if input == 0 { self.skip } else { 0 };
+                let summary = read_records(spec, self.opts, self.bytes_read, skip, |record| {
+                    items.push(match record {
+                        Record::Document { index, text } => {
+                            bytes += text.len();
+                            Item::Text { text, input, index }
+                        }
+                        Record::Skipped { index, error } => Item::Other(Event::Skipped {
+                            input,
+                            index,
+                            error,
+                        }),
+                    });
+                    if bytes >= BATCH_BYTES {
+                        bytes = 0;
+                        send(std::mem::take(&mut items))?;
+                    }
+                    Ok::<(), Halt>(())
+                })?;
+                items.push(Item::Other(Event::InputEnd {
+                    input,
+                    summary: summary.clone(),
+                }));
+                summaries.push(summary);
+            }
+            Ok(())
+        };
+        let outcome = read();
+        // The documents read before the end (or before an input error) go to the consumer too.
+        let sent = match &outcome {
+            Ok(()) | Err(Halt::Input(_)) if !items.is_empty() => send(items),
+            _ => Ok(()),
+        };
+        match (outcome, sent) {
+            (Err(Halt::Input(err)), _) => Err(err),
+            // Stopped: the consumer stopped; it returns its own error.
+            _ => Ok(summaries),
         }
-        Ok(())
-    };
-    let outcome = read();
-    // The documents read before the end (or before an input error) go to the consumer too.
-    let sent = match &outcome {
-        Ok(()) | Err(Halt::Input(_)) if !texts.is_empty() => send(texts),
-        _ => Ok(()),
-    };
-    match (outcome, sent) {
-        (Err(Halt::Input(err)), _) => Err(err),
-        // Stopped: the consumer stopped; it returns its own error.
-        _ => Ok(summaries),
     }
 }
 
@@ -227,7 +295,7 @@ fn encode_batches(
     tok: &Tokenizer,
     opts: EncodeOptions,
     work: &Mutex<Receiver<Batch>>,
-    done: SyncSender<(u64, Vec<Vec<u32>>)>,
+    done: SyncSender<(u64, Vec<Event>)>,
     stop: &AtomicBool,
 ) {
     // A panic here loses a batch: stop the run (the scope then raises the panic again).
@@ -249,26 +317,33 @@ fn encode_batches(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let ids = batch
-            .texts
-            .iter()
-            .map(|text| encoder.encode(text, opts.add_bos, opts.add_eos))
+        let events = batch
+            .items
+            .into_iter()
+            .map(|item| match item {
+                Item::Text { text, input, index } => Event::Document {
+                    ids: encoder.encode(&text, opts.add_bos, opts.add_eos),
+                    input,
+                    index,
+                },
+                Item::Other(event) => event,
+            })
             .collect();
-        if done.send((batch.seq, ids)).is_err() {
+        if done.send((batch.seq, events)).is_err() {
             return;
         }
     }
 }
 
 fn consume_in_order<E>(
-    done: Receiver<(u64, Vec<Vec<u32>>)>,
+    done: Receiver<(u64, Vec<Event>)>,
     credits: &SyncSender<()>,
     (counters, stop): (&Counters, &AtomicBool),
-    consume: &mut impl FnMut(Vec<u32>) -> Result<(), E>,
+    consume: &mut impl FnMut(Event) -> Result<(), E>,
     tick: &mut impl FnMut() -> Result<(), E>,
 ) -> Result<(), E> {
     let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Vec<Vec<u32>>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
     let mut last_tick = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -283,12 +358,16 @@ fn consume_in_order<E>(
         }
         while let Some(batch) = waiting.remove(&next) {
             next += 1;
-            for ids in batch {
-                counters
-                    .tokens
-                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
-                consume(ids)?;
-                counters.documents.fetch_add(1, Ordering::Relaxed);
+            for event in batch {
+                let tokens = match &event {
+                    Event::Document { ids, .. } => Some(ids.len() as u64),
+                    _ => None,
+                };
+                consume(event)?;
+                if let Some(tokens) = tokens {
+                    counters.tokens.fetch_add(tokens, Ordering::Relaxed);
+                    counters.documents.fetch_add(1, Ordering::Relaxed);
+                }
             }
             // The reader may start one more batch; a send can only fail once it has stopped.
             let _ = credits.send(());

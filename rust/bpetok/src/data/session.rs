@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{FormatChoice, InputSpec, ReadOptions};
-use crate::data::pack::{PackOptions, Packer};
-use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions};
+use crate::data::pack::{PackOptions, Packer, ResumePoint};
+use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use crate::data::shard::{
-    check_pad_id, InputFile, InputOptions, Manifest, ManifestInfo, ShardError, ShardWriter,
-    ShardWriterOptions, TokenizerInfo, DEFAULT_SAMPLES_PER_SHARD,
+    check_pad_id, input_stats, Checkpoint, InputFile, InputOptions, InputStat, Manifest,
+    ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter, ShardWriterOptions,
+    TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
 };
 use crate::Tokenizer;
 
@@ -31,6 +32,8 @@ pub struct PackConfig {
     pub add_eos: bool,
     /// Replace an output already in the directory.
     pub overwrite: bool,
+    /// Continue the run interrupted in the directory ([`PackSession::create`]).
+    pub resume: bool,
     pub read: ReadOptions,
     /// The input format asked for, as the manifest records it (`auto`, `jsonl`, `text`,
     /// `parquet`).
@@ -53,6 +56,7 @@ impl PackConfig {
             add_bos: true,
             add_eos: true,
             overwrite: false,
+            resume: false,
             read: ReadOptions::default(),
             input_format: FormatChoice::Auto,
             threads: 0,
@@ -65,6 +69,13 @@ impl PackConfig {
         &self,
         tok: &Tokenizer,
     ) -> Result<(PackOptions, ShardWriterOptions), OptionsError> {
+        if self.resume && self.overwrite {
+            return Err(OptionsError::new(
+                "resume",
+                "cannot be combined with overwrite: resuming keeps the interrupted run's shards, \
+                 overwriting removes them",
+            ));
+        }
         if self.add_bos && tok.bos_id().is_none() {
             return Err(OptionsError::new(
                 "bos",
@@ -98,163 +109,638 @@ impl PackConfig {
             field: self.read.field.clone(),
             input_format: self.input_format.name().to_owned(),
             lines: self.read.lines,
+            skip_bad_records: self.read.skip_bad_records,
         }
     }
 }
 
-/// One packing run: create it (options checked, directory prepared), add inputs (each call
-/// continues the document ids), then [`PackSession::finish`] writes the last shard and the
-/// manifest. Dropped unfinished (or after an error), the directory has its completed shards but
-/// no manifest, and a directory the run created and left empty is removed.
+/// One packing run over a list of inputs: [`PackSession::create`] (options checked, directory
+/// prepared, or an interrupted run's state loaded), [`PackSession::run`], then
+/// [`PackSession::finish`] writes the last shard and the manifest.
+///
+/// While it runs, `resume.json` is rewritten each time a shard is complete on disk (see
+/// [`Checkpoint`]), so that a run killed at any moment can be continued with
+/// [`PackConfig::resume`] and ends with the bytes of an uninterrupted run. Dropped unfinished (or
+/// after an error), the directory has its completed shards and `resume.json` but no manifest,
+/// and a directory the run created and left empty is removed.
 pub struct PackSession<'t> {
     tok: &'t Tokenizer,
     config: PackConfig,
+    inputs: Vec<InputSpec>,
+    output: PathBuf,
+    state: State,
+}
+
+enum State {
+    /// `--resume` of a run that had finished: its manifest.
+    Complete(Box<Manifest>),
+    Running(Box<Run>),
+    /// A run, an error or `finish` happened: only refusals from now on.
+    Failed,
+}
+
+/// The parts of a running session.
+struct Run {
     packer: Packer,
     writer: ShardWriter,
-    tokenizer: TokenizerInfo,
-    /// The next document's id: documents added so far, over all inputs.
+    /// What `resume.json` records besides the position; `None` when the run reads standard
+    /// input and cannot be resumed.
+    record: Option<Record>,
+    /// Where reading starts (not at the beginning when resumed).
+    start: Position,
+    /// Documents added so far, over all inputs: the next document's id.
     next_doc_id: u64,
-    /// The manifest's inputs, in the order read.
-    inputs: Vec<InputFile>,
-    /// Raw input bytes read by completed `add_inputs` calls.
-    input_bytes: u64,
-    /// Set by a failed `add_inputs`: the output is incomplete and no manifest may be written.
-    failed: bool,
+    /// The inputs read to their end, in order, as the manifest will list them.
+    done_inputs: Vec<InputFile>,
+    /// The input being read: documents and skipped records so far.
+    current_input: (u64, u64),
+    /// The document being packed, and the one the packer's buffer began in.
+    current_doc: Position,
+    window_doc: Position,
+    /// A checkpoint waiting for its last shard to be complete on disk.
+    waiting: Option<Waiting>,
+    /// Shards made before this process (a resumed run).
+    resumed: Option<Resumed>,
+    raw_bytes: u64,
+}
+
+/// The unchanging part of a checkpoint.
+struct Record {
+    tokenizer: TokenizerInfo,
+    options: ManifestOptions,
+    inputs: Vec<InputStat>,
+}
+
+struct Waiting {
+    shards: usize,
+    position: Position,
+    packer: ResumePoint,
+    writer: WriterTotals,
+}
+
+/// What a resumed run found done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// Complete shards kept.
+    pub shards: u64,
+    /// Their samples.
+    pub samples: u64,
+    /// The run had finished already: nothing was done.
+    pub complete: bool,
 }
 
 impl<'t> PackSession<'t> {
-    /// Checks `config` against `tok` and opens `out_dir` for a new output (see
-    /// [`ShardWriter::create`]); nothing is created when an option is out of bounds.
+    /// Checks `config` against `tok` and opens `out_dir`: for a new output (see
+    /// [`ShardWriter::create`]; nothing is created when an option is out of bounds), or, with
+    /// [`PackConfig::resume`], to continue the run interrupted there. A resume compares the
+    /// tokenizer, the options and the inputs (paths, sizes, modification times) with what the
+    /// interrupted run recorded, and refuses with a message naming each difference. With nothing
+    /// to resume (no `resume.json`: the run completed no shard, or never started), it starts
+    /// again; when the run had finished, [`PackSession::finish`] gives its report.
     pub fn create(
         tok: &'t Tokenizer,
         out_dir: &Path,
         config: PackConfig,
+        inputs: Vec<InputSpec>,
     ) -> Result<Self, DataError> {
-        let (pack, writer_opts) = config.validate(tok)?;
-        let packer = Packer::new(pack)?;
+        let (pack, mut writer_opts) = config.validate(tok)?;
         let tokenizer = TokenizerInfo::of(tok);
-        let writer = ShardWriter::create(out_dir, writer_opts)?;
-        Ok(PackSession {
+        let options = manifest_options(&config, &pack);
+        let stats = input_stats(&inputs)?;
+        if config.resume && stats.is_none() {
+            return Err(ShardError::CannotResume {
+                dir: out_dir.to_path_buf(),
+                reason: "it reads standard input, which cannot be read again".to_owned(),
+            }
+            .into());
+        }
+        let record = stats.map(|inputs| Record {
+            tokenizer,
+            options,
+            inputs,
+        });
+        let mut session = PackSession {
             tok,
             config,
-            packer,
-            writer,
-            tokenizer,
-            next_doc_id: 0,
-            inputs: Vec::new(),
-            input_bytes: 0,
-            failed: false,
-        })
+            inputs,
+            output: out_dir.to_path_buf(),
+            state: State::Failed,
+        };
+        if session.config.resume {
+            let record = record.expect("checked above");
+            if let Some(manifest) = finished_run(out_dir, &record)? {
+                session.state = State::Complete(Box::new(manifest));
+                return Ok(session);
+            }
+            if let Some(checkpoint) = Checkpoint::read(out_dir)? {
+                check_same_run(out_dir, &checkpoint, &record)?;
+                let writer = ShardWriter::resume(
+                    out_dir,
+                    writer_opts,
+                    checkpoint.shards.clone(),
+                    checkpoint.writer,
+                )?;
+                let packer = Packer::resume(pack, checkpoint.packer)?;
+                let position = checkpoint.position;
+                let run = Run {
+                    packer,
+                    writer,
+                    start: position,
+                    next_doc_id: position.doc_id,
+                    done_inputs: checkpoint.done_inputs,
+                    current_input: (position.documents, position.skipped_records),
+                    current_doc: position,
+                    window_doc: position,
+                    waiting: None,
+                    resumed: Some(Resumed {
+                        shards: checkpoint.shards.len() as u64,
+                        samples: checkpoint.writer.samples,
+                        complete: false,
+                    }),
+                    raw_bytes: 0,
+                    record: Some(record),
+                };
+                session.state = State::Running(Box::new(run));
+                return Ok(session);
+            }
+            // Nothing to continue from: start again, replacing what the run left.
+            writer_opts.overwrite = true;
+            session.start(out_dir, pack, writer_opts, Some(record))?;
+            return Ok(session);
+        }
+        session.start(out_dir, pack, writer_opts, record)?;
+        Ok(session)
     }
 
-    /// Reads, encodes and packs `inputs` in order, writing shards as they fill; document ids
-    /// continue from the previous call. `tick` is called on this thread at least every
+    fn start(
+        &mut self,
+        out_dir: &Path,
+        pack: PackOptions,
+        writer_opts: ShardWriterOptions,
+        record: Option<Record>,
+    ) -> Result<(), DataError> {
+        let packer = Packer::new(pack)?;
+        let writer = ShardWriter::create(out_dir, writer_opts)?;
+        self.state = State::Running(Box::new(Run {
+            packer,
+            writer,
+            record,
+            start: Position::default(),
+            next_doc_id: 0,
+            done_inputs: Vec::new(),
+            current_input: (0, 0),
+            current_doc: Position::default(),
+            window_doc: Position::default(),
+            waiting: None,
+            resumed: None,
+            raw_bytes: 0,
+        }));
+        Ok(())
+    }
+
+    /// Reads, encodes and packs the inputs in order, writing shards as they fill (a resumed run
+    /// first checks the SHA-256 of the inputs it had read to their end, then continues where it
+    /// stopped). `tick` is called on this thread at least every
     /// [`crate::data::pipeline::TICK`] (progress from `counters`, cancellation by returning an
     /// error). After an error the session only refuses: drop it.
-    pub fn add_inputs(
+    pub fn run(
         &mut self,
-        inputs: &[InputSpec],
         counters: &Counters,
-        tick: impl FnMut() -> Result<(), DataError>,
+        mut tick: impl FnMut() -> Result<(), DataError>,
     ) -> Result<(), DataError> {
-        if self.failed {
-            return Err(ShardError::Failed.into());
-        }
-        self.failed = true;
+        let mut run = match std::mem::replace(&mut self.state, State::Failed) {
+            State::Running(run) => run,
+            State::Complete(manifest) => {
+                self.state = State::Complete(manifest);
+                return Ok(());
+            }
+            State::Failed => return Err(ShardError::Failed.into()),
+        };
+        let first = run.start.input as usize;
+        check_done_inputs(
+            run.writer.dir(),
+            &self.inputs[..first],
+            &run.done_inputs,
+            counters,
+            &mut tick,
+        )?;
+        run.raw_bytes = run.done_inputs.iter().map(|i| i.size).sum();
         let encode = EncodeOptions {
             add_bos: self.config.add_bos,
             add_eos: self.config.add_eos,
             threads: self.config.threads,
+            skip_records: run.start.index,
         };
-        let (packer, writer, next_doc_id) =
-            (&mut self.packer, &mut self.writer, &mut self.next_doc_id);
-        let summaries = encode_inputs(
+        let skipping = self.config.read.skip_bad_records;
+        let run_ref = &mut *run;
+        encode_inputs(
             self.tok,
-            inputs,
+            &self.inputs[first..],
             &self.config.read,
             encode,
             counters,
-            |ids| {
-                packer.push_document(*next_doc_id, &ids, |s| writer.write_sample(&s))?;
-                *next_doc_id += 1;
-                Ok::<(), DataError>(())
-            },
+            |event| run_ref.consume(event, first, skipping, &self.inputs),
             tick,
         )?;
-        for (spec, summary) in inputs.iter().zip(summaries) {
-            self.input_bytes += summary.size;
-            self.inputs.push(InputFile {
-                // The manifest records standard input as `-`, a file by the path as given.
-                path: if spec.path.is_none() {
-                    "-".to_owned()
-                } else {
-                    spec.name.clone()
-                },
-                size: summary.size,
-                sha256: summary.sha256,
-                documents: summary.documents,
-            });
-        }
-        self.failed = false;
+        self.state = State::Running(run);
         Ok(())
     }
 
     /// Documents added so far (the next document's id).
     pub fn documents(&self) -> u64 {
-        self.next_doc_id
-    }
-
-    /// The inputs read so far, as the manifest will record them.
-    pub fn inputs(&self) -> &[InputFile] {
-        &self.inputs
-    }
-
-    pub fn output(&self) -> &Path {
-        self.writer.dir()
-    }
-
-    /// Flushes the packer, writes the last shard and `manifest.json`.
-    pub fn finish(self) -> Result<PackReport, DataError> {
-        if self.failed {
-            return Err(ShardError::Failed.into());
+        match &self.state {
+            State::Running(run) => run.next_doc_id,
+            State::Complete(manifest) => manifest.totals.documents,
+            State::Failed => 0,
         }
-        let PackSession {
-            config,
+    }
+
+    /// Flushes the packer, writes the last shard and `manifest.json`, and removes `resume.json`.
+    pub fn finish(mut self) -> Result<PackReport, DataError> {
+        let run = match std::mem::replace(&mut self.state, State::Failed) {
+            State::Running(run) => run,
+            State::Complete(manifest) => {
+                let resumed = Resumed {
+                    shards: manifest.shards.len() as u64,
+                    samples: manifest.totals.samples,
+                    complete: true,
+                };
+                return Ok(PackReport {
+                    input_bytes: manifest.inputs.iter().map(|i| i.size).sum(),
+                    manifest: *manifest,
+                    output: self.output.clone(),
+                    resumed: Some(resumed),
+                });
+            }
+            State::Failed => return Err(ShardError::Failed.into()),
+        };
+        let Run {
             packer,
             mut writer,
-            tokenizer,
-            inputs,
-            input_bytes,
+            done_inputs,
+            raw_bytes,
+            resumed,
             ..
-        } = self;
+        } = *run;
         let pack = packer.options().clone();
         let stats = packer.finish(|s| writer.write_sample(&s))?;
         let output = writer.dir().to_path_buf();
         let manifest = writer.finish(ManifestInfo {
-            tokenizer,
+            tokenizer: TokenizerInfo::of(self.tok),
             pack,
-            bos: config.add_bos,
-            eos: config.add_eos,
-            input_options: config.input_options(),
-            inputs,
+            bos: self.config.add_bos,
+            eos: self.config.add_eos,
+            input_options: self.config.input_options(),
+            inputs: done_inputs,
             stats,
         })?;
+        Checkpoint::remove(&output)?;
         Ok(PackReport {
             manifest,
             output,
-            input_bytes,
+            input_bytes: raw_bytes,
+            resumed,
         })
     }
 }
 
+impl Run {
+    /// One event of the pipeline, in input order (`first`: the list position of the first
+    /// input read, not 0 when resumed).
+    fn consume(
+        &mut self,
+        event: Event,
+        first: usize,
+        skipping: bool,
+        inputs: &[InputSpec],
+    ) -> Result<(), DataError> {
+        match event {
+            Event::Document { ids, input, index } => {
+                let doc_id = self.next_doc_id;
+                self.current_doc = Position {
+                    input: (input + first) as u64,
+                    index,
+                    doc_id,
+                    documents: self.current_input.0,
+                    skipped_records: self.current_input.1,
+                };
+                let Run {
+                    packer,
+                    writer,
+                    record,
+                    done_inputs,
+                    current_doc,
+                    window_doc,
+                    waiting,
+                    ..
+                } = self;
+                let samples_per_shard = writer.options().samples_per_shard as u64;
+                packer.push_document_tracked(doc_id, &ids, |sample, point| {
+                    writer.write_sample(&sample)?;
+                    let Some(record) = record.as_ref() else {
+                        return Ok::<(), DataError>(());
+                    };
+                    if writer.samples() % samples_per_shard == 0 {
+                        // A shard just filled (and the one before it is complete on disk).
+                        write_waiting(writer, waiting, record, done_inputs)?;
+                        let position = match point.state.document {
+                            None => Position::default(),
+                            Some(d) if d.doc_id == current_doc.doc_id => *current_doc,
+                            Some(d) if d.doc_id == window_doc.doc_id => *window_doc,
+                            Some(d) => unreachable!("the packer's buffer began in document {}, which is neither the current one nor the last one a flush ended in", d.doc_id),
+                        };
+                        *waiting = Some(Waiting {
+                            shards: (writer.samples() / samples_per_shard) as usize,
+                            position,
+                            packer: point,
+                            writer: writer.totals(),
+                        });
+                    }
+                    Ok(())
+                })?;
+                self.next_doc_id += 1;
+                self.current_input.0 += 1;
+                if self
+                    .packer
+                    .window()
+                    .document
+                    .is_some_and(|d| d.doc_id == doc_id)
+                {
+                    self.window_doc = self.current_doc;
+                }
+                if let Some(record) = &self.record {
+                    self.writer.poll()?;
+                    write_waiting(&self.writer, &mut self.waiting, record, &self.done_inputs)?;
+                }
+            }
+            Event::Skipped { .. } => self.current_input.1 += 1,
+            Event::InputEnd { input, summary } => {
+                let spec = &inputs[input + first];
+                self.raw_bytes += summary.size;
+                self.done_inputs.push(InputFile {
+                    // The manifest records standard input as `-`, a file by the path as given.
+                    path: if spec.path.is_none() {
+                        "-".to_owned()
+                    } else {
+                        spec.name.clone()
+                    },
+                    size: summary.size,
+                    sha256: summary.sha256,
+                    documents: self.current_input.0,
+                    skipped_records: skipping.then_some(self.current_input.1),
+                });
+                self.current_input = (0, 0);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the waiting checkpoint if every shard it lists is complete on disk.
+fn write_waiting(
+    writer: &ShardWriter,
+    waiting: &mut Option<Waiting>,
+    record: &Record,
+    done_inputs: &[InputFile],
+) -> Result<(), DataError> {
+    let Some(w) = waiting.as_ref() else {
+        return Ok(());
+    };
+    if writer.shards().len() < w.shards {
+        return Ok(());
+    }
+    let checkpoint = Checkpoint::new(
+        record.tokenizer.clone(),
+        record.options.clone(),
+        record.inputs.clone(),
+        done_inputs[..w.position.input as usize].to_vec(),
+        w.position,
+        w.packer,
+        w.writer,
+        writer.shards()[..w.shards].to_vec(),
+    );
+    checkpoint.write(writer.dir())?;
+    *waiting = None;
+    Ok(())
+}
+
+/// The options as the manifest records them.
+fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions {
+    ManifestOptions::new(
+        pack,
+        config.add_bos,
+        config.add_eos,
+        config.samples_per_shard,
+        config.input_options(),
+    )
+}
+
+/// With `--resume`, a directory with a manifest holds a finished run: its manifest, if it is of
+/// the same tokenizer, options and inputs (by path and size); a stale `resume.json` (a kill
+/// between the manifest and its removal) goes.
+fn finished_run(dir: &Path, record: &Record) -> Result<Option<Manifest>, DataError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ShardError::Io { path, source }.into()),
+    };
+    let manifest = Manifest::from_json(&bytes).map_err(|e| ShardError::Unreadable {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut differences = differences(
+        (&manifest.tokenizer, &manifest.options),
+        (&record.tokenizer, &record.options),
+    );
+    let then: Vec<(&str, u64)> = manifest
+        .inputs
+        .iter()
+        .map(|i| (i.path.as_str(), i.size))
+        .collect();
+    let now: Vec<(&str, u64)> = record
+        .inputs
+        .iter()
+        .map(|i| (i.path.as_str(), i.size))
+        .collect();
+    if then != now {
+        differences.push("the inputs (paths or sizes) are not those it read".to_owned());
+    }
+    if !differences.is_empty() {
+        return Err(ShardError::CannotResume {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "the run there has finished, with other settings: {}",
+                differences.join("; ")
+            ),
+        }
+        .into());
+    }
+    Checkpoint::remove(dir)?;
+    Ok(Some(manifest))
+}
+
+/// Refuses a resume whose tokenizer, options or inputs are not those the checkpoint recorded,
+/// naming each difference.
+fn check_same_run(dir: &Path, checkpoint: &Checkpoint, record: &Record) -> Result<(), DataError> {
+    let mut differences = differences(
+        (&checkpoint.tokenizer, &checkpoint.options),
+        (&record.tokenizer, &record.options),
+    );
+    let (then, now) = (&checkpoint.inputs, &record.inputs);
+    if then.len() != now.len() {
+        differences.push(format!(
+            "it read {} inputs, this run names {}",
+            then.len(),
+            now.len()
+        ));
+    }
+    for (k, (a, b)) in then.iter().zip(now).enumerate() {
+        if a.path != b.path {
+            differences.push(format!("input {} was {:?}, is {:?}", k + 1, a.path, b.path));
+        } else if a.size != b.size {
+            differences.push(format!("{} had {} bytes, has {}", a.path, a.size, b.size));
+        } else if a.mtime_ns != b.mtime_ns {
+            differences.push(format!("{} was modified since", a.path));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = differences.len().saturating_sub(SHOWN);
+    differences.truncate(SHOWN);
+    let mut reason = format!(
+        "this run is not the one interrupted there: {}",
+        differences.join("; ")
+    );
+    if more > 0 {
+        reason.push_str(&format!(" (and {more} more)"));
+    }
+    Err(ShardError::CannotResume {
+        dir: dir.to_path_buf(),
+        reason,
+    }
+    .into())
+}
+
+/// The differences between two runs' tokenizers and options, one phrase each.
+fn differences(
+    (tok_then, opts_then): (&TokenizerInfo, &ManifestOptions),
+    (tok_now, opts_now): (&TokenizerInfo, &ManifestOptions),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if tok_then != tok_now {
+        out.push(format!(
+            "the tokenizer was sha256 {}... with {} pieces, is {}... with {}",
+            tok_then.sha256.get(..12).unwrap_or(&tok_then.sha256),
+            tok_then.vocab_size,
+            tok_now.sha256.get(..12).unwrap_or(&tok_now.sha256),
+            tok_now.vocab_size
+        ));
+    }
+    let flat = |o: &ManifestOptions| {
+        let mut pairs = Vec::new();
+        flatten(
+            "",
+            &serde_json::to_value(o).expect("options serialise"),
+            &mut pairs,
+        );
+        pairs
+    };
+    let (then, now) = (flat(opts_then), flat(opts_now));
+    for (key, a) in &then {
+        let b = now.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let b = b.unwrap_or(serde_json::Value::Null);
+        if *a != b {
+            out.push(format!("{key} was {a}, is {b}"));
+        }
+    }
+    for (key, b) in &now {
+        if !then.iter().any(|(k, _)| k == key) {
+            out.push(format!("{key} was unset, is {b}"));
+        }
+    }
+    out
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), other.clone())),
+    }
+}
+
+/// Reads the inputs a resumed run had read to their end again and checks their SHA-256 against
+/// what it recorded (progress in `counters.bytes_read`).
+fn check_done_inputs(
+    dir: &Path,
+    inputs: &[InputSpec],
+    done: &[InputFile],
+    counters: &Counters,
+    tick: &mut impl FnMut() -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    for (spec, done) in inputs.iter().zip(done) {
+        let path = spec.path.as_ref().expect("a resumable run reads files");
+        let io = |source| ShardError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut last = std::time::Instant::now();
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            counters
+                .bytes_read
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if last.elapsed() >= crate::data::pipeline::TICK {
+                tick()?;
+                last = std::time::Instant::now();
+            }
+        }
+        let sha256: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if sha256 != done.sha256 {
+            return Err(ShardError::CannotResume {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "{} changed since the interrupted run read it (sha256 {}... then, {}... now)",
+                    spec.name,
+                    &done.sha256[..12.min(done.sha256.len())],
+                    &sha256[..12]
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
 /// What a finished [`PackSession`] wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackReport {
     pub manifest: Manifest,
     /// The shard directory.
     pub output: PathBuf,
-    /// Raw (compressed) input bytes read.
+    /// Raw (compressed) input bytes of all inputs.
     pub input_bytes: u64,
+    /// A resumed run: what was done before.
+    pub resumed: Option<Resumed>,
 }
 
 impl PackReport {

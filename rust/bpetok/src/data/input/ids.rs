@@ -49,7 +49,14 @@ pub fn read_id_lists<E: From<InputError>>(
         },
     )?;
     drop(stream);
-    Ok(hashed.summary(records, compression))
+    let (size, sha256) = hashed.finish();
+    Ok(InputSummary {
+        size,
+        sha256,
+        documents: records,
+        skipped_records: 0,
+        compression,
+    })
 }
 
 fn id_list(

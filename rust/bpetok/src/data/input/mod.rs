@@ -185,6 +185,10 @@ pub struct ReadOptions {
     /// Text inputs: one document per line instead of one per file.
     pub lines: bool,
     pub errors: Utf8Errors,
+    /// A JSONL line that is not JSON, not an object, lacks the field or holds a non-string
+    /// there, and a Parquet null, is a [`Record::Skipped`] instead of an error. Invalid UTF-8
+    /// and lone surrogate escapes follow `errors`; read errors always stop.
+    pub skip_bad_records: bool,
 }
 
 impl Default for ReadOptions {
@@ -193,7 +197,34 @@ impl Default for ReadOptions {
             field: "text".to_owned(),
             lines: false,
             errors: Utf8Errors::Strict,
+            skip_bad_records: false,
         }
+    }
+}
+
+/// One record of an input, in order: a document, or (with [`ReadOptions::skip_bad_records`]) a
+/// record passed over. `index` counts the input's records from 0: its lines (blank ones
+/// included), or its Parquet rows; a whole text file is record 0.
+#[derive(Debug)]
+pub enum Record {
+    Document { index: u64, text: String },
+    Skipped { index: u64, error: InputError },
+}
+
+impl InputErrorKind {
+    /// Whether [`ReadOptions::skip_bad_records`] passes over a record with this error: a JSONL
+    /// line that is not JSON, not an object, lacks the field or holds a non-string there, or a
+    /// Parquet null.
+    pub fn is_bad_record(&self) -> bool {
+        matches!(
+            self,
+            InputErrorKind::InvalidJson { .. }
+                | InputErrorKind::NotAnObject { .. }
+                | InputErrorKind::MissingField { .. }
+                | InputErrorKind::NotAString { .. }
+                | InputErrorKind::TooDeep
+                | InputErrorKind::NullValue { .. }
+        )
     }
 }
 
@@ -205,33 +236,81 @@ pub struct InputSummary {
     /// Hex SHA-256 of the raw bytes.
     pub sha256: String,
     pub documents: u64,
+    /// Records passed over ([`ReadOptions::skip_bad_records`]).
+    pub skipped_records: u64,
     pub compression: Compression,
 }
 
 /// Reads `input` to its end, handing each document to `each` in order, and returns the input's
 /// summary. `bytes_read` is increased as raw bytes are read (for a progress display). An error
-/// from `each` stops the reading and is returned as it is.
+/// from `each` stops the reading and is returned as it is. Records passed over
+/// ([`ReadOptions::skip_bad_records`]) are only counted.
 pub fn read_documents<E: From<InputError>>(
     input: &InputSpec,
     opts: &ReadOptions,
     bytes_read: &AtomicU64,
     mut each: impl FnMut(String) -> Result<(), E>,
 ) -> Result<InputSummary, E> {
+    read_records(input, opts, bytes_read, 0, |record| match record {
+        Record::Document { text, .. } => each(text),
+        Record::Skipped { .. } => Ok(()),
+    })
+}
+
+/// Reads `input` to its end, handing each of its records from index `skip` on to `each` in
+/// order (the first `skip` are read, hashed and counted in `bytes_read`, but not decoded:
+/// a resumed run passes over what it has packed), and returns the input's summary, whose
+/// `documents` and `skipped_records` count only the records handed over.
+pub fn read_records<E: From<InputError>>(
+    input: &InputSpec,
+    opts: &ReadOptions,
+    bytes_read: &AtomicU64,
+    skip: u64,
+    mut each: impl FnMut(Record) -> Result<(), E>,
+) -> Result<InputSummary, E> {
+    let mut documents = 0u64;
+    let mut skipped = 0u64;
+    let mut hand_over = |index: u64, doc: Result<Option<String>, InputError>| -> Result<(), E> {
+        match doc {
+            Ok(Some(text)) => {
+                documents += 1;
+                each(Record::Document { index, text })
+            }
+            Ok(None) => Ok(()),
+            Err(error) if opts.skip_bad_records && error.kind.is_bad_record() => {
+                skipped += 1;
+                each(Record::Skipped { index, error })
+            }
+            Err(error) => Err(error.into()),
+        }
+    };
     if input.format == InputFormat::Parquet {
-        return parquet::read_parquet(input, &opts.field, opts.errors, bytes_read, each);
+        let (size, sha256, compression) = parquet::read_parquet(
+            input,
+            &opts.field,
+            opts.errors,
+            bytes_read,
+            skip,
+            &mut hand_over,
+        )?;
+        return Ok(InputSummary {
+            size,
+            sha256,
+            documents,
+            skipped_records: skipped,
+            compression,
+        });
     }
     let mut hashed = Hashed::default();
     let name = input.name.as_str();
     let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
-    let mut documents = 0u64;
     if input.format == InputFormat::Text && !opts.lines {
         let mut data = Vec::new();
         stream
             .read_to_end(&mut data)
             .map_err(|err| read_error(name, Some(1 + count_newlines(&data)), compression, &err))?;
-        if let Some(text) = whole_file_document(name, data, opts.errors)? {
-            documents += 1;
-            each(text)?;
+        if skip == 0 {
+            hand_over(0, whole_file_document(name, data, opts.errors))?;
         }
     } else {
         for_each_line(
@@ -239,19 +318,25 @@ pub fn read_documents<E: From<InputError>>(
             name,
             compression,
             |lineno, raw| -> Result<(), E> {
-                let doc = if input.format == InputFormat::Jsonl {
-                    jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)?
-                } else {
-                    text_line_document(name, lineno, raw, opts.errors)?
-                };
-                if let Some(text) = doc {
-                    documents += 1;
-                    each(text)?;
+                if lineno <= skip {
+                    return Ok(());
                 }
-                Ok(())
+                let doc = if input.format == InputFormat::Jsonl {
+                    jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)
+                } else {
+                    text_line_document(name, lineno, raw, opts.errors)
+                };
+                hand_over(lineno - 1, doc)
             },
         )?;
     }
     drop(stream);
-    Ok(hashed.summary(documents, compression))
+    let (size, sha256) = hashed.finish();
+    Ok(InputSummary {
+        size,
+        sha256,
+        documents,
+        skipped_records: skipped,
+        compression,
+    })
 }

@@ -16,18 +16,22 @@ use parquet::schema::types::Type;
 
 use super::stream::{open, open_error, read_error, Hashed};
 use super::text::utf8_error;
-use super::{Compression, InputError, InputErrorKind, InputSpec, InputSummary, Utf8Errors};
+use super::{Compression, InputError, InputErrorKind, InputSpec, Utf8Errors};
 
 /// Rows asked of the column reader at a time.
 const BATCH_ROWS: usize = 4096;
 
+/// Reads the Parquet input, handing `each` the document (or the error) of every row from index
+/// `skip` on, and returns its raw size, SHA-256 and compression. An error for the whole file (it
+/// cannot be read, the column is missing or not strings) is returned, not handed over.
 pub(super) fn read_parquet<E: From<InputError>>(
     input: &InputSpec,
     column: &str,
     errors: Utf8Errors,
     bytes_read: &AtomicU64,
-    mut each: impl FnMut(String) -> Result<(), E>,
-) -> Result<InputSummary, E> {
+    skip: u64,
+    mut each: impl FnMut(u64, Result<Option<String>, InputError>) -> Result<(), E>,
+) -> Result<(u64, String, Compression), E> {
     let name = input.name.as_str();
     let mut hashed = Hashed::default();
     let (compression, file) = {
@@ -50,37 +54,42 @@ pub(super) fn read_parquet<E: From<InputError>>(
     };
     let mut texts = StringColumn::open(file, column).map_err(|kind| InputError::new(kind, name))?;
     let mut row = 0u64;
-    let mut documents = 0u64;
     while let Some(batch) = texts
         .next_batch()
         .map_err(|kind| InputError::new(kind, name))?
     {
         for value in batch {
             row += 1;
-            let Some(bytes) = value else {
-                let kind = InputErrorKind::NullValue {
-                    column: column.to_owned(),
-                };
-                return Err(InputError::at_row(kind, name, row).into());
+            if row <= skip {
+                continue;
+            }
+            let doc = match value {
+                None => Err(InputError::at_row(
+                    InputErrorKind::NullValue {
+                        column: column.to_owned(),
+                    },
+                    name,
+                    row,
+                )),
+                Some(bytes) => match String::from_utf8(bytes.data().to_vec()) {
+                    Ok(text) => Ok(Some(text)),
+                    Err(_) if errors == Utf8Errors::Replace => {
+                        Ok(Some(String::from_utf8_lossy(bytes.data()).into_owned()))
+                    }
+                    Err(_) => {
+                        let mut err = utf8_error(name, None, bytes.data());
+                        err.line = None;
+                        err.column = None;
+                        err.row = Some(row);
+                        Err(err)
+                    }
+                },
             };
-            let text = match String::from_utf8(bytes.data().to_vec()) {
-                Ok(text) => text,
-                Err(_) if errors == Utf8Errors::Replace => {
-                    String::from_utf8_lossy(bytes.data()).into_owned()
-                }
-                Err(_) => {
-                    let mut err = utf8_error(name, None, bytes.data());
-                    err.line = None;
-                    err.column = None;
-                    err.row = Some(row);
-                    return Err(err.into());
-                }
-            };
-            documents += 1;
-            each(text)?;
+            each(row - 1, doc)?;
         }
     }
-    Ok(hashed.summary(documents, compression))
+    let (size, sha256) = hashed.finish();
+    Ok((size, sha256, compression))
 }
 
 fn spool_error(name: &str, err: &io::Error) -> InputError {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use super::text::BOM;
-use super::{Compression, InputError, InputErrorKind, InputSpec, InputSummary};
+use super::{Compression, InputError, InputErrorKind, InputSpec};
 
 /// Bytes asked of the file (or decompressor) per read.
 pub(super) const READ_SIZE: usize = 1 << 20;
@@ -22,18 +22,15 @@ pub(super) struct Hashed {
 }
 
 impl Hashed {
-    pub(super) fn summary(self, documents: u64, compression: Compression) -> InputSummary {
-        InputSummary {
-            size: self.size,
-            sha256: self
-                .sha
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-            documents,
-            compression,
-        }
+    /// The size and hex SHA-256 of the raw bytes.
+    pub(super) fn finish(self) -> (u64, String) {
+        let sha256 = self
+            .sha
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.size, sha256)
     }
 }
 

@@ -61,6 +61,32 @@ pub struct ManifestOptions {
     pub input: InputOptions,
 }
 
+impl ManifestOptions {
+    /// The options of a run as the manifest records them: the packer's (after defaults), BOS and
+    /// EOS, samples per shard and the input options.
+    pub fn new(
+        pack: &crate::data::pack::PackOptions,
+        bos: bool,
+        eos: bool,
+        samples_per_shard: usize,
+        input: InputOptions,
+    ) -> Self {
+        ManifestOptions {
+            seq_len: pack.seq_len as u64,
+            window: pack.window as u64,
+            overlap: pack.overlap.map(|o| o as u64),
+            overlap_tokens: pack.overlap_tokens() as u64,
+            pack_buffer: pack.pack_buffer as u64,
+            seed: pack.seed,
+            bos,
+            eos,
+            pad_id: pack.pad_id,
+            samples_per_shard: samples_per_shard as u64,
+            input,
+        }
+    }
+}
+
 /// The input-reading options of a run, as the manifest records them (keys in this order, which
 /// is alphabetical, as the format has always written them). A manifest from before these were
 /// fixed may lack some (`{}`): they read as the defaults, and unknown keys are ignored.
@@ -75,16 +101,26 @@ pub struct InputOptions {
     pub input_format: String,
     /// Text inputs: one document per line instead of one per file.
     pub lines: bool,
+    /// Bad records were counted and passed over instead of stopping the run (written only when
+    /// set, so manifests of runs without it are unchanged).
+    #[serde(skip_serializing_if = "is_false")]
+    pub skip_bad_records: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Default for InputOptions {
-    /// The command line's defaults: `strict`, `text`, `auto`, one document per file.
+    /// The command line's defaults: `strict`, `text`, `auto`, one document per file, no
+    /// skipping.
     fn default() -> Self {
         InputOptions {
             errors: "strict".to_owned(),
             field: "text".to_owned(),
             input_format: "auto".to_owned(),
             lines: false,
+            skip_bad_records: false,
         }
     }
 }
@@ -117,6 +153,9 @@ pub struct InputFile {
     pub sha256: String,
     /// Documents (records) it contributed, empty ones included.
     pub documents: u64,
+    /// Records passed over as bad (`skip_bad_records`); absent when that was not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_records: Option<u64>,
 }
 
 impl InputFile {
@@ -126,6 +165,7 @@ impl InputFile {
             size: hash.size,
             sha256: hash.sha256,
             documents,
+            skipped_records: None,
         }
     }
 }

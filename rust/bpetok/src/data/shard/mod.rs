@@ -10,6 +10,7 @@
 mod inspect;
 mod manifest;
 mod npy;
+mod resume;
 mod verify;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use manifest::{
     hash_file, tokenizer_sha256, FileDigest, FileHash, HashingReader, InputFile, InputOptions,
     Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
 };
+pub use resume::{input_stats, Checkpoint, InputStat, Position, WriterTotals, RESUME_FORMAT};
 pub use verify::{
     verify_dir, verify_dir_with, VerifyError, VerifyReport, Violation, ViolationKind,
 };
@@ -52,6 +54,10 @@ pub const FORMAT_VERSION: u64 = 1;
 
 /// The manifest's file name inside a shard directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The file of an unfinished packing run that `bpetok pack --resume` continues from
+/// ([`Checkpoint`]); removed once the manifest is written.
+pub const RESUME_FILE: &str = "resume.json";
 
 /// Columns of a `*.segments.npy` row, in order.
 pub const SEGMENT_COLUMNS: [&str; 5] = ["start", "length", "context", "doc_id", "doc_start"];
@@ -149,11 +155,12 @@ pub(crate) fn temporary_name(final_name: &str) -> String {
     format!(".{final_name}.tmp")
 }
 
-/// Whether `name` is a temporary of this module: a shard file's or the manifest's.
+/// Whether `name` is a temporary of this module: a shard file's, the manifest's or the resume
+/// file's.
 pub(crate) fn is_temporary_name(name: &str) -> bool {
     name.strip_prefix('.')
         .and_then(|n| n.strip_suffix(".tmp"))
-        .is_some_and(|n| n == MANIFEST_FILE || is_shard_file_name(n))
+        .is_some_and(|n| n == MANIFEST_FILE || n == RESUME_FILE || is_shard_file_name(n))
 }
 
 /// Whether a manifest path is a plain file name inside the directory (no separator, not `.` or

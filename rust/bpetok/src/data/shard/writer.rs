@@ -11,10 +11,12 @@ use thiserror::Error;
 
 use super::manifest::HashingWriter;
 use super::npy::{self, LittleEndian};
+use super::resume::WriterTotals;
 use super::{
     is_plain_file_name, is_shard_file_name, is_temporary_name, shard_name, temporary_name,
     FileDigest, InputFile, InputOptions, Manifest, ManifestOptions, ShardEntry, ShardFile,
     ShardFiles, TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
+    RESUME_FILE,
 };
 use crate::data::error::OptionsError;
 use crate::data::pack::{check_seq_len, PackOptions, PackStats, Sample};
@@ -43,6 +45,15 @@ pub enum ShardError {
     /// The directory already holds an output of this format, and replacing it was not asked for.
     #[error("{} already holds a shard output ({found})", dir.display())]
     DirectoryInUse { dir: PathBuf, found: String },
+
+    /// The directory holds an unfinished packing run (`resume.json`), and neither resuming nor
+    /// replacing it was asked for.
+    #[error("{} holds an unfinished packing run ({RESUME_FILE})", dir.display())]
+    UnfinishedRun { dir: PathBuf },
+
+    /// A resume found the directory or its inputs not as the interrupted run left them.
+    #[error("cannot resume the run in {}: {reason}", dir.display())]
+    CannotResume { dir: PathBuf, reason: String },
 
     /// The output path names something that is not a directory (a file).
     #[error("{} exists and is not a directory", path.display())]
@@ -99,6 +110,8 @@ impl ShardError {
         match self {
             ShardError::Io { .. } => "io",
             ShardError::DirectoryInUse { .. } => "directory_in_use",
+            ShardError::UnfinishedRun { .. } => "unfinished_run",
+            ShardError::CannotResume { .. } => "cannot_resume",
             ShardError::NotADirectory { .. } => "not_a_directory",
             ShardError::UnreadableOldManifest { .. } => "unreadable_old_manifest",
             ShardError::Options(e) => e.kind(),
@@ -432,8 +445,106 @@ impl ShardWriter {
         })
     }
 
+    /// Opens `dir` to continue an output after its complete shards `shards` (the first
+    /// `shards.len()` of the run, as a [`super::Checkpoint`] lists them), with the totals the
+    /// writer had then. Each listed file must be there with its recorded size; every other file
+    /// of this format (later shards, temporaries, a manifest) is removed. Other files are left
+    /// alone.
+    pub fn resume(
+        dir: impl AsRef<Path>,
+        opts: ShardWriterOptions,
+        shards: Vec<ShardEntry>,
+        totals: WriterTotals,
+    ) -> Result<Self, ShardError> {
+        let dtype = opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let cannot = |reason: String| ShardError::CannotResume {
+            dir: dir.clone(),
+            reason,
+        };
+        let mut keep = Vec::new();
+        for (index, shard) in shards.iter().enumerate() {
+            if shard.name != shard_name(index) {
+                return Err(cannot(format!(
+                    "its shard {index} is recorded as {:?}, not {}",
+                    shard.name,
+                    shard_name(index)
+                )));
+            }
+            let files = &shard.files;
+            for digest in [&files.tokens, &files.segments, &files.sample_index] {
+                let path = dir.join(&digest.path);
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.len() == digest.size => keep.push(digest.path.clone()),
+                    Ok(meta) => {
+                        return Err(cannot(format!(
+                            "{} has {} bytes, but the run wrote {}",
+                            digest.path,
+                            meta.len(),
+                            digest.size
+                        )))
+                    }
+                    Err(e) => return Err(cannot(format!("{}: {e}", digest.path))),
+                }
+            }
+        }
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours =
+                name == MANIFEST_FILE || is_shard_file_name(&name) || is_temporary_name(&name);
+            if ours && !keep.contains(&name) {
+                let path = dir.join(&name);
+                fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        sync_dir(&dir)?;
+        Ok(ShardWriter {
+            dir,
+            created_dir: false,
+            dtype,
+            tokens: None,
+            scratch: Vec::new(),
+            segments: Vec::new(),
+            sample_index: vec![0],
+            shard_padding: 0,
+            shard_context: 0,
+            shards,
+            samples: totals.samples,
+            padding_tokens: totals.padding_tokens,
+            context_tokens: totals.context_tokens,
+            target_tokens: totals.target_tokens,
+            failed: false,
+            in_flight: None,
+            opts,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn options(&self) -> &ShardWriterOptions {
+        &self.opts
+    }
+
+    /// What the writer has been given so far.
+    pub fn totals(&self) -> WriterTotals {
+        WriterTotals {
+            samples: self.samples,
+            padding_tokens: self.padding_tokens,
+            context_tokens: self.context_tokens,
+            target_tokens: self.target_tokens,
+        }
+    }
+
+    /// Records the shard being completed in the background if it is done (without waiting), so
+    /// [`ShardWriter::shards`] lists it; its failure fails this call.
+    pub fn poll(&mut self) -> Result<(), ShardError> {
+        if self.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
+            self.wait_for_write()?;
+        }
+        Ok(())
     }
 
     pub fn token_dtype(&self) -> TokenDtype {
@@ -696,19 +807,13 @@ impl ShardWriter {
             format: FORMAT.to_string(),
             format_version: FORMAT_VERSION,
             tokenizer: info.tokenizer,
-            options: ManifestOptions {
-                seq_len: pack.seq_len as u64,
-                window: pack.window as u64,
-                overlap: pack.overlap.map(|o| o as u64),
-                overlap_tokens: pack.overlap_tokens() as u64,
-                pack_buffer: pack.pack_buffer as u64,
-                seed: pack.seed,
-                bos: info.bos,
-                eos: info.eos,
-                pad_id: pack.pad_id,
-                samples_per_shard: self.opts.samples_per_shard as u64,
-                input: info.input_options,
-            },
+            options: ManifestOptions::new(
+                pack,
+                info.bos,
+                info.eos,
+                self.opts.samples_per_shard,
+                info.input_options,
+            ),
             token_dtype: self.dtype,
             inputs: info.inputs,
             shards: std::mem::take(&mut self.shards),
@@ -779,9 +884,9 @@ impl ShardWriter {
     }
 }
 
-/// Refuses a directory with an output in it, or (with `overwrite`) removes that output: the old
-/// manifest first, so the directory never looks complete with a mix of files, then the files it
-/// lists, then stale temporaries.
+/// Refuses a directory with an output in it, or (with `overwrite`) removes that output: an
+/// unfinished run's `resume.json` and shard files, or the old manifest first, so the directory
+/// never looks complete with a mix of files, then the files it lists; then stale temporaries.
 fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
     let mut ours = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
@@ -791,10 +896,16 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
             ours.push(name);
         }
     }
-    if ours.is_empty() {
+    let unfinished = fs::symlink_metadata(dir.join(RESUME_FILE)).is_ok();
+    if ours.is_empty() && !unfinished {
         return Ok(());
     }
     ours.sort();
+    if !overwrite && unfinished {
+        return Err(ShardError::UnfinishedRun {
+            dir: dir.to_path_buf(),
+        });
+    }
     if !overwrite {
         let found = if ours.iter().any(|n| n == MANIFEST_FILE) {
             MANIFEST_FILE.to_string()
@@ -817,6 +928,18 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
         sync_dir(dir)?;
         for name in listed {
             let path = dir.join(&name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path)(e)),
+            }
+        }
+    }
+    if unfinished {
+        // Shard files no manifest lists are the unfinished run's.
+        super::Checkpoint::remove(dir)?;
+        for name in ours.iter().filter(|n| is_shard_file_name(n)) {
+            let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -870,7 +993,7 @@ impl Drop for Temporary {
 
 /// Writes `name` in `dir` through `.name.tmp`: `write` fills a buffered, hashing writer; then the
 /// file is flushed, fsynced and renamed. Returns the file's digest.
-fn write_atomically(
+pub(super) fn write_atomically(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut BufWriter<HashingWriter<File>>) -> io::Result<()>,
@@ -912,7 +1035,7 @@ fn write_npy<T: LittleEndian>(
 }
 
 /// Makes the renames in `dir` durable (a no-op where directories cannot be opened as files).
-fn sync_dir(dir: &Path) -> Result<(), ShardError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), ShardError> {
     #[cfg(unix)]
     {
         File::open(dir)
