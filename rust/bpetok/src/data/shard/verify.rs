@@ -295,7 +295,11 @@ fn load_manifest(dir: &Path, v: &mut Violations, counted: &mut Counted) -> Optio
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let what = if dir.is_dir() {
+            let what = if dir.join(super::RESUME_FILE).is_file() {
+                "the directory has no manifest.json: a packing run was interrupted there \
+                 (resume.json); `bpetok pack --resume` with the same inputs and options \
+                 finishes it"
+            } else if dir.is_dir() {
                 "the directory has no manifest.json: the output is unfinished (its writer \
                  stopped before finishing) or this is not a shard directory"
             } else {
