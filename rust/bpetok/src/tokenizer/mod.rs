@@ -131,6 +131,7 @@ impl Tokenizer {
         if add_eos {
             ids.extend(self.model.eos_id);
         }
+        ws.release_large_buffers();
         ids
     }
 
