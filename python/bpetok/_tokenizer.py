@@ -301,6 +301,17 @@ _DEFAULT: Tokenizer | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
+def _new_default_lock() -> None:
+    # A child forked while another thread held the lock (loading the default tokenizer) would
+    # wait for it forever: that thread does not exist in the child.
+    global _DEFAULT_LOCK
+    _DEFAULT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_default_lock)
+
+
 def _default_tokenizer() -> Tokenizer:
     global _DEFAULT
     if _DEFAULT is None:

@@ -3,8 +3,9 @@
 //! receives every document's ids in input order. How many threads encode does not change what
 //! the caller receives, only how fast.
 //!
-//! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches of about [`BATCH_BYTES`] of text (and
-//! their ids) exist at a time, plus whatever one document needs.
+//! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches of about [`BATCH_BYTES`] of text and at
+//! most [`BATCH_DOCUMENTS`] documents (and their ids) exist at a time, plus whatever one document
+//! needs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,10 @@ use crate::Tokenizer;
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
 pub const BATCH_BYTES: usize = 256 << 10;
+/// Documents per batch, at most. Each document in flight costs about 100 bytes besides its text
+/// (its `String`, its ids' `Vec`), so a batch of tiny or empty documents is bounded by their count:
+/// without it, a corpus of empty documents was one batch holding all of them.
+pub const BATCH_DOCUMENTS: usize = 4096;
 /// Batches read but not yet consumed, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// The longest the calling thread goes without calling `tick`, when it is waiting.
@@ -249,7 +254,7 @@ impl Reading<'_> {
                             error,
                         }),
                     });
-                    if bytes >= BATCH_BYTES {
+                    if bytes >= BATCH_BYTES || items.len() >= BATCH_DOCUMENTS {
                         bytes = 0;
                         send(std::mem::take(&mut items))?;
                     }

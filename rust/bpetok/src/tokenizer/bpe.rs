@@ -128,6 +128,41 @@ pub(crate) struct Workspace {
     cache: FxHashMap<Box<str>, Box<[u32]>>,
 }
 
+/// Scratch buffers larger than this (in bytes of capacity) are freed after the text that grew them
+/// instead of being kept for the next one. A segment of n characters needs about 30 n bytes of
+/// symbols and candidates (a text that is one run of a character is one segment); a scratch space
+/// that kept them would hold that memory for as long as the tokenizer lives, in each of the up to
+/// `MAX_POOLED_WORKSPACES` pooled spaces.
+const MAX_KEPT_SCRATCH_BYTES: usize = 1 << 20;
+
+impl Workspace {
+    /// Frees the buffers that one long segment (or, for models with UNUSED pieces, one long text)
+    /// grew beyond [`MAX_KEPT_SCRATCH_BYTES`]. Candidates are pushed at most three times per
+    /// symbol, so the symbols' capacity tells for the agenda and `rev_merge` too. Called after
+    /// every text: a few comparisons. The caches are bounded by entries and stay.
+    pub(crate) fn release_large_buffers(&mut self) {
+        if self.symbols.capacity() * std::mem::size_of::<Symbol>() > MAX_KEPT_SCRATCH_BYTES {
+            self.symbols = Vec::new();
+            self.agenda = Agenda::default();
+            self.rev_merge = FxHashMap::default();
+        }
+        for text in [&mut self.normalized, &mut self.segment] {
+            if text.capacity() > MAX_KEPT_SCRATCH_BYTES {
+                *text = String::new();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn capacity_bytes(&self) -> usize {
+        self.symbols.capacity() * std::mem::size_of::<Symbol>()
+            + self.agenda.capacity_bytes()
+            + self.rev_merge.capacity() * 16
+            + self.normalized.capacity()
+            + self.segment.capacity()
+    }
+}
+
 /// The candidate merges of the heap version, grouped by score. Popping gives the highest score
 /// and, within it, the lowest position: the order of SentencePiece's agenda. A long segment puts
 /// one candidate per character here, and candidates of one score mostly arrive in increasing
@@ -184,6 +219,19 @@ impl Bucket {
 }
 
 impl Agenda {
+    /// Bytes of the candidate queues' buffers.
+    #[cfg(test)]
+    fn capacity_bytes(&self) -> usize {
+        let buckets: usize = self
+            .buckets
+            .iter()
+            .map(|b| b.run.capacity() * 4 + b.heap.capacity() * 4)
+            .sum();
+        buckets
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.scores.capacity() * 4
+    }
+
     fn clear(&mut self) {
         for bucket in &mut self.buckets[..self.index.len()] {
             bucket.run.clear();
@@ -896,6 +944,23 @@ mod tests {
             assert_eq!(fast(m, text, &mut ws), ids, "{text:?}");
             assert_eq!(reference(m, text), ids, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_long_segment_leaves_no_large_buffers_behind() {
+        let m = model();
+        let mut ws = Workspace::default();
+        let short = fast(m, "a few words", &mut ws);
+        // One segment of a million characters: about 30 MB of symbols and candidates.
+        let long = "=".repeat(1_000_000);
+        let ids = fast(m, &long, &mut ws);
+        assert!(ws.capacity_bytes() > 16 * MAX_KEPT_SCRATCH_BYTES);
+        ws.release_large_buffers();
+        assert!(ws.capacity_bytes() <= 5 * MAX_KEPT_SCRATCH_BYTES);
+        // The same ids afterwards, from the trimmed space and from a fresh one.
+        assert_eq!(fast(m, &long, &mut ws), ids);
+        assert_eq!(fast(m, &long, &mut Workspace::default()), ids);
+        assert_eq!(fast(m, "a few words", &mut ws), short);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub(crate) mod proto;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
@@ -131,6 +131,7 @@ impl Tokenizer {
         if add_eos {
             ids.extend(self.model.eos_id);
         }
+        ws.release_large_buffers();
         ids
     }
 
@@ -194,21 +195,31 @@ impl Tokenizer {
             .max(1)
     }
 
+    // The pool is only ever `try_lock`ed: encoding never waits for it. A busy pool costs a cold
+    // scratch space (or one not kept), never a wait. This is what makes a tokenizer usable in a
+    // child forked while another thread of the parent held the lock: the child has a copy of the
+    // locked mutex and no thread that will ever unlock it, and a blocking `lock` there would hang
+    // forever (`os.fork` and multiprocessing's `fork` start method do exactly this).
     fn take_workspace(&self) -> Workspace {
-        self.workspaces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+        self.pool()
+            .and_then(|mut pool| pool.pop())
             .unwrap_or_default()
     }
 
     fn return_workspace(&self, ws: Workspace) {
-        let mut pool = self
-            .workspaces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < MAX_POOLED_WORKSPACES {
-            pool.push(ws);
+        if let Some(mut pool) = self.pool() {
+            if pool.len() < MAX_POOLED_WORKSPACES {
+                pool.push(ws);
+            }
+        }
+    }
+
+    fn pool(&self) -> Option<MutexGuard<'_, Vec<Workspace>>> {
+        match self.workspaces.try_lock() {
+            Ok(pool) => Some(pool),
+            // A panic while holding the lock left a valid Vec: keep using it.
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 
@@ -402,5 +413,40 @@ impl Drop for Encoder<'_> {
 impl std::fmt::Debug for Encoder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Encoder")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, PoisonError};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A child forked while another thread held the pool's lock has that lock held forever; an
+    /// encode there must still finish. Holding the lock here stands for that thread.
+    #[test]
+    fn encoding_does_not_wait_for_a_held_pool_lock() {
+        let tok = Tokenizer::mixtral_8x7b();
+        let expected = tok.encode("Hello world, once more.", true, true);
+        // Put a warm scratch space in the pool, so that the encode below would want it.
+        drop(tok.encoder());
+        let held = tok
+            .workspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let ids = tok.encode("Hello world, once more.", true, true);
+                let batch = tok.encode_batch(&["Hello world, once more."; 64], true, true, 2);
+                let _ = done_tx.send((ids, batch));
+            });
+            let got = done_rx.recv_timeout(Duration::from_secs(20));
+            drop(held);
+            let (ids, batch) = got.expect("encode waited for the pool's lock");
+            assert_eq!(ids, expected);
+            assert!(batch.iter().all(|ids| *ids == expected));
+        });
     }
 }
