@@ -128,6 +128,8 @@ pub struct PackSession<'t> {
     config: PackConfig,
     inputs: Vec<InputSpec>,
     output: PathBuf,
+    /// The manifest's record of the tokenizer (its SHA-256 computed once).
+    tokenizer: TokenizerInfo,
     state: State,
 }
 
@@ -215,7 +217,7 @@ impl<'t> PackSession<'t> {
             .into());
         }
         let record = stats.map(|inputs| Record {
-            tokenizer,
+            tokenizer: tokenizer.clone(),
             options,
             inputs,
         });
@@ -224,6 +226,7 @@ impl<'t> PackSession<'t> {
             config,
             inputs,
             output: out_dir.to_path_buf(),
+            tokenizer,
             state: State::Failed,
         };
         if session.config.resume {
@@ -386,7 +389,7 @@ impl<'t> PackSession<'t> {
         let stats = packer.finish(|s| writer.write_sample(&s))?;
         let output = writer.dir().to_path_buf();
         let manifest = writer.finish(ManifestInfo {
-            tokenizer: TokenizerInfo::of(self.tok),
+            tokenizer: self.tokenizer.clone(),
             pack,
             bos: self.config.add_bos,
             eos: self.config.add_eos,
