@@ -264,3 +264,51 @@ def test_a_read_only_output_directory_gives_a_clean_error(corpus: list[Path], tm
             subprocess.run(["umount", "-l", str(out)], check=False)
         else:
             out.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(corpus: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The corpus as gzip and zstd JSONL, Parquet (row groups of 500) and whole text files:
+    resuming passes over records of each kind differently (decompressing, skipping rows)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    root = tmp_path_factory.mktemp("resume-mixed")
+    gz = root / "a.jsonl.gz"
+    gz.write_bytes(gzip.compress(corpus[0].read_bytes()))
+    zst = root / "b.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(corpus[1].read_bytes()))
+    texts = [json.loads(line)["text"] for line in corpus[2].read_text(encoding="utf-8").splitlines()]
+    parquet = root / "c.parquet"
+    pq.write_table(pa.table({"text": texts}), parquet, row_group_size=500)
+    whole = root / "d.txt"
+    whole.write_text("\n".join(texts[:200]), encoding="utf-8")
+    return [gz, zst, parquet, whole]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resume_passes_over_compressed_parquet_and_text_inputs(
+    mixed_corpus: list[Path], tmp_path: Path, threads: int
+) -> None:
+    out = tmp_path / "full"
+    start = time.monotonic()
+    result = run(command(mixed_corpus, out, "--quiet", "--threads", str(threads)))
+    assert result.returncode == 0, result.stderr
+    seconds = time.monotonic() - start
+    want = directory_bytes(out)
+    rng = random.Random(7 + threads)
+    out = tmp_path / "out"
+    args = command(mixed_corpus, out, "--quiet", "--threads", str(threads))
+    for k in range(max(KILLS // 3, 2)):
+        delay = rng.uniform(0.2, seconds)
+        killed_at(args, delay)
+        assert_unfinished_or_complete(out, want)
+        resumed = run([*args, "--resume"])
+        assert resumed.returncode == 0, f"kill {k} at {delay:.2f} s: {resumed.stderr}"
+        assert directory_bytes(out) == want, f"kill {k} at {delay:.2f} s (threads {threads})"
+        for p in out.iterdir():
+            p.unlink()
+        out.rmdir()
