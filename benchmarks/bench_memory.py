@@ -42,7 +42,6 @@ MAX_IN_FLIGHT = 16
 READ_BUFFER = 1 << 20
 WRITE_BUFFER = 1 << 20
 ENCODER_CACHE = 10 * MB  # per encoding thread, at most
-SEGMENT_ROW = 5 * 8  # bytes per segment row held for the shard being filled
 
 LAUNCHER = """
 import json, os, sys, time
@@ -142,16 +141,11 @@ def buffers(manifest: dict[str, Any], threads: int) -> dict[str, int]:
     opts = manifest["options"]
     seq_len, pack_buffer = opts["seq_len"], opts["pack_buffer"]
     samples_per_shard = opts["samples_per_shard"]
-    shards = manifest["shards"]
-    most_segments = max((s["segments"] for s in shards), default=0)
     return {
         "packer (pack_buffer * seq_len * 4)": pack_buffer * seq_len * 4,
-        "writer segment rows (largest shard * 40)": most_segments * SEGMENT_ROW,
-        "writer segment rows, worst case (samples_per_shard * seq_len/2 * 40)": samples_per_shard
-        * (seq_len // 2)
-        * SEGMENT_ROW,
+        "writer sample index (2 shards * samples_per_shard * 8)": 2 * 8 * (samples_per_shard + 1),
         "pipeline (16 batches * 256 KiB text, ids alike)": 2 * MAX_IN_FLIGHT * BATCH_BYTES,
-        "read + write buffers": 2 * READ_BUFFER + 2 * WRITE_BUFFER,
+        "read + write buffers (tokens and segments of 2 shards)": 2 * READ_BUFFER + 4 * WRITE_BUFFER,
         "encoder caches (10 MB per thread)": threads * ENCODER_CACHE,
     }
 

@@ -5,8 +5,9 @@ Each test runs ``python3 -m bpetok pack`` in a fresh child and compares its peak
 
 - fixed: ``FIXED`` (interpreter, bpetok, the tokenizer's tables, read and write buffers, encoder
   caches; about 31 MiB measured), plus the packer's arena ``pack_buffer * seq_len * 4`` bytes,
-  plus the shard writer's segment rows (40 bytes each, for the shard being filled and the one
-  being written), plus the pipeline's batches in flight;
+  plus the shard writer's sample index (8 bytes a sample, for the shard being filled and the one
+  being written; its tokens and segment rows are written as they come) and write buffers, plus
+  the pipeline's batches in flight;
 - a huge document, which is held whole: its JSONL line ``J``, its text ``T``, and the larger of a
   second ``T`` (the JSON string unescaped, then copied) and its ids (``4 N`` bytes for ``N``
   tokens).
@@ -32,7 +33,8 @@ MB = 1_000_000
 MIB = 1 << 20
 FIXED = 64 * MIB
 """Everything that does not depend on the input or the options (measured: about 31 MiB)."""
-SEGMENT_ROW = 5 * 8
+WRITE_BUFFERS = 4 * MIB
+"""The writer's buffered tokens and segments files, for the shard being filled and one more."""
 BATCH_BYTES = 256 << 10  # rust/bpetok/src/data/pipeline.rs
 BATCH_DOCUMENTS = 4096
 MAX_IN_FLIGHT = 16
@@ -74,9 +76,10 @@ def pack_peak(inputs: Path, out: Path, *options: str) -> tuple[int, dict[str, An
     return result["peak"], json.loads((out / "manifest.json").read_text())
 
 
-def writer_rows(manifest: dict[str, Any]) -> int:
-    """The segment rows the writer holds at most: the shard being filled and the one being written."""
-    return 2 * SEGMENT_ROW * max((s["segments"] for s in manifest["shards"]), default=0)
+def writer_memory(manifest: dict[str, Any]) -> int:
+    """What the writer holds at most: the sample index of the shard being filled and of the one
+    being written, and its write buffers."""
+    return 2 * 8 * (manifest["options"]["samples_per_shard"] + 1) + WRITE_BUFFERS
 
 
 def packer_arena(manifest: dict[str, Any]) -> int:
@@ -126,7 +129,7 @@ def test_huge_document(huge: tuple[Path, int], tmp_path: Path, threads: int) -> 
     parts = {
         "fixed": FIXED,
         "packer": packer_arena(manifest),
-        "writer": writer_rows(manifest),
+        "writer": writer_memory(manifest),
         "in flight": IN_FLIGHT,
         "JSONL line": path.stat().st_size,  # the huge line, and the small ones (8 MB) as slack
         "text": text_bytes,
@@ -169,11 +172,11 @@ def test_a_million_tiny_documents(tmp_path: Path, threads: int, corpus: str) -> 
         *("--samples-per-shard", "256", "--threads", str(threads)),
     )
     assert manifest["totals"]["documents"] == 1_000_000
-    assert len(manifest["shards"]) > 4  # the writer's rows are per shard, not per corpus
+    assert len(manifest["shards"]) > 4  # the writer's memory is per shard, not per corpus
     parts = {
         "fixed": FIXED,
         "packer": packer_arena(manifest),
-        "writer": writer_rows(manifest),
+        "writer": writer_memory(manifest),
         "in flight": IN_FLIGHT,
     }
     bound = sum(parts.values())

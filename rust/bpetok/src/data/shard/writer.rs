@@ -138,7 +138,8 @@ pub struct ShardWriterOptions {
     pub vocab_size: u64,
     /// Tokens per sample, L.
     pub seq_len: usize,
-    /// Samples per shard (the last shard may hold fewer). Memory is one shard's samples.
+    /// Samples per shard (the last shard may hold fewer). Memory is one shard's sample index (8
+    /// bytes a sample); tokens and segment rows are written as they come.
     pub samples_per_shard: usize,
     /// The id padding tokens hold (below `vocab_size`).
     pub pad_id: u32,
@@ -192,7 +193,7 @@ impl ShardWriterOptions {
                 "samples_per_shard",
                 format!(
                     "{samples} is more than the {MAX_SAMPLES_PER_SHARD} samples a shard may hold \
-                     (the writer keeps a shard's segment rows in memory)"
+                     (the writer keeps a shard's sample index in memory)"
                 ),
             ));
         }
@@ -275,13 +276,13 @@ pub struct ShardWriter {
     dir: PathBuf,
     opts: ShardWriterOptions,
     dtype: TokenDtype,
-    /// The tokens file of the shard being filled, written as samples come (so no shard is held
-    /// in memory); `None` until its first sample.
-    tokens: Option<TokensFile>,
-    /// One sample's tokens as little-endian bytes.
+    /// The tokens and segments files of the shard being filled, written as samples come (so no
+    /// shard is held in memory); `None` until its first sample.
+    files: Option<StreamedFiles>,
+    /// One sample's tokens (or segment rows) as little-endian bytes.
     scratch: Vec<u8>,
-    /// Rows of the shard being filled, flattened: start, length, context, doc_id, doc_start.
-    segments: Vec<i64>,
+    /// Segment rows of the shard being filled (written to its segments file).
+    rows: u64,
     sample_index: Vec<i64>,
     shard_padding: u64,
     shard_context: u64,
@@ -300,12 +301,51 @@ pub struct ShardWriter {
     created_dir: bool,
 }
 
-/// The tokens `.npy` of the shard being filled, under its temporary name: a header for the
-/// final shape (rewritten when the shard is complete; numpy's header has room for the first axis
-/// to grow, so its length does not change), then the samples' tokens as they are given.
-struct TokensFile {
+/// An `.npy` of the shard being filled, under its temporary name: a header for the final shape
+/// (rewritten when the shard is complete; numpy's header has room for the first axis to grow, so
+/// its length does not change), then the values as they are given.
+struct StreamedFile {
     temporary: Temporary,
     out: BufWriter<File>,
+}
+
+impl StreamedFile {
+    fn create(dir: &Path, name: &str, descr: &str, row: u64) -> Result<Self, ShardError> {
+        let temporary = Temporary {
+            path: dir.join(temporary_name(name)),
+            renamed: false,
+        };
+        let file = File::create(&temporary.path).map_err(io_error(&temporary.path))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&npy::header(descr, &[0, row]))
+            .map_err(io_error(&temporary.path))?;
+        Ok(StreamedFile { temporary, out })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ShardError> {
+        self.out
+            .write_all(bytes)
+            .map_err(io_error(&self.temporary.path))
+    }
+
+    /// Flushes the file and gives its header the final first axis.
+    fn complete(self, descr: &str, shape: &[u64]) -> Result<(Temporary, File), ShardError> {
+        let StreamedFile { temporary, out } = self;
+        let path = temporary.path.clone();
+        let mut file = out
+            .into_inner()
+            .map_err(|e| io_error(&path)(e.into_error()))?;
+        file.seek(io::SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&npy::header(descr, shape)))
+            .map_err(io_error(&path))?;
+        Ok((temporary, file))
+    }
+}
+
+/// The two streamed files of the shard being filled.
+struct StreamedFiles {
+    tokens: StreamedFile,
+    segments: StreamedFile,
 }
 
 /// A full shard on its way to disk: its tokens file is written, the rest is done on a background
@@ -317,37 +357,20 @@ struct ShardJob {
     seq_len: u64,
     padding_tokens: u64,
     context_tokens: u64,
-    tokens: Temporary,
-    tokens_file: File,
-    segments: Vec<i64>,
+    tokens: (Temporary, File),
+    segments: (Temporary, File),
+    rows: u64,
     sample_index: Vec<i64>,
 }
 
 impl ShardJob {
-    /// Syncs, hashes and renames the tokens file, writes the two index files (each atomically)
-    /// and syncs the directory.
+    /// Syncs, hashes and renames the tokens and segments files, writes the sample index
+    /// (atomically) and syncs the directory.
     fn write(self) -> Result<ShardEntry, ShardError> {
         let (dir, name) = (&self.dir, &self.name);
-        let tokens_name = ShardFile::Tokens.file_name(name);
-        let mut temporary = self.tokens;
-        // The file is complete: hash it (read back) while the disk syncs it.
-        let tokens_file = self.tokens_file;
-        let (synced, tokens) = std::thread::scope(|scope| {
-            let sync = scope.spawn(|| tokens_file.sync_all());
-            let digest = file_digest(&temporary.path, &tokens_name);
-            let synced = sync
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (synced, digest)
-        });
-        synced.map_err(io_error(&temporary.path))?;
-        let tokens = tokens?;
-        drop(tokens_file);
-        let final_path = dir.join(&tokens_name);
-        fs::rename(&temporary.path, &final_path).map_err(io_error(&final_path))?;
-        temporary.renamed = true;
-        let rows = (self.segments.len() / 5) as u64;
-        let segments = write_npy(dir, name, ShardFile::Segments, &[rows, 5], &self.segments)?;
+        let tokens = complete_file(dir, &ShardFile::Tokens.file_name(name), self.tokens)?;
+        let segments = complete_file(dir, &ShardFile::Segments.file_name(name), self.segments)?;
+        let rows = self.rows;
         let sample_index = write_npy(
             dir,
             name,
@@ -370,6 +393,30 @@ impl ShardJob {
             },
         })
     }
+}
+
+/// Syncs and hashes (read back, while the disk syncs it) a complete streamed file, then renames
+/// it into place.
+fn complete_file(
+    dir: &Path,
+    name: &str,
+    (mut temporary, file): (Temporary, File),
+) -> Result<FileDigest, ShardError> {
+    let (synced, digest) = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| file.sync_all());
+        let digest = file_digest(&temporary.path, name);
+        let synced = sync
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (synced, digest)
+    });
+    synced.map_err(io_error(&temporary.path))?;
+    let digest = digest?;
+    drop(file);
+    let final_path = dir.join(name);
+    fs::rename(&temporary.path, &final_path).map_err(io_error(&final_path))?;
+    temporary.renamed = true;
+    Ok(digest)
 }
 
 /// Size and SHA-256 of a written file, read back (from the page cache, as a rule).
@@ -395,7 +442,7 @@ impl Drop for ShardWriter {
         // A directory this writer made and left empty (a run that failed or was abandoned before
         // its first shard) goes too; `remove_dir` removes only an empty directory.
         if self.created_dir {
-            drop(self.tokens.take());
+            drop(self.files.take());
             let _ = fs::remove_dir(&self.dir);
         }
     }
@@ -428,9 +475,9 @@ impl ShardWriter {
             dir,
             created_dir,
             dtype,
-            tokens: None,
+            files: None,
             scratch: Vec::new(),
-            segments: Vec::new(),
+            rows: 0,
             sample_index: vec![0],
             shard_padding: 0,
             shard_context: 0,
@@ -503,9 +550,9 @@ impl ShardWriter {
             dir,
             created_dir: false,
             dtype,
-            tokens: None,
+            files: None,
             scratch: Vec::new(),
-            segments: Vec::new(),
+            rows: 0,
             sample_index: vec![0],
             shard_padding: 0,
             shard_context: 0,
@@ -567,24 +614,9 @@ impl ShardWriter {
     pub fn write_sample(&mut self, sample: &Sample) -> Result<(), ShardError> {
         self.check_not_failed()?;
         self.check_sample(sample)?;
-        let mut start = 0i64;
-        for seg in &sample.segments {
-            let (doc_id, context) = match seg.doc_id {
-                // check_sample made sure both fit in i64.
-                Some(doc) => (doc as i64, i64::from(seg.context)),
-                None => (-1, 0),
-            };
-            self.segments.extend_from_slice(&[
-                start,
-                i64::from(seg.len),
-                context,
-                doc_id,
-                seg.doc_start as i64,
-            ]);
-            start += i64::from(seg.len);
-        }
-        self.append_tokens(sample)?;
-        self.sample_index.push((self.segments.len() / 5) as i64);
+        self.append(sample)?;
+        self.rows += sample.segments.len() as u64;
+        self.sample_index.push(self.rows as i64);
         let (padding, context) = (
             sample.padding_tokens() as u64,
             sample.context_tokens() as u64,
@@ -692,28 +724,28 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Appends a checked sample's tokens to the shard's tokens file (created at its first sample).
-    /// On failure the writer refuses all further calls (the file no longer matches the buffer).
-    fn append_tokens(&mut self, sample: &Sample) -> Result<(), ShardError> {
+    /// Appends a checked sample's tokens and segment rows to the shard's files (created at its
+    /// first sample). On failure the writer refuses all further calls (the files no longer match
+    /// the counts).
+    fn append(&mut self, sample: &Sample) -> Result<(), ShardError> {
         self.failed = true;
-        if self.tokens.is_none() {
-            let name = ShardFile::Tokens.file_name(&shard_name(
-                self.shards.len() + usize::from(self.in_flight.is_some()),
-            ));
-            let temporary = Temporary {
-                path: self.dir.join(temporary_name(&name)),
-                renamed: false,
-            };
-            let file = File::create(&temporary.path).map_err(io_error(&temporary.path))?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            out.write_all(&npy::header(
+        if self.files.is_none() {
+            let name = shard_name(self.shards.len() + usize::from(self.in_flight.is_some()));
+            let tokens = StreamedFile::create(
+                &self.dir,
+                &ShardFile::Tokens.file_name(&name),
                 self.dtype.descr(),
-                &[0, self.opts.seq_len as u64],
-            ))
-            .map_err(io_error(&temporary.path))?;
-            self.tokens = Some(TokensFile { temporary, out });
+                self.opts.seq_len as u64,
+            )?;
+            let segments = StreamedFile::create(
+                &self.dir,
+                &ShardFile::Segments.file_name(&name),
+                <i64 as LittleEndian>::DESCR,
+                5,
+            )?;
+            self.files = Some(StreamedFiles { tokens, segments });
         }
-        let file = self.tokens.as_mut().expect("created above");
+        let files = self.files.as_mut().expect("created above");
         let size = self.dtype.size();
         self.scratch.resize(sample.tokens.len() * size, 0);
         let bytes = self.scratch.chunks_exact_mut(size).zip(&sample.tokens);
@@ -724,9 +756,27 @@ impl ShardWriter {
             }
             TokenDtype::Uint32 => bytes.for_each(|(b, &id)| b.copy_from_slice(&id.to_le_bytes())),
         }
-        file.out
-            .write_all(&self.scratch)
-            .map_err(io_error(&file.temporary.path))?;
+        files.tokens.write(&self.scratch)?;
+        // Rows: start, length, context, doc_id, doc_start (check_sample made sure all fit i64).
+        self.scratch.clear();
+        let mut start = 0i64;
+        for seg in &sample.segments {
+            let (doc_id, context) = match seg.doc_id {
+                Some(doc) => (doc as i64, i64::from(seg.context)),
+                None => (-1, 0),
+            };
+            for v in [
+                start,
+                i64::from(seg.len),
+                context,
+                doc_id,
+                seg.doc_start as i64,
+            ] {
+                v.put(&mut self.scratch);
+            }
+            start += i64::from(seg.len);
+        }
+        files.segments.write(&self.scratch)?;
         self.failed = false;
         Ok(())
     }
@@ -738,16 +788,10 @@ impl ShardWriter {
     fn write_shard(&mut self) -> Result<(), ShardError> {
         self.failed = true;
         self.wait_for_write()?;
-        let TokensFile { temporary, out } = self.tokens.take().expect("a shard has samples");
+        let StreamedFiles { tokens, segments } = self.files.take().expect("a shard has samples");
         let samples = (self.sample_index.len() - 1) as u64;
-        let path = temporary.path.clone();
-        let mut file = out
-            .into_inner()
-            .map_err(|e| io_error(&path)(e.into_error()))?;
-        let header = npy::header(self.dtype.descr(), &[samples, self.opts.seq_len as u64]);
-        file.seek(io::SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&header))
-            .map_err(io_error(&path))?;
+        let tokens = tokens.complete(self.dtype.descr(), &[samples, self.opts.seq_len as u64])?;
+        let segments = segments.complete(<i64 as LittleEndian>::DESCR, &[self.rows, 5])?;
         let job = ShardJob {
             dir: self.dir.clone(),
             name: shard_name(self.shards.len()),
@@ -755,9 +799,9 @@ impl ShardWriter {
             seq_len: self.opts.seq_len as u64,
             padding_tokens: self.shard_padding,
             context_tokens: self.shard_context,
-            tokens: temporary,
-            tokens_file: file,
-            segments: std::mem::take(&mut self.segments),
+            tokens,
+            segments,
+            rows: std::mem::take(&mut self.rows),
             sample_index: std::mem::replace(&mut self.sample_index, vec![0]),
         };
         self.shard_padding = 0;
