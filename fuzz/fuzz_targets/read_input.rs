@@ -1,7 +1,7 @@
 //! The input reader on arbitrary bytes as JSONL, text (whole file or lines) and Parquet, plain,
 //! gzip or zstd (forced, or detected from the first bytes), strict or replacing invalid UTF-8:
 //! documents or an `InputError`, never a panic that escapes the reader. The first byte of the
-//! input chooses the mode, the rest is the file. In one mode in four the file is compressed here
+//! input chooses the mode, the rest is the file. In one mode in two the file is compressed here
 //! first (gzip or zstd), and the documents read must be exactly those of the plain file.
 //!
 //! The parquet crate panics on some malformed files; the reader catches those (`guarded` in
