@@ -16,13 +16,15 @@ fn npy<'a>(bytes: &'a [u8], descr: &str) -> Result<(Vec<u64>, &'a [u8]), String>
     let header = rest.get(2..2 + len as usize).ok_or("short header")?;
     let header = std::str::from_utf8(header).map_err(|_| "header not UTF-8")?;
     let data = &rest[2 + len as usize..];
-    if !header.contains(&format!("'descr': '{descr}'"))
-        || !header.contains("'fortran_order': False")
+    // A Python literal: whitespace between its tokens does not matter (numpy reads it with
+    // `ast.literal_eval`), and none of these keys or values holds any.
+    let header: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    if !header.contains(&format!("'descr':'{descr}'")) || !header.contains("'fortran_order':False")
     {
         return Err(format!("header {header:?}"));
     }
     let shape = header
-        .split("'shape': (")
+        .split("'shape':(")
         .nth(1)
         .and_then(|s| s.split(')').next())
         .ok_or("no shape")?;
