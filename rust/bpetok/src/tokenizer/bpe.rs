@@ -812,6 +812,138 @@ pub(crate) fn encode_segment_heap(
     }
 }
 
+/// SentencePiece's `bpe_model.cc` loop written as it is there, for tests and fuzzing only
+/// (`Tokenizer::encode_reference`): it shares no table with the encoder above. Symbols are text
+/// ranges; a pair is a candidate when its concatenated text is a mergeable piece (looked up by
+/// text, not through the merge table); a binary heap ranks candidates (highest score, then
+/// leftmost); a popped pair is stale unless both symbols are alive with the sizes they had when
+/// it was pushed. At the end each symbol's text is looked up as `PieceToId` does (reserved pieces
+/// first, then mergeable ones), UNUSED pieces are split again by the record of their last push
+/// (`rev_merge`), and anything that is not a piece, or is the unknown piece, becomes byte pieces.
+/// Quadratic nowhere, but slow: one string hash per candidate.
+pub(crate) fn encode_segment_textbook(model: &Model, text: &str, out: &mut Vec<u32>) {
+    struct Sym {
+        start: usize,
+        len: usize,
+        frozen: bool,
+        prev: usize,
+        next: usize,
+    }
+    const END: usize = usize::MAX;
+    let mut symbols: Vec<Sym> = Vec::new();
+    let mut pos = 0;
+    while pos < text.len() {
+        // The longest user-defined piece at this position is one frozen symbol.
+        let user = model
+            .user_defined
+            .iter()
+            .filter(|(piece, _)| text[pos..].starts_with(piece.as_str()))
+            .map(|(piece, _)| piece.len())
+            .max();
+        let (len, frozen) = match user {
+            Some(len) => (len, true),
+            None => (text[pos..].chars().next().map_or(1, char::len_utf8), false),
+        };
+        let index = symbols.len();
+        symbols.push(Sym {
+            start: pos,
+            len,
+            frozen,
+            prev: if index == 0 { END } else { index - 1 },
+            next: if pos + len < text.len() {
+                index + 1
+            } else {
+                END
+            },
+        });
+        pos += len;
+    }
+    if symbols.is_empty() {
+        return;
+    }
+
+    // (score key, leftmost first, left, right, size): the heap's top is SentencePiece's.
+    let mut agenda: BinaryHeap<(u32, Reverse<usize>, usize, usize)> = BinaryHeap::new();
+    let mut rev_merge: FxHashMap<String, (String, String)> = FxHashMap::default();
+    let mut push = |symbols: &[Sym],
+                    agenda: &mut BinaryHeap<(u32, Reverse<usize>, usize, usize)>,
+                    left: usize,
+                    right: usize| {
+        if left == END || right == END || symbols[left].frozen || symbols[right].frozen {
+            return;
+        }
+        let (l, r) = (&symbols[left], &symbols[right]);
+        let merged = &text[l.start..r.start + r.len];
+        let Some(&id) = model.mergeable.get(merged) else {
+            return;
+        };
+        let score = model.scores[id as usize];
+        agenda.push((score_key(score), Reverse(l.start), left, l.len + r.len));
+        if model.types[id as usize] == PieceType::Unused {
+            let left_text = text[l.start..l.start + l.len].to_string();
+            let right_text = text[r.start..r.start + r.len].to_string();
+            rev_merge.insert(merged.to_string(), (left_text, right_text));
+        }
+    };
+    for i in 1..symbols.len() {
+        push(&symbols, &mut agenda, i - 1, i);
+    }
+    while let Some((_, _, left, size)) = agenda.pop() {
+        let right = symbols[left].next;
+        if symbols[left].len == 0
+            || right == END
+            || symbols[right].len == 0
+            || symbols[left].len + symbols[right].len != size
+        {
+            continue;
+        }
+        symbols[left].len += symbols[right].len;
+        symbols[left].next = symbols[right].next;
+        let after = symbols[right].next;
+        if after != END {
+            symbols[after].prev = left;
+        }
+        symbols[right].len = 0;
+        let before = symbols[left].prev;
+        push(&symbols, &mut agenda, before, left);
+        push(&symbols, &mut agenda, left, after);
+    }
+
+    fn resegment(
+        model: &Model,
+        piece: &str,
+        rev_merge: &FxHashMap<String, (String, String)>,
+        out: &mut Vec<u32>,
+    ) {
+        // `PieceToId`: reserved pieces first, then mergeable ones, else the unknown id.
+        let id = model
+            .reserved
+            .get(piece)
+            .or_else(|| model.mergeable.get(piece))
+            .copied()
+            .unwrap_or(model.unk_id);
+        if model.types[id as usize] == PieceType::Unused {
+            if let Some((left, right)) = rev_merge.get(piece) {
+                resegment(model, left, rev_merge, out);
+                resegment(model, right, rev_merge, out);
+                return;
+            }
+        }
+        if id == model.unk_id {
+            // Byte fallback.
+            out.extend(piece.bytes().map(|b| model.byte_ids[b as usize]));
+        } else {
+            out.push(id);
+        }
+    }
+    let mut index = 0;
+    while index != END {
+        let s = &symbols[index];
+        resegment(model, &text[s.start..s.start + s.len], &rev_merge, out);
+        index = s.next;
+    }
+}
+
 /// The merge of two adjacent symbols, if the model allows one (never for a frozen symbol or a
 /// character outside every piece).
 #[inline]
@@ -1003,6 +1135,18 @@ mod tests {
             let m = model();
             let mut ws = Workspace::default();
             prop_assert_eq!(fast(m, &text, &mut ws), reference(m, &text));
+        }
+
+        /// The textbook loop (text lookups, a plain heap, SentencePiece's staleness test) and the
+        /// heap version (merge table, grouped agenda, score test) agree.
+        #[test]
+        fn textbook_algorithm_equals_heap_algorithm(text in "[ab \u{65e5}\u{1f600}x.]{0,200}") {
+            let m = model();
+            let mut normalized = String::new();
+            normalize::normalize_str_into(&text, m.add_dummy_prefix, &mut normalized);
+            let mut textbook = Vec::new();
+            encode_segment_textbook(m, &normalized, &mut textbook);
+            prop_assert_eq!(textbook, reference(m, &text));
         }
     }
 }

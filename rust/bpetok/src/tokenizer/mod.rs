@@ -147,6 +147,28 @@ impl Tokenizer {
         self.encoder().encode_bytes(text, add_bos, add_eos)
     }
 
+    /// The ids of SentencePiece's algorithm written the plain way, for tests and fuzzing: the
+    /// whole text normalized at once (invalid UTF-8 as in [`Tokenizer::encode_bytes`]) and encoded
+    /// in one piece by a binary heap that looks merges up by text, with none of the encoder's
+    /// tables (no cutting, no caches, no short-segment scan, no merge table). It must give the ids
+    /// of [`Tokenizer::encode_bytes`] on every input; it is many times slower.
+    #[doc(hidden)]
+    pub fn encode_reference(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
+        let mut valid = String::with_capacity(text.len());
+        normalize::for_each_utf8_run(text, |run| valid.push_str(run));
+        let mut normalized = String::new();
+        normalize::normalize_str_into(&valid, self.model.add_dummy_prefix, &mut normalized);
+        let mut ids = Vec::new();
+        if add_bos {
+            ids.extend(self.model.bos_id);
+        }
+        bpe::encode_segment_textbook(&self.model, &normalized, &mut ids);
+        if add_eos {
+            ids.extend(self.model.eos_id);
+        }
+        ids
+    }
+
     /// Encodes many texts on up to `num_threads` threads; results are in input order and do not
     /// depend on the number of threads.
     pub fn encode_batch<T: AsRef<[u8]> + Sync>(

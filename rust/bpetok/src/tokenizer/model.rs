@@ -24,6 +24,9 @@ const DEFAULT_UNK_SURFACE: &str = " \u{2047} ";
 pub struct Model {
     pub(crate) pieces: Vec<String>,
     pub(crate) types: Vec<PieceType>,
+    /// The score of every piece (-0.0 stored as 0.0). The encoder reads them through `merges`;
+    /// only the textbook algorithm (`bpe::encode_segment_textbook`) reads them here.
+    pub(crate) scores: Vec<f32>,
     /// SentencePiece's `pieces_`: NORMAL, USER_DEFINED and UNUSED pieces by text.
     pub(crate) mergeable: FxHashMap<String, u32>,
     /// SentencePiece's `reserved_id_map_`: UNKNOWN, CONTROL and BYTE pieces by text.
@@ -239,6 +242,7 @@ impl Model {
                 .collect(),
             pieces,
             types,
+            scores,
             mergeable,
             reserved,
             unk_id,
