@@ -83,6 +83,7 @@ fn valid() -> &'static Valid {
                 size: 99,
                 sha256: "cd".repeat(32),
                 documents: count,
+                skipped_records: None,
             }],
             stats,
         };
