@@ -206,6 +206,40 @@ fn run(data: &[u8]) -> Result<()> {
     // Deterministic; another seed only permutes the samples.
     let again = pack_documents(&opts, docs.iter().map(Vec::as_slice)).unwrap();
     assert_eq!(again, samples, "not deterministic");
+
+    // Resumable: from each emitted sample's point (what `bpetok pack --resume` restarts from),
+    // a resumed packer given the documents again from the one the point names emits exactly the
+    // samples that followed, and ends with the same statistics.
+    let mut tracked = Packer::new(opts.clone()).expect("valid options");
+    let mut points = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let Ok(()) = tracked.push_document_tracked(d as u64, doc, |_, p| {
+            points.push(p);
+            Ok::<(), Infallible>(())
+        });
+    }
+    let Ok(_) = tracked.finish_tracked(|_, p| {
+        points.push(p);
+        Ok::<(), Infallible>(())
+    });
+    assert_eq!(points.len(), samples.len(), "tracked and plain runs differ");
+    for (k, point) in points.iter().enumerate() {
+        let mut resumed = Packer::resume(opts.clone(), *point).expect("valid options");
+        let first = point.state.document.map_or(0, |d| d.doc_id as usize);
+        let mut rest: Vec<Sample> = Vec::new();
+        for (d, doc) in docs.iter().enumerate().skip(first) {
+            let Ok(()) = resumed.push_document(d as u64, doc, |s| {
+                rest.push(s);
+                Ok::<(), Infallible>(())
+            });
+        }
+        let Ok(resumed_stats) = resumed.finish(|s| {
+            rest.push(s);
+            Ok::<(), Infallible>(())
+        });
+        assert_eq!(rest[..], again[k + 1..], "resumed after sample {k}");
+        assert_eq!(resumed_stats, stats, "resumed statistics after sample {k}");
+    }
     let other = PackOptions {
         seed: opts.seed ^ 0x5DEECE66D,
         ..opts.clone()
