@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the cargo-fuzz targets of fuzz/ (docs/fuzzing.md).
 #
-#   fuzz/run.sh short                 every target for BPETOK_FUZZ_SHORT_SECONDS (default 30) each
+#   fuzz/run.sh short                 every target for BPETOK_FUZZ_SHORT_SECONDS (default 20) each
 #   fuzz/run.sh long SECONDS [TARGET...]   every target (or those named) for SECONDS each
 #   fuzz/run.sh build                 only build
 #
@@ -94,7 +94,7 @@ run_all() {
 }
 
 case "${1:-}" in
-    short) run_all "${BPETOK_FUZZ_SHORT_SECONDS:-30}" ;;
+    short) run_all "${BPETOK_FUZZ_SHORT_SECONDS:-20}" ;;
     long)
         [ $# -ge 2 ] || usage
         seconds=$2

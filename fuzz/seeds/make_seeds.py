@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Writes the checked-in seed corpora, fuzz/seeds/<target>/, from fixed texts, the parquet fixtures
-of rust/bpetok/tests/fixtures and shortened copies of the reference models (../shared/vocab).
+of rust/bpetok/tests/fixtures and shortened copies of the reference models (../shared/vocab). Files
+named regress-* are inputs that once found something; they are kept as they are.
 Deterministic; run from anywhere: python3 fuzz/seeds/make_seeds.py. Needs `zstandard` (pip)."""
 
 import gzip
 import json
 import random
-import shutil
 from pathlib import Path
 
 import zstandard
@@ -82,7 +82,10 @@ def shortened_model(path, normal_pieces):
 def main():
     for target in ["encode_roundtrip", "encode_fast_path", "load_model", "load_mutated_model",
                    "pack", "read_input", "verify_shards"]:
-        shutil.rmtree(HERE / target, ignore_errors=True)
+        # Inputs that found something (regress-*) are kept; everything else is written anew.
+        for old in (HERE / target).glob("*"):
+            if not old.name.startswith("regress-"):
+                old.unlink()
     rng = random.Random(8)
     for i, text in enumerate(TEXTS):
         write("encode_roundtrip", f"text-{i:02}", text)
