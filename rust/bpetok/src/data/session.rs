@@ -11,8 +11,8 @@ use crate::data::input::{FormatChoice, InputSpec, ReadOptions};
 use crate::data::pack::{PackOptions, Packer, ResumePoint};
 use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use crate::data::shard::{
-    check_pad_id, input_stats, Checkpoint, InputFile, InputOptions, InputStat, Manifest,
-    ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter, ShardWriterOptions,
+    check_pad_id, input_stats, Checkpoint, HashingReader, InputFile, InputOptions, InputStat,
+    Manifest, ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter, ShardWriterOptions,
     TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
 };
 use crate::Tokenizer;
@@ -692,7 +692,6 @@ fn check_done_inputs(
     counters: &Counters,
     tick: &mut impl FnMut() -> Result<(), DataError>,
 ) -> Result<(), DataError> {
-    use sha2::{Digest, Sha256};
     use std::io::Read;
     for (spec, done) in inputs.iter().zip(done) {
         let path = spec.path.as_ref().expect("a resumable run reads files");
@@ -700,8 +699,7 @@ fn check_done_inputs(
             path: path.clone(),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let mut sha = Sha256::new();
+        let mut file = HashingReader::new(std::fs::File::open(path).map_err(io)?);
         let mut buf = vec![0u8; 1 << 20];
         let mut last = std::time::Instant::now();
         loop {
@@ -709,7 +707,6 @@ fn check_done_inputs(
             if n == 0 {
                 break;
             }
-            sha.update(&buf[..n]);
             counters
                 .bytes_read
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -718,7 +715,7 @@ fn check_done_inputs(
                 last = std::time::Instant::now();
             }
         }
-        let sha256: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = file.hash().sha256;
         if sha256 != done.sha256 {
             return Err(ShardError::CannotResume {
                 dir: dir.to_path_buf(),

@@ -471,7 +471,26 @@ impl ShardWriter {
             }
             return Err(err);
         }
-        Ok(ShardWriter {
+        Ok(ShardWriter::open(
+            dir,
+            opts,
+            dtype,
+            created_dir,
+            Vec::new(),
+            WriterTotals::default(),
+        ))
+    }
+
+    /// A writer about to fill the shard after `shards`, having been given `totals`.
+    fn open(
+        dir: PathBuf,
+        opts: ShardWriterOptions,
+        dtype: TokenDtype,
+        created_dir: bool,
+        shards: Vec<ShardEntry>,
+        totals: WriterTotals,
+    ) -> Self {
+        ShardWriter {
             dir,
             created_dir,
             dtype,
@@ -481,15 +500,15 @@ impl ShardWriter {
             sample_index: vec![0],
             shard_padding: 0,
             shard_context: 0,
-            shards: Vec::new(),
-            samples: 0,
-            padding_tokens: 0,
-            context_tokens: 0,
-            target_tokens: 0,
+            shards,
+            samples: totals.samples,
+            padding_tokens: totals.padding_tokens,
+            context_tokens: totals.context_tokens,
+            target_tokens: totals.target_tokens,
             failed: false,
             in_flight: None,
             opts,
-        })
+        }
     }
 
     /// Opens `dir` to continue an output after its complete shards `shards` (the first
@@ -538,33 +557,13 @@ impl ShardWriter {
         for entry in fs::read_dir(&dir).map_err(io_error(&dir))? {
             let entry = entry.map_err(io_error(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours =
-                name == MANIFEST_FILE || is_shard_file_name(&name) || is_temporary_name(&name);
-            if ours && !keep.contains(&name) {
+            if is_ours(&name) && !keep.contains(&name) {
                 let path = dir.join(&name);
                 fs::remove_file(&path).map_err(io_error(&path))?;
             }
         }
         sync_dir(&dir)?;
-        Ok(ShardWriter {
-            dir,
-            created_dir: false,
-            dtype,
-            files: None,
-            scratch: Vec::new(),
-            rows: 0,
-            sample_index: vec![0],
-            shard_padding: 0,
-            shard_context: 0,
-            shards,
-            samples: totals.samples,
-            padding_tokens: totals.padding_tokens,
-            context_tokens: totals.context_tokens,
-            target_tokens: totals.target_tokens,
-            failed: false,
-            in_flight: None,
-            opts,
-        })
+        Ok(ShardWriter::open(dir, opts, dtype, false, shards, totals))
     }
 
     pub fn dir(&self) -> &Path {
@@ -928,6 +927,12 @@ impl ShardWriter {
     }
 }
 
+/// Whether `name` is a file of this format that a writer may replace: the manifest, a shard
+/// file or a temporary (not `resume.json`, which the session owns).
+fn is_ours(name: &str) -> bool {
+    name == MANIFEST_FILE || is_shard_file_name(name) || is_temporary_name(name)
+}
+
 /// Refuses a directory with an output in it, or (with `overwrite`) removes that output: an
 /// unfinished run's `resume.json` and shard files, or the old manifest first, so the directory
 /// never looks complete with a mix of files, then the files it lists; then stale temporaries.
@@ -936,7 +941,7 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == MANIFEST_FILE || is_shard_file_name(&name) || is_temporary_name(&name) {
+        if is_ours(&name) {
             ours.push(name);
         }
     }
