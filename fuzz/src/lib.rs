@@ -3,6 +3,7 @@
 //! `shard_check`). docs/fuzzing.md says what each target asserts.
 
 pub mod model_edit;
+#[path = "../../rust/bpetok/tests/support/pack_check.rs"]
 pub mod pack_check;
 pub mod shard_check;
 

@@ -1,5 +1,5 @@
-//! Every invariant of docs/packing.md on one packer output, as in `rust/bpetok/tests/pack.rs`
-//! (the same checks, copied so that the fuzz crate needs no test code of the core): tiling,
+//! Every invariant of docs/packing.md on one packer output, shared by `tests/pack.rs` and the
+//! fuzz crate's `pack` target (both include this file with `#[path]`): tiling,
 //! labels and positions, padding, each document token once as a non-context token, each target
 //! once, context exactly the repeats, chunk order, the sliding-window guarantee, attention sets
 //! against an unbroken pass, and best-fit decreasing per flush.
