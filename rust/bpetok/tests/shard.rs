@@ -1059,6 +1059,23 @@ fn inspect_adds_up() {
     serde_json::to_string(&summary).unwrap();
 }
 
+/// A manifest whose sample count times `seq_len` passes 64 bits is an error naming the manifest
+/// (a fuzz finding: `inspect_dir` multiplied them unchecked and panicked).
+#[test]
+fn inspect_refuses_totals_that_overflow() {
+    let r = reference();
+    let copy = copy_dir(r.dir.path());
+    let mut manifest = read_manifest(copy.path());
+    manifest.totals.samples = u64::MAX / 8;
+    save_manifest(copy.path(), &manifest);
+    let err = inspect_dir(copy.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("run verify"),
+        "{err}"
+    );
+    assert!(verify_dir(copy.path()).is_err());
+}
+
 #[test]
 fn hashing_helpers_match_known_digests() {
     let dir = TempDir::new().unwrap();

@@ -141,7 +141,15 @@ pub fn inspect_dir(dir: impl AsRef<Path>) -> Result<Summary, ShardError> {
     }
 
     let totals = manifest.totals;
-    let tokens = totals.samples * seq_len;
+    let tokens = totals.samples.checked_mul(seq_len).ok_or_else(|| {
+        unreadable(
+            &manifest_path,
+            format!(
+                "{} samples of {seq_len} tokens is more tokens than fit in 64 bits; run verify",
+                totals.samples
+            ),
+        )
+    })?;
     let percent = |n: u64| {
         if tokens == 0 {
             0.0
