@@ -20,13 +20,25 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let docs: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+    // Validated once, as a Python `str` or a parsed JSON string arrives.
+    let docs: Vec<&str> = data
+        .split(|&b| b == 0)
+        .map(|doc| std::str::from_utf8(doc).expect("documents must be UTF-8"))
+        .collect();
+    let start = Instant::now();
     let tok = bpetok::Tokenizer::mixtral_8x7b();
+    let loaded = start.elapsed();
+    let first = tok.encode(docs[0], false, false).len();
+    eprintln!(
+        "load {:.2} ms, first document ({first} tokens) {:.2} ms",
+        loaded.as_secs_f64() * 1e3,
+        (start.elapsed() - loaded).as_secs_f64() * 1e3
+    );
     for _ in 0..repeats {
         let start = Instant::now();
         let mut tokens = 0usize;
         for doc in &docs {
-            tokens += tok.encode_bytes(doc, false, false).len();
+            tokens += tok.encode(doc, false, false).len();
         }
         let secs = start.elapsed().as_secs_f64();
         println!(

@@ -284,7 +284,28 @@ pub(crate) struct EncoderTables {
     seed_cache: SegmentCache,
     /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
     raw_ascii_ids: Vec<Box<[u32]>>,
+    /// One word per character of the Basic Multilingual Plane, indexed by code point (raw text:
+    /// index 0x20, ' ', describes `▁`): `CHAR_LEFT` / `CHAR_RIGHT` (whether the character
+    /// occurs before / after another one inside some mergeable piece, a necessary condition for
+    /// every bigram test) and what the character encodes to as a segment of its own (`CHAR_BYTES`:
+    /// one byte piece per UTF-8 byte; otherwise the id in the low bits). Characters above the BMP
+    /// are `CHAR_SLOW`.
+    char_info: Box<[u32]>,
 }
+
+/// `char_info`: the character occurs, followed by another character, inside a mergeable piece.
+const CHAR_LEFT: u32 = 1 << 31;
+/// `char_info`: the character occurs, preceded by another character, inside a mergeable piece.
+const CHAR_RIGHT: u32 = 1 << 30;
+/// `char_info`: the character on its own encodes to its UTF-8 bytes' byte pieces.
+const CHAR_BYTES: u32 = 1 << 29;
+/// `char_info`: the id of the character on its own (when `CHAR_BYTES` is clear).
+const CHAR_ID: u32 = CHAR_BYTES - 1;
+/// `char_info` of a character the table does not describe: both neighbours must be tested with
+/// the bigram set, and a segment of it alone goes the general way.
+const CHAR_SLOW: u32 = CHAR_LEFT | CHAR_RIGHT | CHAR_ID;
+/// Code points with an entry in `char_info`.
+const CHAR_TABLE_LEN: usize = 0x1_0000;
 
 impl EncoderTables {
     /// Derives the fast path's tables from a complete `Model`, and from nothing else: the
@@ -310,6 +331,7 @@ impl EncoderTables {
                 prev = c;
             }
         }
+        let char_info = char_info_table(model);
         let mut raw_ascii_bigrams = vec![false; 128 * 128].into_boxed_slice();
         for a in 0..128u8 {
             for b in 0..128u8 {
@@ -361,7 +383,14 @@ impl EncoderTables {
             self_encoding,
             seed_cache,
             raw_ascii_ids,
+            char_info,
         }
+    }
+
+    /// The `char_info` word of a code point of raw text.
+    #[inline]
+    fn char_info(&self, c: u32) -> u32 {
+        self.char_info.get(c as usize).copied().unwrap_or(CHAR_SLOW)
     }
 
     /// Whether some mergeable piece contains the two characters next to each other, for two
@@ -377,6 +406,64 @@ impl EncoderTables {
                 .contains(&char_pair_key(raw_char(a), raw_char(b)))
         }
     }
+}
+
+/// `EncoderTables::char_info`: for every BMP character of raw text, the neighbour flags (from the
+/// characters of the mergeable pieces) and the ids of the character as a segment of its own. A
+/// one-character segment has nothing to merge: the plain algorithm gives `emit` of its symbol,
+/// which is the piece (a character that is a mergeable piece), a reserved one-character piece, or
+/// the byte pieces of its UTF-8 bytes. Characters with a symbol or a reserved piece are run
+/// through the plain algorithm here; for every other one it has no symbol and no reserved piece,
+/// so `emit` gives the bytes. `every_bmp_character_alone_encodes_as_the_table_says` checks the
+/// whole table against the plain algorithm. Models with UNUSED pieces, or too many pieces for the
+/// id field, get `CHAR_SLOW` everywhere (they are not cut anyway).
+fn char_info_table(model: &Model) -> Box<[u32]> {
+    if model.has_unused || model.vocab_size() >= CHAR_ID as usize {
+        return vec![CHAR_SLOW; CHAR_TABLE_LEN].into_boxed_slice();
+    }
+    let mut table = vec![CHAR_BYTES; CHAR_TABLE_LEN].into_boxed_slice();
+    let index = |c: char| (c as usize) < CHAR_TABLE_LEN;
+    let mut ws = Workspace::default();
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let symbols = model
+        .ascii_sym
+        .iter()
+        .enumerate()
+        .filter(|&(_, &sym)| sym != NO_SYM)
+        .map(|(c, _)| c as u8 as char)
+        .chain(model.char_sym.keys().copied())
+        .chain(model.reserved_chars.keys().copied());
+    for c in symbols.filter(|&c| index(c)) {
+        text.clear();
+        text.push(c);
+        out.clear();
+        encode_segment(model, &text, &mut ws, &mut out);
+        let entry = &mut table[c as usize];
+        *entry = match out[..] {
+            [id] => id,
+            _ => CHAR_BYTES,
+        };
+    }
+    for (piece, _) in model.mergeable_pieces() {
+        let mut chars = piece.chars().peekable();
+        let mut first = true;
+        while let Some(c) = chars.next() {
+            if index(c) {
+                if chars.peek().is_some() {
+                    table[c as usize] |= CHAR_LEFT;
+                }
+                if !first {
+                    table[c as usize] |= CHAR_RIGHT;
+                }
+            }
+            first = false;
+        }
+    }
+    // A raw ' ' is `▁` to the model: its flags; alone (not the dummy prefix) it is `▁`.
+    let space = table[SPACE_SYMBOL as usize];
+    table[b' ' as usize] = space;
+    table
 }
 
 fn char_pair_key(a: char, b: char) -> u64 {
@@ -429,36 +516,133 @@ pub(crate) fn encode_text(
     let bytes = text.as_bytes();
     // `prefix`: the current segment starts with the dummy-prefix `▁`, which is not in `text`.
     let mut prefix = model.add_dummy_prefix;
-    let (mut prev, mut i) = if prefix { (' ', 0) } else { next_char(text, 0) };
+    // `prev`: the character before byte `i` (raw text; the dummy prefix is a ' '). When it is
+    // not ASCII, `prev_at` is where it starts (`usize::MAX` for the dummy prefix) and `prev_info`
+    // its `char_info`; the ASCII loop keeps neither, which keeps it short (a one-character ASCII
+    // segment is as quick through `encode_raw_segment`).
+    let (mut prev, mut prev_at, mut i) = if prefix {
+        (u32::from(b' '), usize::MAX, 0)
+    } else {
+        let (c, len) = decode_char(bytes, 0);
+        (c, 0, len)
+    };
+    let mut prev_info = tables.char_info(prev);
     let mut start = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        let (c, len) = if b < 0x80 {
-            (b as char, 1)
+    loop {
+        // A run of ASCII characters after an ASCII one: one table load per character.
+        while i < bytes.len() && (prev | u32::from(bytes[i])) < 0x80 {
+            let b = bytes[i];
+            if !tables.raw_ascii_bigrams[(prev as usize) << 7 | b as usize] {
+                encode_raw_segment(model, tables, text, start, i, prefix, ws, out);
+                start = i;
+                prefix = false;
+            }
+            prev = u32::from(b);
+            i += 1;
+        }
+        if i >= bytes.len() {
+            break;
+        }
+        // A non-ASCII character, or an ASCII one after a non-ASCII one.
+        let (c, len) = decode_char(bytes, i);
+        let info = tables.char_info(c);
+        let prev_flags = if prev < 0x80 {
+            tables.char_info[prev as usize]
         } else {
-            next_char(text, i)
+            prev_info
         };
-        let inside = if (prev as u32 | b as u32) < 0x80 {
-            tables.raw_ascii_bigrams[(prev as usize) << 7 | b as usize]
-        } else {
-            tables.raw_bigram_in_pieces(prev, c)
-        };
+        // A bigram inside a piece needs `prev` before and `c` after some character there; most
+        // pairs with a non-ASCII character fail that test and need no lookup.
+        let inside = prev_flags & CHAR_LEFT != 0
+            && info & CHAR_RIGHT != 0
+            && tables.raw_bigram_in_pieces(raw_code_char(prev), raw_code_char(c));
         if !inside {
-            encode_raw_segment(model, tables, text, start, i, prefix, ws, out);
+            encode_segment_before(
+                model,
+                tables,
+                text,
+                start,
+                i,
+                prefix,
+                (prev, prev_at, prev_info),
+                ws,
+                out,
+            );
             start = i;
             prefix = false;
         }
-        prev = c;
+        (prev, prev_at, prev_info) = (c, i, info);
         i += len;
     }
-    encode_raw_segment(model, tables, text, start, bytes.len(), prefix, ws, out);
+    encode_segment_before(
+        model,
+        tables,
+        text,
+        start,
+        bytes.len(),
+        prefix,
+        (prev, prev_at, prev_info),
+        ws,
+        out,
+    );
 }
 
-/// The character at byte `i` of `text` and its length (`i` is a character boundary).
-#[inline]
-fn next_char(text: &str, i: usize) -> (char, usize) {
-    let c = text[i..].chars().next().unwrap_or('\0');
-    (c, c.len_utf8())
+/// Encodes the segment `text[start..end]` (see `encode_raw_segment`) whose last character is
+/// `last` = (code point, start, `char_info` if not ASCII): from the table if it is that character
+/// alone.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn encode_segment_before(
+    model: &Model,
+    tables: &EncoderTables,
+    text: &str,
+    start: usize,
+    end: usize,
+    prefix: bool,
+    (last, last_at, info): (u32, usize, u32),
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
+    if start == last_at && !prefix && last >= 0x80 && info & CHAR_ID != CHAR_ID {
+        push_char_ids(model, info, &text.as_bytes()[start..end], out);
+    } else {
+        encode_raw_segment(model, tables, text, start, end, prefix, ws, out);
+    }
+}
+
+/// The ids of a one-character segment whose `char_info` is `info` (not `CHAR_SLOW`).
+#[inline(always)]
+fn push_char_ids(model: &Model, info: u32, raw: &[u8], out: &mut Vec<u32>) {
+    if info & CHAR_BYTES == 0 {
+        out.push(info & CHAR_ID);
+    } else {
+        out.extend(raw.iter().map(|&b| model.byte_ids[b as usize]));
+    }
+}
+
+/// The code point starting at byte `i` of valid UTF-8, and its length in bytes.
+#[inline(always)]
+fn decode_char(bytes: &[u8], i: usize) -> (u32, usize) {
+    let b0 = u32::from(bytes[i]);
+    let cont = |k: usize| u32::from(bytes[i + k] & 0x3F);
+    if b0 < 0x80 {
+        (b0, 1)
+    } else if b0 < 0xE0 {
+        (((b0 & 0x1F) << 6) | cont(1), 2)
+    } else if b0 < 0xF0 {
+        (((b0 & 0x0F) << 12) | (cont(1) << 6) | cont(2), 3)
+    } else {
+        (
+            ((b0 & 0x07) << 18) | (cont(1) << 12) | (cont(2) << 6) | cont(3),
+            4,
+        )
+    }
+}
+
+/// A code point of valid UTF-8 as a `char`.
+#[inline(always)]
+fn raw_code_char(c: u32) -> char {
+    char::from_u32(c).unwrap_or('\u{FFFD}')
 }
 
 /// Encodes the segment `text[start..end]` given as raw text (a ' ' is a `▁`), preceded by the
@@ -1078,6 +1262,42 @@ mod tests {
         }
     }
 
+    /// `char_info` against the plain algorithm, for every character of the BMP as a segment of
+    /// its own (a raw ' ' is `▁`), and its neighbour flags against the bigram set.
+    #[test]
+    fn every_bmp_character_alone_encodes_as_the_table_says() {
+        let (model, tables) = loaded();
+        let mut ws = Workspace::default();
+        let (mut out, mut text) = (Vec::new(), String::new());
+        for code in 0..CHAR_TABLE_LEN as u32 {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let info = tables.char_info(code);
+            text.clear();
+            text.push(raw_char(c));
+            out.clear();
+            encode_segment(model, &text, &mut ws, &mut out);
+            let mut raw = [0u8; 4];
+            let mut expected = Vec::new();
+            push_char_ids(
+                model,
+                info,
+                c.encode_utf8(&mut raw).as_bytes(),
+                &mut expected,
+            );
+            assert_eq!(out, expected, "{c:?}");
+            for other in ['a', ' ', '\u{65e5}', '\u{2581}'] {
+                if tables.raw_bigram_in_pieces(c, other) {
+                    assert!(info & CHAR_LEFT != 0, "{c:?}{other:?}");
+                }
+                if tables.raw_bigram_in_pieces(other, c) {
+                    assert!(info & CHAR_RIGHT != 0, "{other:?}{c:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_long_segment_leaves_no_large_buffers_behind() {
         let m = model();
@@ -1109,7 +1329,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
-        fn fast_path_equals_whole_text_algorithm(text in "(?s)[ a-zA-Z0-9.,;:'\"()\\n\\t\u{2581}\u{e9}\u{65e5}\u{672c}\u{3042}\u{1f600}-]{0,80}") {
+        fn fast_path_equals_whole_text_algorithm(text in "(?s)[ a-zA-Z0-9.,;:'\"()\\n\\t\u{2581}\u{e9}\u{65e5}\u{672c}\u{3042}\u{1f600}\u{6570}\u{636e}\u{83b7}\u{53d6}\u{4e00}\u{4e2a}\u{9f98}\u{3002}-]{0,80}") {
             let m = model();
             let mut ws = Workspace::default();
             let expected = reference(m, &text);
