@@ -566,3 +566,37 @@ def _no_spaces_200k() -> str:
 def test_pathological_inputs(vocab: Vocab, make: Callable[[], str]) -> None:
     text = make()
     assert_same(vocab.sp, text, vocab.tok.encode(text))
+
+
+def _long_mixed_text(seed: int, size: int) -> str:
+    parts = [
+        "The quick brown fox ",
+        "jumps",
+        " over\n\n",
+        "    code(x) ",
+        "数据获取一个",
+        "中文文本。",
+        "日本語の",
+        "😀",
+        "   ",
+        "é ",
+    ]
+    rng = random.Random(seed)
+    out: list[str] = []
+    n = 0
+    while n < size:
+        part = rng.choice(parts)
+        out.append(part)
+        n += len(part.encode())
+    return "".join(out)
+
+
+def test_one_long_text_on_two_threads_matches_sentencepiece(vocab: Vocab) -> None:
+    """A text over 1 MiB given to ``encode_batch`` alone is cut into parts encoded on every thread;
+    the ids are sentencepiece's, as with one thread."""
+    text = _long_mixed_text(7, 2_500_000)
+    expected = vocab.sp.encode(text)
+    assert vocab.tok.encode_batch([text], num_threads=2) == [expected]
+    assert vocab.tok.encode_batch([text, "x"], num_threads=4)[0] == expected
+    ids, offsets = vocab.tok.encode_batch_to_numpy([text], num_threads=2)
+    assert ids.tolist() == expected and offsets.tolist() == [0, len(expected)]

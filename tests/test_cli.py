@@ -84,6 +84,17 @@ def test_encode_output_does_not_depend_on_threads(corpus: Path, tmp_path: Path) 
         assert (tmp_path / f"m1{ext}").read_bytes() == (tmp_path / f"m2{ext}").read_bytes()
 
 
+def test_one_huge_document_on_two_threads(tmp_path: Path) -> None:
+    """A document over 1 MiB is encoded on every thread (cut where no merge can cross): same ids."""
+    words = ["alpha ", "beta\n", "数据获取一个", "日本語の ", "    x = f(y)\n", "😀 "]
+    huge = "".join(words[(i * 7919) % len(words)] for i in range(300_000))
+    path = write_jsonl(tmp_path / "huge.jsonl", ["before", huge, "after"])
+    for threads in ("1", "2"):
+        ok("encode", "--threads", threads, path, "-o", tmp_path / f"{threads}.jsonl")
+    assert (tmp_path / "1.jsonl").read_bytes() == (tmp_path / "2.jsonl").read_bytes()
+    assert ids_of((tmp_path / "2.jsonl").read_bytes())[1] == bpetok.encode(huge)
+
+
 def test_encode_text_files_stdin_and_directories(tmp_path: Path) -> None:
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "b.txt").write_text("second file\n")

@@ -148,8 +148,9 @@ impl PyTokenizer {
         let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
         let tok = &self.inner;
         let threads = tok.batch_threads(slices.iter().map(|s| s.len()), num_threads);
-        if threads <= 1 {
-            let batch = py.detach(|| tok.encode_batch(&slices, add_bos, add_eos, 1));
+        if threads <= 1 || slices.len() < num_threads {
+            // (Fewer texts than threads: the core gives each text every thread, cutting long ones.)
+            let batch = py.detach(|| tok.encode_batch(&slices, add_bos, add_eos, num_threads));
             let lists = batch
                 .iter()
                 .map(|ids| self.id_list(py, ids))

@@ -266,3 +266,76 @@ proptest! {
         prop_assert_eq!(tok.encode_bytes(&bytes, false, false), tok.encode(&replaced, false, false));
     }
 }
+
+/// A long text of many scripts, cut points of every kind, and (when `invalid`) bytes that are not
+/// UTF-8, built from `seed`.
+fn long_mixed_text(seed: u64, bytes: usize, invalid: bool) -> Vec<u8> {
+    const PARTS: &[&str] = &[
+        "The quick brown fox ",
+        "jumps",
+        " over\n\n",
+        "    indented(code) ",
+        "数据获取一个",
+        "的中文文本。",
+        "日本語のテキスト、",
+        "ひらがな",
+        "😀🚀",
+        "\u{2581}",
+        "   ",
+        "\t",
+        "émigré ",
+        "[INST]",
+        "aaaaaaa",
+    ];
+    let mut state = seed;
+    let mut out = Vec::with_capacity(bytes + 64);
+    while out.len() < bytes {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pick = (state >> 33) as usize;
+        out.extend_from_slice(PARTS[pick % PARTS.len()].as_bytes());
+        if invalid && pick % 97 == 0 {
+            out.extend_from_slice(&[0xE6, 0x95]); // a truncated three-byte sequence
+        }
+    }
+    out
+}
+
+/// One long text cut into parts on several threads gives the ids of encoding it whole, on both
+/// vocabularies, whatever the number of threads; so does a batch with fewer texts than threads.
+#[test]
+fn a_long_text_on_several_threads_gives_the_same_ids() {
+    let mut tokenizers = vec![Tokenizer::mixtral_8x7b()];
+    if let Some(v3) = shared_model("mistral-v3.model") {
+        tokenizers.push(Tokenizer::from_bytes(&v3).unwrap());
+    }
+    for tok in &tokenizers {
+        for (seed, invalid) in [(1, false), (2, true), (3, false)] {
+            let text = long_mixed_text(seed, bpetok::PARALLEL_MIN_BYTES * 3 + 12_345, invalid);
+            let whole = tok.encode_bytes(&text, true, true);
+            for threads in [2, 3, 8] {
+                assert_eq!(
+                    tok.encode_bytes_parallel(&text, true, true, threads),
+                    whole,
+                    "{threads}"
+                );
+            }
+            let batch = tok.encode_batch(&[&text[..], b"short"], false, false, 4);
+            assert_eq!(batch[0], whole[1..whole.len() - 1]);
+            assert_eq!(batch[1], tok.encode_bytes(b"short", false, false));
+        }
+    }
+}
+
+/// A text with nowhere to cut (one run of spaces merges from the left as a whole) is encoded in
+/// one part, with the same ids.
+#[test]
+fn a_long_text_without_a_cut_is_one_part() {
+    let tok = mixtral();
+    let text = vec![b' '; bpetok::PARALLEL_MIN_BYTES + 7];
+    assert_eq!(
+        tok.encode_bytes_parallel(&text, false, false, 2),
+        tok.encode_bytes(&text, false, false)
+    );
+}

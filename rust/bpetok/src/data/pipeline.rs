@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::data::input::{
     read_records, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions, Record,
 };
-use crate::Tokenizer;
+use crate::{Tokenizer, PARALLEL_MIN_BYTES};
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
 pub const BATCH_BYTES: usize = 256 << 10;
@@ -154,7 +154,7 @@ pub fn encode_inputs<E: From<InputError>>(
             let spawned = std::thread::Builder::new()
                 .name("bpetok-encoder".into())
                 .spawn_scoped(scope, move || {
-                    encode_batches(tok, encode, work_rx, done_tx, stop)
+                    encode_batches(tok, encode, threads, work_rx, done_tx, stop)
                 });
             if let Err(err) = spawned {
                 // Fewer encoders than asked for still encode everything; none at all cannot.
@@ -296,9 +296,13 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
+/// One encoding thread of `threads`. A document of at least [`PARALLEL_MIN_BYTES`] is encoded on
+/// `threads` threads of its own (`Tokenizer::encode_parallel`): with one huge document the other
+/// encoders would have nothing to do.
 fn encode_batches(
     tok: &Tokenizer,
     opts: EncodeOptions,
+    threads: usize,
     work: &Mutex<Receiver<Batch>>,
     done: SyncSender<(u64, Vec<Event>)>,
     stop: &AtomicBool,
@@ -327,7 +331,11 @@ fn encode_batches(
             .into_iter()
             .map(|item| match item {
                 Item::Text { text, input, index } => Event::Document {
-                    ids: encoder.encode(&text, opts.add_bos, opts.add_eos),
+                    ids: if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
+                        tok.encode_parallel(&text, opts.add_bos, opts.add_eos, threads)
+                    } else {
+                        encoder.encode(&text, opts.add_bos, opts.add_eos)
+                    },
                     input,
                     index,
                 },

@@ -513,9 +513,67 @@ pub(crate) fn encode_text(
         ws.normalized = normalized;
         return;
     }
+    encode_text_part(model, tables, text, model.add_dummy_prefix, ws, out);
+}
+
+/// Where `text` can be cut into parts that `encode_text_part` encodes independently: byte
+/// offsets, increasing, each at least `min_part` after the one before (and before the end), at the
+/// first place from there where the encoder itself cuts (two characters that occur next to each
+/// other in no mergeable piece). Encoding the parts (the first with the dummy prefix) and joining
+/// the ids gives `encode_text`'s ids: the walk over a part makes the same cuts as over the whole
+/// text, since each is decided by the two characters around it, and every part starts where the
+/// whole walk starts a segment. Empty for models with UNUSED pieces, which are never cut.
+pub(crate) fn cut_points(
+    model: &Model,
+    tables: &EncoderTables,
+    text: &str,
+    min_part: usize,
+) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    if model.has_unused {
+        return cuts;
+    }
+    let bytes = text.as_bytes();
+    let mut from = min_part.max(1);
+    while from < bytes.len() {
+        // The first character boundary at or after `from`, and the character before it.
+        let mut i = from;
+        while i < bytes.len() && !text.is_char_boundary(i) {
+            i += 1;
+        }
+        let mut prev = text[..i].chars().next_back().unwrap_or(' ');
+        let mut found = None;
+        for (k, c) in text[i..].char_indices() {
+            if !tables.raw_bigram_in_pieces(prev, c) {
+                found = Some(i + k);
+                break;
+            }
+            prev = c;
+        }
+        let Some(cut) = found else { break };
+        cuts.push(cut);
+        from = cut + min_part;
+    }
+    cuts
+}
+
+/// `encode_text` on a part of a text (see `cut_points`), with or without the dummy prefix. For
+/// models without UNUSED pieces.
+pub(crate) fn encode_text_part(
+    model: &Model,
+    tables: &EncoderTables,
+    text: &str,
+    dummy_prefix: bool,
+    ws: &mut Workspace,
+    out: &mut Vec<u32>,
+) {
+    debug_assert!(!model.has_unused);
+    if text.is_empty() {
+        return;
+    }
     let bytes = text.as_bytes();
     // `prefix`: the current segment starts with the dummy-prefix `▁`, which is not in `text`.
-    let mut prefix = model.add_dummy_prefix;
+    let mut prefix = dummy_prefix;
     // `prev`: the character before byte `i` (raw text; the dummy prefix is a ' '). When it is
     // not ASCII, `prev_at` is where it starts (`usize::MAX` for the dummy prefix) and `prev_info`
     // its `char_info`; the ASCII loop keeps neither, which keeps it short (a one-character ASCII

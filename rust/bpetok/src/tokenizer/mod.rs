@@ -8,6 +8,7 @@ pub(crate) mod model;
 pub(crate) mod normalize;
 pub(crate) mod proto;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
@@ -21,6 +22,12 @@ pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0
 
 /// Batches smaller than this many bytes of text are encoded on the calling thread only.
 const MIN_BYTES_PER_THREAD: usize = 32 * 1024;
+/// [`Tokenizer::encode_parallel`] cuts texts of at least this many bytes.
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// ... into parts of at least this many bytes ...
+pub const PARALLEL_PART_BYTES: usize = 256 * 1024;
+/// ... about this many per thread, so that parts of uneven cost balance.
+const PARTS_PER_THREAD: usize = 4;
 /// Scratch spaces kept for reuse; more threads than this still work, they just start cold.
 const MAX_POOLED_WORKSPACES: usize = 64;
 
@@ -107,31 +114,96 @@ impl Tokenizer {
         add_bos: bool,
         add_eos: bool,
     ) -> Vec<u32> {
-        let mut ids = Vec::new();
+        let text = text.valid();
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
         if add_bos {
             ids.extend(self.model.bos_id);
         }
-        match text {
-            Text::Str(s) => {
-                ids.reserve(s.len() / 3 + 2);
-                bpe::encode_text(&self.model, &self.tables, s, ws, &mut ids);
-            }
-            Text::Bytes(b) => match std::str::from_utf8(b) {
-                Ok(s) => {
-                    ids.reserve(s.len() / 3 + 2);
-                    bpe::encode_text(&self.model, &self.tables, s, ws, &mut ids);
-                }
-                Err(_) => {
-                    let mut valid = String::with_capacity(b.len() + 16);
-                    normalize::for_each_utf8_run(b, |run| valid.push_str(run));
-                    bpe::encode_text(&self.model, &self.tables, &valid, ws, &mut ids);
-                }
-            },
-        }
+        bpe::encode_text(&self.model, &self.tables, &text, ws, &mut ids);
         if add_eos {
             ids.extend(self.model.eos_id);
         }
         ws.release_large_buffers();
+        ids
+    }
+
+    /// [`Tokenizer::encode_bytes`] on up to `num_threads` threads for one long text: a text of at
+    /// least [`PARALLEL_MIN_BYTES`] is cut where the encoder itself would cut it (two characters
+    /// that occur next to each other in no piece, so no merge can cross; see `docs/encoder.md`),
+    /// into parts of at least [`PARALLEL_PART_BYTES`] encoded in parallel. The ids are those of
+    /// `encode_bytes`, whatever the number of threads. Shorter texts, one thread, and models with
+    /// UNUSED pieces (never cut) are encoded on the calling thread.
+    pub fn encode_bytes_parallel(
+        &self,
+        text: &[u8],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<u32> {
+        self.parallel_with(Text::Bytes(text), add_bos, add_eos, num_threads)
+    }
+
+    /// [`Tokenizer::encode_bytes_parallel`] for a `str`.
+    pub fn encode_parallel(
+        &self,
+        text: &str,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<u32> {
+        self.parallel_with(Text::Str(text), add_bos, add_eos, num_threads)
+    }
+
+    fn parallel_with(
+        &self,
+        text: Text<'_>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<u32> {
+        if num_threads <= 1 || text.len() < PARALLEL_MIN_BYTES {
+            return self.encoder().encode_text(text, add_bos, add_eos);
+        }
+        let text = text.valid();
+        let part = PARALLEL_PART_BYTES.max(text.len() / (num_threads * PARTS_PER_THREAD));
+        let mut bounds = vec![0];
+        bounds.extend(bpe::cut_points(&self.model, &self.tables, &text, part));
+        bounds.push(text.len());
+        if bounds.len() <= 2 {
+            return self.encode(&text, add_bos, add_eos);
+        }
+        let parts: Vec<OnceLock<Vec<u32>>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
+        run_parallel(
+            num_threads.min(parts.len()),
+            parts.len(),
+            || self.encoder(),
+            |k, encoder| {
+                let piece = &text[bounds[k]..bounds[k + 1]];
+                let mut ids = Vec::with_capacity(piece.len() / 3 + 2);
+                let ws = encoder.workspace();
+                bpe::encode_text_part(
+                    &self.model,
+                    &self.tables,
+                    piece,
+                    k == 0 && self.model.add_dummy_prefix,
+                    ws,
+                    &mut ids,
+                );
+                ws.release_large_buffers();
+                let _ = parts[k].set(ids);
+            },
+        );
+        let total: usize = parts.iter().filter_map(OnceLock::get).map(Vec::len).sum();
+        let mut ids = Vec::with_capacity(total + 2);
+        if add_bos {
+            ids.extend(self.model.bos_id);
+        }
+        for part in parts {
+            ids.extend(part.into_inner().unwrap_or_default());
+        }
+        if add_eos {
+            ids.extend(self.model.eos_id);
+        }
         ids
     }
 
@@ -199,6 +271,16 @@ impl Tokenizer {
         num_threads: usize,
         each: impl Fn(usize, Vec<u32>) + Sync,
     ) {
+        if texts.len() < num_threads {
+            // Fewer texts than threads: each text gets them all (a long one is cut into parts).
+            for (i, text) in texts.iter().enumerate() {
+                each(
+                    i,
+                    self.encode_bytes_parallel(text.as_ref(), add_bos, add_eos, num_threads),
+                );
+            }
+            return;
+        }
         let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
         run_parallel(
             threads,
@@ -362,6 +444,31 @@ enum Text<'a> {
     Bytes(&'a [u8]),
 }
 
+impl<'a> Text<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Text::Str(s) => s.len(),
+            Text::Bytes(b) => b.len(),
+        }
+    }
+
+    /// The text as valid UTF-8: bytes that do not start a valid character read as U+FFFD, as
+    /// SentencePiece reads them.
+    fn valid(self) -> Cow<'a, str> {
+        match self {
+            Text::Str(s) => Cow::Borrowed(s),
+            Text::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => {
+                    let mut valid = String::with_capacity(b.len() + 16);
+                    normalize::for_each_utf8_run(b, |run| valid.push_str(run));
+                    Cow::Owned(valid)
+                }
+            },
+        }
+    }
+}
+
 /// Runs `work(i, &mut state)` for every `i` in `0..n` on `threads` threads (the caller's
 /// included), each thread with its own `state` from `init`. Indices are handed out one at a time,
 /// so uneven items balance.
@@ -419,8 +526,12 @@ impl Encoder<'_> {
 
     /// [`Tokenizer::encode_bytes`] with this encoder's scratch space.
     pub fn encode_bytes(&mut self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
+        self.encode_text(Text::Bytes(text), add_bos, add_eos)
+    }
+
+    fn encode_text(&mut self, text: Text<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
         let tokenizer = self.tokenizer;
-        tokenizer.encode_with(self.workspace(), Text::Bytes(text), add_bos, add_eos)
+        tokenizer.encode_with(self.workspace(), text, add_bos, add_eos)
     }
 }
 
