@@ -313,7 +313,16 @@ impl EncoderTables {
     /// plain algorithm (`encode_segment`, which reads only the model) on every mergeable piece and
     /// every ASCII character, which pieces encode to themselves (the seed cache) and the ids of
     /// single characters.
+    #[cfg(test)]
     pub(crate) fn build(model: &Model) -> Self {
+        Self::build_with(model, None)
+    }
+
+    /// `build`, with which pieces encode to themselves given as a bitset (bit `id % 8` of byte
+    /// `id / 8`) instead of computed: the table of the embedded model, recorded by
+    /// `the_recorded_self_encoding_table_is_the_derived_one`, which checks it against the
+    /// derivation. A bitset of the wrong size is ignored.
+    pub(crate) fn build_with(model: &Model, recorded_self_encoding: Option<&[u8]>) -> Self {
         // Bigrams inside mergeable pieces.
         let mut ascii_bigrams = [0u128; 128];
         let mut other_bigrams = FxHashSet::default();
@@ -348,12 +357,12 @@ impl EncoderTables {
         // Which pieces encode to themselves when they are a whole segment.
         let mut ws = Workspace::default();
         let mut out = Vec::new();
-        let mut self_encoding = vec![false; model.vocab_size()];
-        for (text, id) in model.mergeable_pieces() {
-            out.clear();
-            encode_segment(model, text, &mut ws, &mut out);
-            self_encoding[id as usize] = out.len() == 1 && out[0] == id;
-        }
+        let self_encoding = match recorded_self_encoding {
+            Some(bits) if bits.len() == model.vocab_size().div_ceil(8) => (0..model.vocab_size())
+                .map(|id| bits[id / 8] & (1 << (id % 8)) != 0)
+                .collect(),
+            _ => self_encoding_pieces(model, &mut ws),
+        };
         // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
         // every worker reads first: a word that is a piece is a hit from its first occurrence.
         // (Models with UNUSED pieces are never cut or cached.)
@@ -406,6 +415,34 @@ impl EncoderTables {
                 .contains(&char_pair_key(raw_char(a), raw_char(b)))
         }
     }
+}
+
+/// For every piece, whether encoding its text as a segment of its own gives exactly that piece
+/// (by running the plain algorithm on every mergeable piece; the other pieces never are).
+fn self_encoding_pieces(model: &Model, ws: &mut Workspace) -> Vec<bool> {
+    let mut out = Vec::new();
+    let mut self_encoding = vec![false; model.vocab_size()];
+    for (text, id) in model.mergeable_pieces() {
+        out.clear();
+        encode_segment(model, text, ws, &mut out);
+        self_encoding[id as usize] = out.len() == 1 && out[0] == id;
+    }
+    self_encoding
+}
+
+/// `self_encoding_pieces` as the bitset `EncoderTables::build_with` reads.
+#[cfg(test)]
+fn self_encoding_bits(model: &Model) -> Vec<u8> {
+    let mut bits = vec![0u8; model.vocab_size().div_ceil(8)];
+    for (id, yes) in self_encoding_pieces(model, &mut Workspace::default())
+        .into_iter()
+        .enumerate()
+    {
+        if yes {
+            bits[id / 8] |= 1 << (id % 8);
+        }
+    }
+    bits
 }
 
 /// `EncoderTables::char_info`: for every BMP character of raw text, the neighbour flags (from the
@@ -1318,6 +1355,28 @@ mod tests {
             assert_eq!(fast(m, text, &mut ws), ids, "{text:?}");
             assert_eq!(reference(m, text), ids, "{text:?}");
         }
+    }
+
+    /// The recorded table of which pieces of the embedded model encode to themselves
+    /// (`data/mixtral-8x7b-v0.1.self-encoding`, read when that model is loaded so that loading
+    /// does not run the algorithm on 32,000 pieces) is the one `EncoderTables::build` derives.
+    /// `BPETOK_WRITE_TABLES=1` writes it anew.
+    #[test]
+    fn the_recorded_self_encoding_table_is_the_derived_one() {
+        let derived = self_encoding_bits(model());
+        if std::env::var_os("BPETOK_WRITE_TABLES").is_some() {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/data/mixtral-8x7b-v0.1.self-encoding"
+            );
+            std::fs::write(path, &derived).unwrap();
+        }
+        assert!(
+            derived == crate::tokenizer::MIXTRAL_8X7B_SELF_ENCODING,
+            "data/mixtral-8x7b-v0.1.self-encoding is stale: run this test with BPETOK_WRITE_TABLES=1"
+        );
+        let recorded = EncoderTables::build_with(model(), Some(&derived));
+        assert_eq!(recorded.self_encoding, tables().self_encoding);
     }
 
     /// `char_info` against the plain algorithm, for every character of the BMP as a segment of

@@ -19,6 +19,10 @@ use bpe::{EncoderTables, Workspace};
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
+/// Which pieces of the embedded model encode to themselves, one bit per piece (see
+/// `bpe::EncoderTables::build_with`).
+pub(crate) const MIXTRAL_8X7B_SELF_ENCODING: &[u8] =
+    include_bytes!("../../data/mixtral-8x7b-v0.1.self-encoding");
 
 /// Batches smaller than this many bytes of text are encoded on the calling thread only.
 const MIN_BYTES_PER_THREAD: usize = 32 * 1024;
@@ -68,7 +72,10 @@ impl Tokenizer {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         // First the model, complete; then the encoder's tables, derived from the finished model.
         let model = Model::from_bytes(bytes)?;
-        let tables = EncoderTables::build(&model);
+        // For the embedded model, which pieces encode to themselves is read from the table
+        // recorded (and checked by the tests) beside it, not computed again.
+        let recorded = (bytes == MIXTRAL_8X7B_MODEL).then_some(MIXTRAL_8X7B_SELF_ENCODING);
+        let tables = EncoderTables::build_with(&model, recorded);
         Ok(Self {
             model,
             tables,

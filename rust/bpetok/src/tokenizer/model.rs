@@ -136,14 +136,14 @@ impl Model {
         let mut pieces = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
-        let mut mergeable = FxHashMap::default();
+        let mut mergeable = FxHashMap::with_capacity_and_hasher(n, Default::default());
         let mut reserved = FxHashMap::default();
         let mut unk_id = None;
         let mut byte_of_id = vec![None; n];
         let mut user_defined = Vec::new();
-        for (i, sp) in proto.pieces.iter().enumerate() {
+        for (i, mut sp) in proto.pieces.into_iter().enumerate() {
             let id = i as u32;
-            let text = sp.piece().to_string();
+            let text = sp.piece.take().unwrap_or_default();
             if text.is_empty() {
                 return Err(Error::Inconsistent(format!("piece {i} is empty")));
             }
@@ -352,13 +352,11 @@ impl Symbols {
 
     /// The symbol id of a text that a symbol can have: a mergeable piece or a single character.
     fn of_text(&self, mergeable: &FxHashMap<String, u32>, text: &str) -> Option<u32> {
-        if let Some(&id) = mergeable.get(text) {
-            return Some(id);
-        }
         let mut chars = text.chars();
         match (chars.next(), chars.next()) {
+            // A character's symbol is its piece's id when it is a piece (see `build`).
             (Some(c), None) => Some(self.of_char(c)).filter(|&s| s != NO_SYM),
-            _ => None,
+            _ => mergeable.get(text).copied(),
         }
     }
 }
@@ -372,7 +370,7 @@ fn merge_table(
     types: &[PieceType],
     scores: &[f32],
 ) -> FxHashMap<u64, (u32, f32)> {
-    let mut merges = FxHashMap::default();
+    let mut merges = FxHashMap::with_capacity_and_hasher(2 * mergeable.len(), Default::default());
     for (text, id) in mergeable_in_id_order(pieces, types) {
         let score = scores[id as usize];
         for (k, _) in text.char_indices().skip(1) {
