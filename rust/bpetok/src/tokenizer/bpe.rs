@@ -368,6 +368,10 @@ impl EncoderTables {
         // (Models with UNUSED pieces are never cut or cached.)
         let mut seed_cache = SegmentCache::default();
         if !model.has_unused {
+            // Up to two keys per piece (with and without the dummy prefix).
+            let pieces = model.vocab_size();
+            seed_cache.map.reserve(pieces + pieces / 2);
+            seed_cache.arena.reserve(pieces + pieces / 2);
             for (text, id) in model.mergeable_pieces() {
                 if self_encoding[id as usize] {
                     let raw = text.replace(SPACE_SYMBOL, " ");
