@@ -761,10 +761,9 @@ fn encode_raw_segment(
     let bytes = &text.as_bytes()[start..end];
     // One ASCII character (or the lone prefix): one symbol, nothing to merge.
     match (prefix, bytes) {
-        (true, []) => return out.extend_from_slice(&tables.raw_ascii_ids[b' ' as usize]),
-        (false, [b]) if b.is_ascii() => {
-            return out.extend_from_slice(&tables.raw_ascii_ids[*b as usize])
-        }
+        // (Pushed one by one: `extend_from_slice` calls `memcpy`, dear for one id.)
+        (true, []) => return push_ids(out, &tables.raw_ascii_ids[b' ' as usize]),
+        (false, [b]) if b.is_ascii() => return push_ids(out, &tables.raw_ascii_ids[*b as usize]),
         _ => {}
     }
     let raw = &text[start..end];
@@ -776,10 +775,7 @@ fn encode_raw_segment(
             .get(key)
             .or_else(|| ws.short_cache.get(key))
         {
-            for &id in ids {
-                out.push(id);
-            }
-            return;
+            return push_ids(out, ids);
         }
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {
         if let Some(ids) = ws.cache.get(raw) {
@@ -788,6 +784,14 @@ fn encode_raw_segment(
         }
     }
     encode_raw_segment_miss(model, tables, raw, prefix, key, ws, out);
+}
+
+/// Appends a few ids.
+#[inline(always)]
+fn push_ids(out: &mut Vec<u32>, ids: &[u32]) {
+    for &id in ids {
+        out.push(id);
+    }
 }
 
 /// The cache did not have the segment: normalize it, encode it, remember the ids.
