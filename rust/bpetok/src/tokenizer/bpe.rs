@@ -115,7 +115,6 @@ pub(crate) struct Workspace {
     /// `encode_segment_heap` for why the pair need not be stored).
     agenda: Agenda,
     short_symbols: Vec<ShortSymbol>,
-    short_pairs: Vec<Option<(f32, u32)>>,
     /// For UNUSED merged pieces: the pair that was pushed last for it (SentencePiece's
     /// `rev_merge`).
     rev_merge: FxHashMap<u32, (u32, u32)>,
@@ -919,13 +918,20 @@ fn match_user_defined(model: &Model, text: &str) -> Option<(usize, u32)> {
         .map(|(piece, id)| (piece.len(), *id))
 }
 
-/// A symbol of `encode_short_segment`: where its text is, and its id.
+/// A symbol of `encode_short_segment`: where its text is, its id, its right neighbour, and the
+/// merge with that neighbour if the model has one.
 #[derive(Clone, Copy)]
 struct ShortSymbol {
     start: u32,
     len: u32,
     id: u32,
     frozen: bool,
+    /// Index of the right neighbour (`NONE` for the last symbol).
+    next: u32,
+    /// Index of the left neighbour (`NONE` for the first symbol).
+    prev: u32,
+    /// (score, merged id) of the pair with the right neighbour.
+    pair: Option<(f32, u32)>,
 }
 
 /// The merge of two adjacent symbols, if the model has one: (score, merged id).
@@ -942,14 +948,13 @@ fn short_pair(model: &Model, l: &ShortSymbol, r: &ShortSymbol) -> Option<(f32, u
 }
 
 /// `encode_segment` for short segments: the same choice of merges (the highest score, the
-/// leftmost on ties, among the pairs that exist now) found by scanning a small array instead of
-/// keeping a heap, which is faster for the few symbols of a word. Not for models with UNUSED
-/// pieces (their merges are undone from a record that only the heap version keeps).
+/// leftmost on ties, among the pairs that exist now) found by scanning the few symbols of a word
+/// in order instead of keeping a heap. The symbols are a linked list in one small array, so a
+/// merge unlinks a symbol instead of moving the rest. Not for models with UNUSED pieces (their
+/// merges are undone from a record that only the heap version keeps).
 fn encode_short_segment(model: &Model, text: &str, ws: &mut Workspace, out: &mut Vec<u32>) {
     let symbols = &mut ws.short_symbols;
-    let pairs = &mut ws.short_pairs;
     symbols.clear();
-    pairs.clear();
     let bytes = text.as_bytes();
     let mut pos = 0usize;
     while pos < bytes.len() {
@@ -963,42 +968,65 @@ fn encode_short_segment(model: &Model, text: &str, ws: &mut Workspace, out: &mut
             };
             (c.len_utf8(), model.sym_of_char(c), false)
         };
+        let index = symbols.len() as u32;
         symbols.push(ShortSymbol {
             start: pos as u32,
             len: len as u32,
             id,
             frozen,
+            next: index + 1,
+            prev: index.wrapping_sub(1),
+            pair: None,
         });
         pos += len;
     }
+    let Some(last) = symbols.last_mut() else {
+        return;
+    };
+    last.next = NONE;
+    symbols[0].prev = NONE;
     for i in 1..symbols.len() {
-        pairs.push(short_pair(model, &symbols[i - 1], &symbols[i]));
+        symbols[i - 1].pair = short_pair(model, &symbols[i - 1], &symbols[i]);
     }
     loop {
         // The best pair: highest score, leftmost on ties (strict `>` keeps the leftmost).
-        let mut best: Option<(usize, f32, u32)> = None;
-        for (i, pair) in pairs.iter().enumerate() {
-            if let Some((score, merged)) = *pair {
+        let mut best: Option<(u32, f32, u32)> = None;
+        let mut i = 0u32;
+        while i != NONE {
+            let s = &symbols[i as usize];
+            if let Some((score, merged)) = s.pair {
                 if best.is_none_or(|(_, best_score, _)| score > best_score) {
                     best = Some((i, score, merged));
                 }
             }
+            i = s.next;
         }
         let Some((i, _, merged)) = best else { break };
-        symbols[i].id = merged;
-        symbols[i].len += symbols[i + 1].len;
-        symbols.remove(i + 1);
-        pairs.remove(i);
-        if i > 0 {
-            pairs[i - 1] = short_pair(model, &symbols[i - 1], &symbols[i]);
+        let right = symbols[i as usize].next as usize;
+        let (right_len, after) = (symbols[right].len, symbols[right].next);
+        let left = &mut symbols[i as usize];
+        left.id = merged;
+        left.len += right_len;
+        left.next = after;
+        let before = left.prev;
+        if after != NONE {
+            symbols[after as usize].prev = i;
+            symbols[i as usize].pair =
+                short_pair(model, &symbols[i as usize], &symbols[after as usize]);
+        } else {
+            symbols[i as usize].pair = None;
         }
-        if i < pairs.len() {
-            pairs[i] = short_pair(model, &symbols[i], &symbols[i + 1]);
+        if before != NONE {
+            symbols[before as usize].pair =
+                short_pair(model, &symbols[before as usize], &symbols[i as usize]);
         }
     }
-    for s in symbols.iter() {
+    let mut i = 0u32;
+    while i != NONE {
+        let s = symbols[i as usize];
         let piece = &text[s.start as usize..(s.start + s.len) as usize];
         emit(model, s.id, piece, &ws.rev_merge, out);
+        i = s.next;
     }
 }
 
