@@ -486,6 +486,15 @@ def run(args: argparse.Namespace) -> int:
         "  " + ", ".join(f"{ENGINES[e][1]} {versions[e]}" for e in ENGINES if versions[e] is not None),
         f"  model: {model} (bpetok: {bpetok_model})",
         f"  bpetok imported from {bpetok_origin()}",
+        *(
+            [
+                f"  WARNING: load average {load0[0]:.2f} at the start on {len(allowed)} CPUs: other "
+                "processes compete for the cores, so the figures are noisy and 2-core figures understate "
+                "scaling"
+            ]
+            if load0[0] > 0.5 * len(allowed)
+            else []
+        ),
         *(f"  {n}" for n in notes),
     ]
     if args.startup:
@@ -626,6 +635,7 @@ def summarize(
             nbytes = samples[name][FIGURES[key][0]]["bytes"]
             entry[f"{key}_mb_s"] = nbytes / MB / median([w for w, _ in samples_])
             entry[f"{key}_cpu_per_wall"] = median([c / w for w, c in samples_])
+            entry[f"{key}_mb_per_cpu_s"] = nbytes / MB / median([c for _, c in samples_])
         entry["load_s"] = median([r["load_s"] for r in ok_runs])
         checks = [(part, c) for r in ok_runs for part, c in r["check"].items()]
         entry["differ"] = max(c["differ"] for _, c in checks)
@@ -639,6 +649,7 @@ def summarize(
                     e["examples"] += [{"mode": where, **x} for x in c["examples"][:1]]
 
     def best(name: str, cores: int, engine: str, key: str) -> tuple[float, str] | None:
+        """The engine's fastest mode on ``key``: (figure, mode)."""
         cands = []
         for (e, mode), by_cores in MODES.items():
             f_ = figures.get(f"{name}|{cores}|{engine}|{mode}")
@@ -646,8 +657,26 @@ def summarize(
                 cands.append((f_[key], mode))
         return max(cands) if cands else None
 
-    def exact_on(engine: str, name: str) -> bool:
-        return exact.get(engine, {}).get(name, {"ok": False})["ok"]
+    def compared(name: str, cores: int, key: str) -> tuple[list[str], dict[str, Any]]:
+        """Table cells and JSON for bpetok vs the fastest exact peer: figure (mode), peer, ratio."""
+        mine = best(name, cores, "bpetok", key) if "bpetok" in engines else None
+        peers = []
+        for e in engines:
+            b = best(name, cores, e, key)
+            if e != "bpetok" and b is not None and exact.get(e, {}).get(name, {"ok": False})["ok"]:
+                peers.append((b[0], b[1], e))
+        top = max(peers) if peers else None
+        cells = [
+            f"{mine[0]:.1f} ({mine[1]})" if mine else "n/a",
+            f"{top[0]:.1f} {ENGINES[top[2]][1]} ({top[1]})" if top else "n/a",
+            f"{mine[0] / top[0]:.2f}x" if mine and top else "n/a",
+        ]
+        data = {
+            "bpetok": mine and {"value": round(mine[0], 2), "mode": mine[1]},
+            "peer": top and {"engine": top[2], "value": round(top[0], 2), "mode": top[1]},
+            "ratio": round(mine[0] / top[0], 3) if mine and top else None,
+        }
+        return cells, data
 
     lines: list[str] = [
         "",
@@ -668,27 +697,33 @@ def summarize(
             row = [name]
             s: dict[str, Any] = {}
             for c in cores_list:
-                mine = best(name, c, "bpetok", f"{key}_mb_s") if "bpetok" in engines else None
-                peers = []
-                for e in engines:
-                    b = best(name, c, e, f"{key}_mb_s")
-                    if e != "bpetok" and exact_on(e, name) and b is not None:
-                        peers.append((b, e))
-                top = max(peers, key=lambda p: p[0][0]) if peers else None
-                row.append(f"{mine[0]:.1f} ({mine[1]})" if mine else "n/a")
-                row.append(f"{top[0][0]:.1f} {ENGINES[top[1]][1]} ({top[0][1]})" if top else "n/a")
-                row.append(f"{mine[0] / top[0][0]:.2f}x" if mine and top else "n/a")
-                s[f"{c}c"] = {
-                    "bpetok": mine and {"mb_s": round(mine[0], 2), "mode": mine[1]},
-                    "peer": top and {"engine": top[1], "mb_s": round(top[0][0], 2), "mode": top[0][1]},
-                    "ratio": round(mine[0] / top[0][0], 3) if mine and top else None,
-                }
+                cells, s[f"{c}c"] = compared(name, c, f"{key}_mb_s")
+                row += cells
             if cores_list == [1, 2]:
                 one, two = s["1c"]["bpetok"], s["2c"]["bpetok"]
-                scaling = two["mb_s"] / one["mb_s"] if one and two else None
+                scaling = two["value"] / one["value"] if one and two else None
                 row.append(f"{scaling:.2f}x" if scaling else "n/a")
                 s["bpetok_scaling_2c_1c"] = scaling and round(scaling, 3)
             summary.setdefault(key, {})[name] = s
+            lines.append(md_row(row))
+
+    if 1 in cores_list:
+        lines += [
+            "",
+            "1 CORE BY CPU TIME: MB per CPU-second of the process instead of per wall-second, a "
+            "cross-check when other processes took the core part of the time (for 2 cores use wall time)",
+        ]
+        head = ["corpus"]
+        for key in FIGURES:
+            head += [f"bpetok {key}", f"fastest exact peer {key}", "ratio"]
+        lines += [md_row(head), md_row(["---"] * len(head))]
+        for name in sets:
+            row = [name]
+            for key in FIGURES:
+                cells, summary.setdefault(f"{key}_by_cpu_1c", {})[name] = compared(
+                    name, 1, f"{key}_mb_per_cpu_s"
+                )
+                row += cells
             lines.append(md_row(row))
 
     lines += [
