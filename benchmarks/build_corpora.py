@@ -15,7 +15,7 @@ zh, Chinese (Simplified and Traditional) prose, about 11 MB:
   debian-faq-zh-cn            the Debian FAQ, each HTML page stripped to text
   maint-guide-zh-cn/-tw       the Debian New Maintainers' Guide, each HTML page stripped to text
 
-multi, many locales and scripts, about 9 MB:
+multi, many locales and scripts, about 10 MB:
   coreutils, libglib2.0-data, libgtk2.0-common, libpam-runtime
                               their gettext catalogues (.mo: domains coreutils, glib20, gtk20,
                               Linux-PAM) of every locale they ship, about 120: Latin, Cyrillic, Greek,
