@@ -1,9 +1,10 @@
-"""Parity with sentencepiece on real text: Python code, English prose, Japanese man pages.
+"""Parity with sentencepiece on real text: Python code, English prose, Japanese man pages, Chinese
+prose and the UI strings and man pages of many languages.
 
-The corpora come from ``../shared/corpora/build.py`` (Debian packages, see its docstring) and are cached in
-``$BPETOK_CORPORA`` (default ``<tmp>/bpetok-corpora``); a set is built only when its file is missing.
-The ``en`` and ``ja`` sets need the packages ``linux-doc`` and ``manpages-ja``; without them that set is
-skipped, saying so.
+The corpora come from ``../shared/corpora/build.py`` (en, code, ja) and ``benchmarks/build_corpora.py``
+(zh, multi), from Debian packages (see their docstrings), and are cached in ``$BPETOK_CORPORA`` (default
+``<tmp>/bpetok-corpora``); a set is built only when its file is missing. Every set but ``code`` needs
+Debian packages (``.ci/run`` installs them); without them that set is skipped, saying so.
 
 By default the first ``$BPETOK_CORPUS_MB`` MB of each set (default 4) are checked, documents in the order
 build.py writes them; ``BPETOK_CORPUS_MB=all`` checks every document.
@@ -23,7 +24,15 @@ from conftest import SHARED, Vocab
 from mismatch import describe_mismatch, first_difference
 
 BUILD_SCRIPT = SHARED / "corpora" / "build.py"
-SETS = {"code": None, "en": "linux-doc", "ja": "manpages-ja"}  # set -> Debian package it needs
+BENCH_BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "build_corpora.py"
+# set -> (script that builds it, the Debian packages it needs)
+SETS = {
+    "code": (BUILD_SCRIPT, None),
+    "en": (BUILD_SCRIPT, "linux-doc"),
+    "ja": (BUILD_SCRIPT, "manpages-ja"),
+    "zh": (BENCH_BUILD_SCRIPT, "manpages-zh, debian-reference-zh-cn, ..."),
+    "multi": (BENCH_BUILD_SCRIPT, "coreutils' translations, manpages-de, ..."),
+}
 DEFAULT_MB = "4"
 
 
@@ -52,20 +61,24 @@ def build_missing(out: Path) -> None:
     if not missing:
         return
     out.mkdir(parents=True, exist_ok=True)
-    # Build into a private folder, then move the files in: a run cut short leaves no half-written corpus.
-    with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
-        result = subprocess.run(
-            [sys.executable, str(BUILD_SCRIPT), tmp, "--sets", ",".join(missing)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        for name in missing:
-            built = Path(tmp) / f"{name}.jsonl"
-            if built.is_file() and built.stat().st_size:  # an empty set is not cached: its package may come
-                os.replace(built, out / f"{name}.jsonl")
+    for script in sorted({SETS[name][0] for name in missing}):
+        names = [name for name in missing if SETS[name][0] == script]
+        # Build into a private folder, then move the files in: a run cut short leaves no half-written corpus.
+        with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
+            result = subprocess.run(
+                [sys.executable, str(script), tmp, "--sets", ",".join(names)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if result.returncode != 0:
+                pytest.fail(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            for name in names:
+                built = Path(tmp) / f"{name}.jsonl"
+                if (
+                    built.is_file() and built.stat().st_size
+                ):  # an empty set is not cached: its package may come
+                    os.replace(built, out / f"{name}.jsonl")
 
 
 _DOCS: dict[str, list[str]] = {}
@@ -97,8 +110,8 @@ def test_corpus_parity(vocab: Vocab, name: str) -> None:
     docs = load_docs(name)
     if not docs:
         pytest.skip(
-            f"corpus set {name!r} has no documents: install the Debian package {SETS[name]!r} "
-            f"(or run {BUILD_SCRIPT} --install); CI installs it"
+            f"corpus set {name!r} has no documents: install the Debian packages ({SETS[name][1]}) "
+            f"(or run {SETS[name][0]} --install); CI installs them"
         )
     expected = vocab.sp.encode(docs)  # sentencepiece encodes a list on several threads
     got = vocab.tok.encode_batch(docs)

@@ -26,7 +26,7 @@ TEXTS = [
     b" " * 70 + b"x",
     b"a" * 100,
     b"def f(x):\n    return x ** 2  # comment\n\n\nclass A:\n    pass\n",
-    "emoji \U0001F600\U0001F680 and \u00e9\u00e8 and \u0410\u0411\u0412".encode(),
+    "emoji \U0001f600\U0001f680 and \u00e9\u00e8 and \u0410\u0411\u0412".encode(),
     b"[INST] <s> </s> <unk> <0x41> [REFERENCE_DOC_1] [/INST]",
     b"Supercalifragilisticexpialidocious antidisestablishmentarianism",
     b"one\xffcut\xff\xffthree pieces",
@@ -80,8 +80,15 @@ def shortened_model(path, normal_pieces):
 
 
 def main():
-    for target in ["encode_roundtrip", "encode_fast_path", "load_model", "load_mutated_model",
-                   "pack", "read_input", "verify_shards"]:
+    for target in [
+        "encode_roundtrip",
+        "encode_fast_path",
+        "load_model",
+        "load_mutated_model",
+        "pack",
+        "read_input",
+        "verify_shards",
+    ]:
         # Inputs that found something (regress-*) are kept; everything else is written anew.
         for old in (HERE / target).glob("*"):
             if not old.name.startswith("regress-"):
@@ -102,13 +109,19 @@ def main():
     for i in range(12):
         write("pack", f"random-{i:02}", bytes(rng.randrange(256) for _ in range(rng.randrange(8, 96))))
     for i in range(16):
-        write("verify_shards", f"random-{i:02}", bytes([i % 13, i % 3]) + bytes(rng.randrange(256) for _ in range(24)))
+        write(
+            "verify_shards",
+            f"random-{i:02}",
+            bytes([i % 13, i % 3]) + bytes(rng.randrange(256) for _ in range(24)),
+        )
 
     # read_input: a mode byte (format = mode % 3: jsonl, text, parquet; mode >> 2 & 3: compression
     # auto, none, gzip, zstd; 0x10 lines, 0x20 replace, 0x40 field "text" else "t"; 0x80 compress
     # here and compare) and the file.
-    jsonl = b"".join(json.dumps({"text": t.decode("utf-8", "replace"), "id": i}).encode() + b"\n"
-                     for i, t in enumerate(TEXTS[:6]))
+    jsonl = b"".join(
+        json.dumps({"text": t.decode("utf-8", "replace"), "id": i}).encode() + b"\n"
+        for i, t in enumerate(TEXTS[:6])
+    )
     jsonl += b'{"text": "\\ud83d\\ude00 pair", "t": 1}\n\n   \n{"text": "\\ud800 lone"}\n'
     text = b"\n".join(TEXTS[:6])
     seeds = {
@@ -122,7 +135,10 @@ def main():
         "text": (0x01, text),
         "text-lines": (0x11, text),
         "text-lines-replace": (0x31, text),
-        "text-gzip-two-members": (0x01, gzip.compress(text, mtime=0) + b"\0\0" + gzip.compress(b"more", mtime=0)),
+        "text-gzip-two-members": (
+            0x01,
+            gzip.compress(text, mtime=0) + b"\0\0" + gzip.compress(b"more", mtime=0),
+        ),
         "text-compare-zstd": (0xD5, text),
     }
     for name, (mode, payload) in seeds.items():
@@ -130,7 +146,9 @@ def main():
     fixtures = REPO / "rust" / "bpetok" / "tests" / "fixtures"
     for p in sorted(fixtures.glob("*.parquet")):
         write("read_input", "parquet-" + p.stem, bytes([0x42]) + p.read_bytes())
-    write("read_input", "parquet-compare-gzip", bytes([0xC2]) + (fixtures / "texts-none.parquet").read_bytes())
+    write(
+        "read_input", "parquet-compare-gzip", bytes([0xC2]) + (fixtures / "texts-none.parquet").read_bytes()
+    )
 
 
 if __name__ == "__main__":
