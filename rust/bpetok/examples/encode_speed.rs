@@ -2,17 +2,21 @@
 //! single-thread MB/s: a harness for profilers (perf, callgrind), not a benchmark of record
 //! (that is benchmarks/bench_encode.py, side by side with the peers).
 //!
-//! cargo run --release -p bpetok --example encode_speed -- FILE [REPEATS]
+//! cargo run --release -p bpetok --example encode_speed -- FILE [REPEATS [THREADS]]
 
 use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
-        eprintln!("usage: encode_speed FILE [REPEATS]  (documents separated by NUL bytes)");
+        eprintln!(
+            "usage: encode_speed FILE [REPEATS [THREADS]]  (documents separated by NUL bytes)"
+        );
         std::process::exit(2);
     };
     let repeats: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(3);
+    // With THREADS > 1, each repeat is one `encode_batch` on that many threads.
+    let threads: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
     let data = match std::fs::read(&path) {
         Ok(data) => data,
         Err(err) => {
@@ -37,8 +41,13 @@ fn main() {
     for _ in 0..repeats {
         let start = Instant::now();
         let mut tokens = 0usize;
-        for doc in &docs {
-            tokens += tok.encode(doc, false, false).len();
+        if threads > 1 {
+            let batch = tok.encode_batch(&docs, false, false, threads);
+            tokens = batch.iter().map(Vec::len).sum();
+        } else {
+            for doc in &docs {
+                tokens += tok.encode(doc, false, false).len();
+            }
         }
         let secs = start.elapsed().as_secs_f64();
         println!(
