@@ -9,6 +9,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString};
 
 use crate::errors::model_err as to_py_err;
+use bpetok::PARALLEL_MIN_BYTES;
 
 const RELEASE_GIL_BYTES: usize = 2048;
 
@@ -148,8 +149,11 @@ impl PyTokenizer {
         let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
         let tok = &self.inner;
         let threads = tok.batch_threads(slices.iter().map(|s| s.len()), num_threads);
-        if threads <= 1 || slices.len() < num_threads {
-            // (Fewer texts than threads: the core gives each text every thread, cutting long ones.)
+        let long =
+            slices.len() < num_threads && slices.iter().any(|s| s.len() >= PARALLEL_MIN_BYTES);
+        if threads <= 1 || long {
+            // (Fewer texts than threads, and a long one: the core gives each text every thread,
+            // cutting the long ones into parts.)
             let batch = py.detach(|| tok.encode_batch(&slices, add_bos, add_eos, num_threads));
             let lists = batch
                 .iter()

@@ -278,8 +278,10 @@ impl Tokenizer {
         num_threads: usize,
         each: impl Fn(usize, Vec<u32>) + Sync,
     ) {
-        if texts.len() < num_threads {
-            // Fewer texts than threads: each text gets them all (a long one is cut into parts).
+        if texts.len() < num_threads && texts.iter().any(|t| t.as_ref().len() >= PARALLEL_MIN_BYTES)
+        {
+            // Fewer texts than threads, and a long one: each text gets them all (a long one is
+            // cut into parts).
             for (i, text) in texts.iter().enumerate() {
                 each(
                     i,
