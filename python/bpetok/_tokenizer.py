@@ -132,9 +132,9 @@ class Tokenizer:
         """Encodes many texts on several threads (the GIL released), results in input order.
 
         ``num_threads`` defaults to the number of CPUs this process may use. The result does not
-        depend on it. With fewer texts than threads, each text gets every thread: a text of 1 MiB
-        or more is cut where no merge can cross and its parts are encoded in parallel (so
-        ``encode_batch([huge])`` uses every core).
+        depend on it. With fewer texts than threads and one of 1 MiB or more, each text gets every
+        thread: a long text is cut where no merge can cross and its parts are encoded in parallel
+        (so ``encode_batch([huge])`` uses every core).
         """
         self._check_flags(add_bos, add_eos)
         batch = _as_text_list(texts)
