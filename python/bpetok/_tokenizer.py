@@ -189,9 +189,15 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | npt.ArrayLike) -> str:
         """Decodes ids to text, exactly as ``SentencePieceProcessor.decode`` does.
 
-        An id outside ``0 .. vocab_size() - 1`` raises ``IndexError`` naming it.
+        ``ids`` is a list of ints (the fastest), any sequence or iterable of ints, or a 1-d numpy
+        array of integers (read as one buffer, without a Python int per id). An id outside
+        ``0 .. vocab_size() - 1`` raises ``IndexError`` naming it.
         """
-        ids = _as_id_list(ids)
+        if not isinstance(ids, list):
+            flat = _numpy_ids(ids)
+            if flat is not None:
+                return self._core.decode_flat(*flat)
+            ids = _as_id_list(ids)
         try:
             return self._core.decode(ids)
         except OverflowError:
@@ -287,6 +293,25 @@ def _as_id_list(ids: object) -> list[int]:
     if not isinstance(ids, Iterable):
         raise TypeError(f"decode takes a sequence of ids, got {type(ids).__name__}")
     return list(ids)
+
+
+def _numpy_ids(ids: object) -> tuple[bytes, int] | None:
+    """A 1-d numpy array of integers as little-endian bytes and their size (2 and 4: unsigned,
+    8: signed), which the native module reads as one buffer; None for anything else (and for
+    uint64, whose values past 2^63 would not survive as int64: those go through Python ints)."""
+    dtype = getattr(ids, "dtype", None)
+    kind = getattr(dtype, "kind", None)
+    if kind not in ("i", "u") or getattr(ids, "ndim", None) != 1:
+        return None
+    itemsize: int = dtype.itemsize  # type: ignore[union-attr]
+    array: Any = ids
+    if kind == "u" and itemsize <= 2:
+        return array.astype("<u2", copy=False).tobytes(), 2
+    if kind == "u" and itemsize <= 4:
+        return array.astype("<u4", copy=False).tobytes(), 4
+    if kind == "u":
+        return None
+    return array.astype("<i8", copy=False).tobytes(), 8
 
 
 def _id_overflow(ids: list[int], vocab_size: int) -> IndexError:

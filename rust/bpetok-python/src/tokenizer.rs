@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, PyTupleMethods};
 
 use crate::errors::model_err as to_py_err;
 
 const RELEASE_GIL_BYTES: usize = 2048;
+/// Ids decoded with the GIL held; longer lists release it (about 2 µs of work).
+const RELEASE_GIL_IDS: usize = 1024;
 
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
 /// byte). A `str` is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache
@@ -52,8 +54,61 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
     }
 }
 
-fn check_ids(tok: &bpetok::Tokenizer, ids: &[i64]) -> PyResult<Vec<u32>> {
-    ids.iter().map(|&id| check_id(tok, id)).collect()
+/// The ids of a Python list of ints, checked against the vocabulary: an id out of range is an
+/// `IndexError` naming it, an int beyond 64 bits an `OverflowError` (the wrapper names it), anything
+/// else that is not an int (or has no `__index__`) a `TypeError`.
+///
+/// The list is first copied to a tuple (one C loop) and read through borrowed references: with the
+/// stable ABI every item of a list costs a call for the item, one for its reference count and one
+/// to give it back, where a tuple's borrowed item is one call. That halved the time per id, which
+/// is most of what decoding a list costs (`docs/performance.md`).
+fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
+    let items = list.to_tuple();
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items.iter_borrowed() {
+        ids.push(check_id(tok, item.extract::<i64>()?)?);
+    }
+    Ok(ids)
+}
+
+/// The ids of a buffer of little-endian integers of `itemsize` bytes (2 and 4: unsigned, 8:
+/// signed; what the wrapper makes of a numpy array), checked as [`ids_of_list`] does.
+fn ids_of_bytes(tok: &bpetok::Tokenizer, data: &[u8], itemsize: usize) -> PyResult<Vec<u32>> {
+    if itemsize == 0 || data.len() % itemsize != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{} bytes are not a whole number of {itemsize}-byte ids",
+            data.len()
+        )));
+    }
+    let vocab_size = tok.vocab_size();
+    let checked = |id: i64| check_id(tok, id);
+    match itemsize {
+        2 => data
+            .chunks_exact(2)
+            .map(|b| checked(i64::from(u16::from_le_bytes([b[0], b[1]]))))
+            .collect(),
+        4 => {
+            let ids: Vec<u32> = data
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            match ids.iter().find(|&&id| id as usize >= vocab_size) {
+                Some(&bad) => Err(checked(i64::from(bad)).unwrap_err()),
+                None => Ok(ids),
+            }
+        }
+        8 => data
+            .chunks_exact(8)
+            .map(|b| {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                checked(i64::from_le_bytes(le))
+            })
+            .collect(),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "ids of {itemsize} bytes are not supported"
+        ))),
+    }
 }
 
 fn optional_id(id: Option<u32>) -> i64 {
@@ -78,6 +133,8 @@ fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut V
 #[pyclass(module = "bpetok._bpetok", name = "Tokenizer", frozen)]
 pub struct PyTokenizer {
     pub inner: bpetok::Tokenizer,
+    /// The table of piece texts, made once per model: decoding is a copy per id.
+    decoder: bpetok::Decoder,
     /// One Python int per id, made once: a result list then costs a reference count per id
     /// instead of an int allocation per id (that allocation was ~40% of `encode_batch`).
     ints: Vec<Py<PyInt>>,
@@ -88,7 +145,25 @@ impl PyTokenizer {
         let ints = (0..inner.vocab_size() as u32)
             .map(|id| PyInt::new(py, id).unbind())
             .collect();
-        Ok(Self { inner, ints })
+        let decoder = inner.decoder();
+        Ok(Self {
+            inner,
+            ints,
+            decoder,
+        })
+    }
+
+    /// Decodes ids already checked against the vocabulary, without the GIL when worth it, into a
+    /// `str` made straight from the decoded UTF-8 (one copy, by CPython).
+    fn decode_checked<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyString>> {
+        let mut text = Vec::new();
+        let decoded = if ids.len() < RELEASE_GIL_IDS {
+            self.decoder.decode_into(ids, &mut text)
+        } else {
+            py.detach(|| self.decoder.decode_into(ids, &mut text))
+        };
+        decoded.map_err(to_py_err)?;
+        PyString::from_bytes(py, &text)
     }
 
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
@@ -284,22 +359,37 @@ impl PyTokenizer {
         (PyByteArray::new(py, &data), PyByteArray::new(py, &offsets))
     }
 
-    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
-        let ids = check_ids(&self.inner, &ids)?;
-        py.detach(|| self.inner.decode(&ids)).map_err(to_py_err)
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyList>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let ids = ids_of_list(&self.inner, ids)?;
+        self.decode_checked(py, &ids)
+    }
+
+    /// Decodes little-endian ids of `itemsize` bytes (2, 4: unsigned; 8: signed), for numpy.
+    fn decode_flat<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        itemsize: usize,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let ids = ids_of_bytes(&self.inner, data, itemsize)?;
+        self.decode_checked(py, &ids)
     }
 
     fn decode_batch(
         &self,
         py: Python<'_>,
-        batch: Vec<Vec<i64>>,
+        batch: Vec<Bound<'_, PyList>>,
         num_threads: usize,
     ) -> PyResult<Vec<String>> {
         let batch = batch
             .iter()
-            .map(|ids| check_ids(&self.inner, ids))
+            .map(|ids| ids_of_list(&self.inner, ids))
             .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.inner.decode_batch(&batch, num_threads))
+        py.detach(|| self.decoder.decode_batch(&batch, num_threads))
             .map_err(to_py_err)
     }
 
