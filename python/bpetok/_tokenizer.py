@@ -141,6 +141,36 @@ class Tokenizer:
         except UnicodeEncodeError as err:
             raise _surrogate_error("", err) from None
 
+    def count(self, text: Text, *, add_bos: bool = False, add_eos: bool = False) -> int:
+        """The number of tokens of ``text``: ``len(self.encode(text, add_bos=..., add_eos=...))``,
+        without making the ids (no list, no int objects)."""
+        self._check_flags(add_bos, add_eos)
+        try:
+            return self._core.count(_text_arg(text), add_bos, add_eos)
+        except UnicodeEncodeError as err:
+            raise _surrogate_error(text, err) from None
+
+    def count_batch(
+        self,
+        texts: Iterable[Text],
+        *,
+        add_bos: bool = False,
+        add_eos: bool = False,
+        num_threads: int | None = None,
+    ) -> np.ndarray:
+        """The token count of every text as a numpy ``int64`` array of ``len(texts)``, in input
+        order: what :meth:`encode_batch` gives, as lengths, without making any list. Several
+        threads, the GIL released; the counts do not depend on ``num_threads``."""
+        import numpy as np
+
+        self._check_flags(add_bos, add_eos)
+        batch = _as_text_list(texts)
+        try:
+            data = self._core.count_batch(batch, add_bos, add_eos, _threads(num_threads))
+        except UnicodeEncodeError as err:
+            raise _surrogate_error("", err) from None
+        return np.frombuffer(data, dtype=np.int64)
+
     def encode_to_numpy(self, text: Text, *, add_bos: bool = False, add_eos: bool = False) -> np.ndarray:
         """Like :meth:`encode`, as a numpy array of :attr:`dtype` (``uint16`` for 32k pieces)."""
         import numpy as np
@@ -353,6 +383,12 @@ def encode(text: Text, *, add_bos: bool = False, add_eos: bool = False) -> list[
     that model. See :meth:`Tokenizer.encode`.
     """
     return _default_tokenizer().encode(text, add_bos=add_bos, add_eos=add_eos)
+
+
+def count(text: Text, *, add_bos: bool = False, add_eos: bool = False) -> int:
+    """The number of tokens of ``text`` with the embedded Mistral 7B / Mixtral 8x7B vocabulary:
+    ``len(encode(text))`` without making the ids. See :meth:`Tokenizer.count`."""
+    return _default_tokenizer().count(text, add_bos=add_bos, add_eos=add_eos)
 
 
 def decode(ids: Sequence[int] | npt.ArrayLike) -> str:

@@ -1,7 +1,9 @@
 //! `Tokenizer`: the native tokenizer class, adapting `bpetok::Tokenizer` (argument conversion,
 //! the GIL released around real work).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -13,6 +15,8 @@ use crate::errors::model_err as to_py_err;
 const RELEASE_GIL_BYTES: usize = 2048;
 /// Ids decoded with the GIL held; longer lists release it (about 2 µs of work).
 const RELEASE_GIL_IDS: usize = 1024;
+/// Ids `decode_batch` decodes at a time (on its threads) before making their `str`s.
+const DECODE_CHUNK_IDS: usize = 64 * 1024;
 
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
 /// byte). A `str` is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache
@@ -72,47 +76,88 @@ fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Ve
 }
 
 /// The ids of a buffer of little-endian integers of `itemsize` bytes (2 and 4: unsigned, 8:
-/// signed; what the wrapper makes of a numpy array), checked as [`ids_of_list`] does.
+/// signed; what the wrapper makes of a numpy array), checked as [`ids_of_list`] does. Plain
+/// loops the compiler vectorizes, and the check on the maximum first (a `Result` collected id by
+/// id took as long as decoding).
 fn ids_of_bytes(tok: &bpetok::Tokenizer, data: &[u8], itemsize: usize) -> PyResult<Vec<u32>> {
-    if itemsize == 0 || data.len() % itemsize != 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "{} bytes are not a whole number of {itemsize}-byte ids",
-            data.len()
-        )));
-    }
     let vocab_size = tok.vocab_size();
-    let checked = |id: i64| check_id(tok, id);
-    match itemsize {
+    if itemsize == 8 {
+        let values: Vec<i64> = data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect();
+        let in_range = values.iter().all(|&id| (id as u64) < vocab_size as u64);
+        if !in_range {
+            return Err(out_of_range(tok, values.iter().copied()));
+        }
+        return Ok(values.iter().map(|&id| id as u32).collect());
+    }
+    let ids: Vec<u32> = match itemsize {
         2 => data
             .chunks_exact(2)
-            .map(|b| checked(i64::from(u16::from_le_bytes([b[0], b[1]]))))
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
             .collect(),
-        4 => {
-            let ids: Vec<u32> = data
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            match ids.iter().find(|&&id| id as usize >= vocab_size) {
-                Some(&bad) => Err(checked(i64::from(bad)).unwrap_err()),
-                None => Ok(ids),
-            }
+        4 => data
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "ids of {itemsize} bytes are not supported"
+            )))
         }
-        8 => data
-            .chunks_exact(8)
-            .map(|b| {
-                let mut le = [0u8; 8];
-                le.copy_from_slice(b);
-                checked(i64::from_le_bytes(le))
-            })
-            .collect(),
-        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "ids of {itemsize} bytes are not supported"
-        ))),
+    };
+    if ids
+        .iter()
+        .max()
+        .is_some_and(|&max| max as usize >= vocab_size)
+    {
+        return Err(out_of_range(tok, ids.iter().map(|&id| i64::from(id))));
     }
+    Ok(ids)
+}
+
+/// The `IndexError` naming the first of `ids` outside the vocabulary (there is one).
+fn out_of_range(tok: &bpetok::Tokenizer, mut ids: impl Iterator<Item = i64>) -> PyErr {
+    let vocab_size = tok.vocab_size();
+    let id = ids
+        .find(|id| !(0..vocab_size as i64).contains(id))
+        .unwrap_or(vocab_size as i64);
+    to_py_err(bpetok::Error::IdOutOfRange { id, vocab_size })
 }
 
 fn optional_id(id: Option<u32>) -> i64 {
     id.map_or(-1, i64::from)
+}
+
+/// The chunks `decode_batch` reads and decodes at a time: consecutive lists of about
+/// [`DECODE_CHUNK_IDS`] ids together (at least one list each).
+fn chunk_bounds(batch: &[Bound<'_, PyList>]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut ids) = (0, 0);
+    for (i, list) in batch.iter().enumerate() {
+        ids += list.len();
+        if ids >= DECODE_CHUNK_IDS {
+            chunks.push(start..i + 1);
+            (start, ids) = (i + 1, 0);
+        }
+    }
+    if start < batch.len() {
+        chunks.push(start..batch.len());
+    }
+    chunks
+}
+
+/// Appends a `str` made from each UTF-8 text.
+fn push_strs<'py>(
+    py: Python<'py>,
+    texts: &[Vec<u8>],
+    strs: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
+    for text in texts {
+        strs.push(PyString::from_bytes(py, text)?);
+    }
+    Ok(())
 }
 
 /// Writes ids as little-endian integers of `itemsize` bytes (2 or 4: the tokenizer's
@@ -164,6 +209,33 @@ impl PyTokenizer {
         };
         decoded.map_err(to_py_err)?;
         PyString::from_bytes(py, &text)
+    }
+
+    /// The ids of each list, checked (see [`ids_of_list`]).
+    fn read_lists(&self, lists: &[Bound<'_, PyList>]) -> PyResult<Vec<Vec<u32>>> {
+        lists
+            .iter()
+            .map(|ids| ids_of_list(&self.inner, ids))
+            .collect()
+    }
+
+    /// The UTF-8 text of each list of ids, all of them checked already.
+    fn decode_chunk(&self, chunk: &[Vec<u32>]) -> Vec<Vec<u8>> {
+        chunk
+            .iter()
+            .map(|ids| {
+                let mut text = Vec::new();
+                // Checked when the list was read: cannot fail.
+                let _ = self.decoder.decode_into(ids, &mut text);
+                text
+            })
+            .collect()
+    }
+
+    /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
+    fn control_tokens(&self, add_bos: bool, add_eos: bool) -> usize {
+        usize::from(add_bos && self.inner.bos_id().is_some())
+            + usize::from(add_eos && self.inner.eos_id().is_some())
     }
 
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
@@ -310,6 +382,40 @@ impl PyTokenizer {
         )
     }
 
+    /// The number of tokens `encode` would give, without making them.
+    fn count(&self, py: Python<'_>, text: TextArg, add_bos: bool, add_eos: bool) -> usize {
+        let tok = &self.inner;
+        let text = text.as_bytes();
+        let count = if text.len() < RELEASE_GIL_BYTES {
+            tok.count(text)
+        } else {
+            py.detach(|| tok.count(text))
+        };
+        count + self.control_tokens(add_bos, add_eos)
+    }
+
+    /// The counts of a batch as `len(texts)` little-endian int64, for numpy.
+    fn count_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<TextArg>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Bound<'py, PyByteArray> {
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        let extra = self.control_tokens(add_bos, add_eos) as i64;
+        let data = py.detach(|| {
+            let counts = self.inner.count_batch(&slices, num_threads);
+            let mut data = Vec::with_capacity(counts.len() * 8);
+            for count in counts {
+                data.extend_from_slice(&(count as i64 + extra).to_le_bytes());
+            }
+            data
+        });
+        PyByteArray::new(py, &data)
+    }
+
     /// Encodes to little-endian ids of [`Self::token_dtype`], for numpy.
     fn encode_flat<'py>(
         &self,
@@ -379,18 +485,71 @@ impl PyTokenizer {
         self.decode_checked(py, &ids)
     }
 
-    fn decode_batch(
+    fn decode_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         batch: Vec<Bound<'_, PyList>>,
         num_threads: usize,
-    ) -> PyResult<Vec<String>> {
-        let batch = batch
-            .iter()
-            .map(|ids| ids_of_list(&self.inner, ids))
-            .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.decoder.decode_batch(&batch, num_threads))
-            .map_err(to_py_err)
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Reading the lists needs the GIL and is most of the work. So the batch goes in chunks:
+        // this thread reads a chunk's lists while `num_threads - 1` others decode the chunks
+        // before it, and makes the `str`s of each decoded chunk as it comes back (its texts still
+        // in the cache). On one thread it does the three in turn. The result is the same either
+        // way; an id out of range anywhere raises, and nothing is returned.
+        let chunks = chunk_bounds(&batch);
+        let threads = num_threads.min(chunks.len()).max(1);
+        let mut strs = Vec::with_capacity(batch.len());
+        if threads == 1 {
+            for range in &chunks {
+                let ids = self.read_lists(&batch[range.clone()])?;
+                let texts = py.detach(|| self.decode_chunk(&ids));
+                push_strs(py, &texts, &mut strs)?;
+            }
+            return PyList::new(py, strs);
+        }
+        let ended = || pyo3::exceptions::PyRuntimeError::new_err("a decoding thread ended");
+        let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<Vec<u32>>)>(threads);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Vec<u8>>)>();
+        // In a mutex only to be waited on without the GIL (a receiver cannot be shared).
+        let done_rx = Mutex::new(done_rx);
+        std::thread::scope(|scope| -> PyResult<()> {
+            for _ in 1..threads {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                scope.spawn(move || loop {
+                    let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
+                        return; // every chunk is sent, or this thread's caller has stopped
+                    };
+                    let _ = done_tx.send((index, self.decode_chunk(&ids)));
+                });
+            }
+            drop(done_tx);
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for (index, range) in chunks.iter().enumerate() {
+                let ids = self.read_lists(&batch[range.clone()])?;
+                py.detach(|| work_tx.send((index, ids)))
+                    .map_err(|_| ended())?;
+                waiting.extend(done_rx.lock().map_err(|_| ended())?.try_iter());
+                while let Some(texts) = waiting.remove(&next) {
+                    push_strs(py, &texts, &mut strs)?;
+                    next += 1;
+                }
+            }
+            drop(work_tx);
+            while next < chunks.len() {
+                let (index, texts) = py
+                    .detach(|| done_rx.lock().ok().and_then(|rx| rx.recv().ok()))
+                    .ok_or_else(ended)?;
+                waiting.insert(index, texts);
+                while let Some(texts) = waiting.remove(&next) {
+                    push_strs(py, &texts, &mut strs)?;
+                    next += 1;
+                }
+            }
+            Ok(())
+        })?;
+        PyList::new(py, strs)
     }
 
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {
