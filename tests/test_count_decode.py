@@ -126,3 +126,35 @@ def test_decode_batch_of_many_chunks_on_any_thread_count(vocab: Vocab) -> None:
     for num_threads in (1, 2):
         with pytest.raises(IndexError, match=str(vocab.size)):
             vocab.tok.decode_batch(bad, num_threads=num_threads)
+
+
+def test_decode_of_lists_that_are_not_all_plain_ints(vocab: Vocab) -> None:
+    """Lists of plain ints take the fast path; anything else in the list (bool, numpy integers,
+    objects with ``__index__``, even one that empties the list while it is read) the general one."""
+    tok = vocab.tok
+    hello = tok.encode("Hello world")
+    expected = vocab.sp.decode(hello)
+
+    class Index:
+        def __init__(self, value: int, victim: list[object] | None = None) -> None:
+            self.value, self.victim = value, victim
+
+        def __index__(self) -> int:
+            if self.victim is not None:
+                self.victim.clear()
+            return self.value
+
+    assert tok.decode([*hello[:1], np.int64(hello[1]), *hello[2:]]) == expected
+    assert tok.decode([Index(i) for i in hello]) == expected
+    victim: list[object] = [hello[0]]
+    victim += [Index(hello[1], victim), *hello[2:]]
+    assert tok.decode(victim) == expected  # read as it was when the call began
+    assert tok.decode([True, 5]) == vocab.sp.decode([1, 5])
+    with pytest.raises(TypeError):
+        tok.decode([5, "6"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        tok.decode([5, 6.0])  # type: ignore[list-item]
+    with pytest.raises(IndexError, match="-1"):
+        tok.decode([5, -1])
+    with pytest.raises(IndexError, match=str(2**63)):
+        tok.decode([5, 2**63])

@@ -67,12 +67,50 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
 /// to give it back, where a tuple's borrowed item is one call. That halved the time per id, which
 /// is most of what decoding a list costs (`docs/performance.md`).
 fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
+    if let Some(ids) = ids_of_exact_ints(tok, list) {
+        return Ok(ids);
+    }
     let items = list.to_tuple();
     let mut ids = Vec::with_capacity(items.len());
     for item in items.iter_borrowed() {
         ids.push(check_id(tok, item.extract::<i64>()?)?);
     }
     Ok(ids)
+}
+
+/// The ids of a list whose items are all exact `int`s in the vocabulary's range, read through
+/// borrowed references without a reference count change or any other call per item than the
+/// two below; `None` at the first item that is anything else (the caller then reads the list
+/// the general way, which gives the error or the `__index__` conversion).
+#[allow(unsafe_code)]
+fn ids_of_exact_ints(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> Option<Vec<u32>> {
+    use pyo3::ffi;
+    let vocab_size = tok.vocab_size() as std::os::raw::c_long;
+    let n = list.len();
+    let mut ids = Vec::with_capacity(n);
+    let ptr = list.as_ptr();
+    // SAFETY: `list` is a live list and the GIL is held (`Bound`), so no other thread runs
+    // Python code meanwhile. Each `i` is below the list's length `n`, and the list cannot change
+    // during the loop: nothing in it runs Python code, allocates or releases the GIL (an exact
+    // `int` has no `__index__` to call; `PyLong_AsLongAndOverflow` of one only reads it). So
+    // every item pointer is a live object borrowed from the list for the whole loop, and reading
+    // its type through `Py_TYPE` is reading a field every object has.
+    unsafe {
+        let int_type = std::ptr::addr_of_mut!(ffi::PyLong_Type);
+        for i in 0..n {
+            let item = ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t);
+            if item.is_null() || ffi::Py_TYPE(item) != int_type {
+                return None;
+            }
+            let mut overflow = 0;
+            let id = ffi::PyLong_AsLongAndOverflow(item, &mut overflow);
+            if overflow != 0 || !(0..vocab_size).contains(&id) {
+                return None;
+            }
+            ids.push(id as u32);
+        }
+    }
+    Some(ids)
 }
 
 /// The ids of a buffer of little-endian integers of `itemsize` bytes (2 and 4: unsigned, 8:
