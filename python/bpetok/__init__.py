@@ -6,7 +6,8 @@ package. ``bpetok.Tokenizer.from_file`` loads any other SentencePiece BPE model 
 and the identity normalizer (for example the v3 vocabulary of Mixtral 8x22B).
 
 ``bpetok.pack`` turns corpora into sliding-window-aware training shards (read back with
-``bpetok.ShardDataset``); ``encode_files`` / ``decode_files`` convert whole corpora; ``verify``
+``bpetok.ShardDataset``); ``encode_files`` / ``decode_files`` convert whole corpora and
+``count_files`` counts their tokens; ``verify``
 and ``inspect`` check and summarise shard directories. The ``bpetok`` command line is these
 functions. Errors derive from :class:`BpetokError`.
 """
@@ -16,12 +17,15 @@ from typing import TYPE_CHECKING
 from bpetok import _bpetok
 from bpetok._data import (
     MAX_SEQ_LEN,
+    CountResult,
     DecodeResult,
     EncodeResult,
+    InputCount,
     PackResult,
     Progress,
     ResumedRun,
     VerifyReport,
+    count_files,
     decode_files,
     encode_files,
     inspect,
@@ -30,13 +34,15 @@ from bpetok._data import (
     verify,
 )
 from bpetok._errors import BpetokError, InputError, ModelError, OutputError, PackOptionsError, ShardError
-from bpetok._tokenizer import Tokenizer, decode, encode
+from bpetok._tokenizer import Tokenizer, count, decode, encode
 
 __all__ = [
     "MAX_SEQ_LEN",
     "BpetokError",
+    "CountResult",
     "DecodeResult",
     "EncodeResult",
+    "InputCount",
     "InputError",
     "ModelError",
     "OutputError",
@@ -50,6 +56,8 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "collate_flattened",
+    "count",
+    "count_files",
     "decode",
     "decode_files",
     "encode",

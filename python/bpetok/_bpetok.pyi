@@ -15,6 +15,7 @@ __all__ = [
     "Tokenizer",
     "__version__",
     "check_tokenizer",
+    "count_files",
     "decode_files",
     "default_threads",
     "encode_files",
@@ -51,11 +52,16 @@ class Tokenizer:
     def encode_batch(
         self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> list[list[int]]: ...
+    def count(self, text: str | bytes, add_bos: bool, add_eos: bool) -> int: ...
+    def count_batch(
+        self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
+    ) -> bytearray: ...
     def encode_flat(self, text: str | bytes, add_bos: bool, add_eos: bool) -> bytearray: ...
     def encode_batch_flat(
         self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> tuple[bytearray, bytearray]: ...
     def decode(self, ids: list[int]) -> str: ...
+    def decode_flat(self, data: bytes, itemsize: int) -> str: ...
     def decode_batch(self, batch: list[list[int]], num_threads: int) -> list[str]: ...
     def encode_as_pieces(self, text: str | bytes, add_bos: bool, add_eos: bool) -> list[str]: ...
     def id_to_piece(self, id: int) -> str: ...
@@ -124,6 +130,19 @@ def decode_files(
     output: _Path | None,
     *,
     field: str,
+    errors: str,
+    input_format: str,
+    num_threads: int,
+    progress: _Progress,
+) -> dict[str, Any]: ...
+def count_files(
+    tokenizer: Tokenizer,
+    inputs: Sequence[_Path],
+    *,
+    bos: bool,
+    eos: bool,
+    field: str,
+    lines: bool,
     errors: str,
     input_format: str,
     num_threads: int,

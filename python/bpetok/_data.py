@@ -1,5 +1,5 @@
 """Corpora to ids, text and training shards: :func:`pack`, :func:`encode_files`,
-:func:`decode_files`, :func:`verify`, :func:`inspect` and :func:`show_sample`.
+:func:`decode_files`, :func:`count_files`, :func:`verify`, :func:`inspect` and :func:`show_sample`.
 
 The work is the Rust core's (``bpetok::data``: one reader, the pipeline, the pack session, the
 shard writer), run with the GIL released; this module holds the argument policy (defaults, types,
@@ -19,11 +19,14 @@ from bpetok._tokenizer import Tokenizer, _default_tokenizer, _threads
 
 __all__ = [
     "MAX_SEQ_LEN",
+    "CountResult",
     "DecodeResult",
     "EncodeResult",
+    "InputCount",
     "PackResult",
     "Progress",
     "VerifyReport",
+    "count_files",
     "decode_files",
     "encode_files",
     "inspect",
@@ -114,6 +117,34 @@ class DecodeResult(NamedTuple):
     tokens: int
     input_bytes: int
     seconds: float
+
+
+class InputCount(NamedTuple):
+    """What one input of :func:`count_files` holds (a directory's files are inputs each)."""
+
+    name: str
+    """The file's path as resolved (``<stdin>`` for standard input)."""
+    documents: int
+    tokens: int
+    text_bytes: int
+    """UTF-8 bytes of the documents' text, as read."""
+    input_bytes: int
+    """Raw (still compressed) bytes of the file."""
+    tokens_per_byte: float
+    """``tokens / text_bytes`` (0.0 for no text)."""
+
+
+class CountResult(NamedTuple):
+    """What :func:`count_files` counted: the totals, and every input in ``per_input``."""
+
+    inputs: int
+    documents: int
+    tokens: int
+    text_bytes: int
+    input_bytes: int
+    tokens_per_byte: float
+    seconds: float
+    per_input: list[InputCount]
 
 
 class VerifyReport(NamedTuple):
@@ -335,6 +366,41 @@ def decode_files(
         progress=_progress(progress),
     )
     return DecodeResult(seconds=time.perf_counter() - start, **report)
+
+
+def count_files(
+    inputs: Sequence[PathArg] | PathArg,
+    *,
+    bos: bool = False,
+    eos: bool = False,
+    field: str = "text",
+    lines: bool = False,
+    errors: Utf8Errors = "strict",
+    input_format: InputFormat = "auto",
+    tokenizer: Tokenizer | None = None,
+    num_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> CountResult:
+    """Counts the documents, tokens and text bytes of every input (read as :func:`pack` and
+    :func:`encode_files` read them), as ``bpetok count`` does: the tokens :func:`encode_files`
+    would write with the same ``bos`` / ``eos``, without making them or writing anything. Errors
+    are those of :func:`encode_files` (an :class:`InputError` names file and line)."""
+    tok = _tokenizer(tokenizer)
+    start = time.perf_counter()
+    report = _bpetok.count_files(
+        tok._core,
+        _paths(inputs),
+        bos=bos,
+        eos=eos,
+        field=field,
+        lines=lines,
+        errors=_choice("errors", errors, _ERRORS),
+        input_format=_choice("input_format", input_format, _FORMATS),
+        num_threads=_threads(num_threads),
+        progress=_progress(progress),
+    )
+    per_input = [InputCount(**item) for item in report.pop("per_input")]
+    return CountResult(seconds=time.perf_counter() - start, per_input=per_input, **report)
 
 
 def verify(directory: PathArg, *, tokenizer: Tokenizer | None = None) -> VerifyReport:

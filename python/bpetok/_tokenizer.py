@@ -143,6 +143,36 @@ class Tokenizer:
         except UnicodeEncodeError as err:
             raise _surrogate_error("", err) from None
 
+    def count(self, text: Text, *, add_bos: bool = False, add_eos: bool = False) -> int:
+        """The number of tokens of ``text``: ``len(self.encode(text, add_bos=..., add_eos=...))``,
+        without making the ids (no list, no int objects)."""
+        self._check_flags(add_bos, add_eos)
+        try:
+            return self._core.count(_text_arg(text), add_bos, add_eos)
+        except UnicodeEncodeError as err:
+            raise _surrogate_error(text, err) from None
+
+    def count_batch(
+        self,
+        texts: Iterable[Text],
+        *,
+        add_bos: bool = False,
+        add_eos: bool = False,
+        num_threads: int | None = None,
+    ) -> np.ndarray:
+        """The token count of every text as a numpy ``int64`` array of ``len(texts)``, in input
+        order: what :meth:`encode_batch` gives, as lengths, without making any list. Several
+        threads, the GIL released; the counts do not depend on ``num_threads``."""
+        import numpy as np
+
+        self._check_flags(add_bos, add_eos)
+        batch = _as_text_list(texts)
+        try:
+            data = self._core.count_batch(batch, add_bos, add_eos, _threads(num_threads))
+        except UnicodeEncodeError as err:
+            raise _surrogate_error("", err) from None
+        return np.frombuffer(data, dtype=np.int64)
+
     def encode_to_numpy(self, text: Text, *, add_bos: bool = False, add_eos: bool = False) -> np.ndarray:
         """Like :meth:`encode`, as a numpy array of :attr:`dtype` (``uint16`` for 32k pieces)."""
         import numpy as np
@@ -191,9 +221,15 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | npt.ArrayLike) -> str:
         """Decodes ids to text, exactly as ``SentencePieceProcessor.decode`` does.
 
-        An id outside ``0 .. vocab_size() - 1`` raises ``IndexError`` naming it.
+        ``ids`` is a list of ints (the fastest), any sequence or iterable of ints, or a 1-d numpy
+        array of integers (read as one buffer, without a Python int per id). An id outside
+        ``0 .. vocab_size() - 1`` raises ``IndexError`` naming it.
         """
-        ids = _as_id_list(ids)
+        if not isinstance(ids, list):
+            flat = _numpy_ids(ids)
+            if flat is not None:
+                return self._core.decode_flat(*flat)
+            ids = _as_id_list(ids)
         try:
             return self._core.decode(ids)
         except OverflowError:
@@ -291,6 +327,25 @@ def _as_id_list(ids: object) -> list[int]:
     return list(ids)
 
 
+def _numpy_ids(ids: object) -> tuple[bytes, int] | None:
+    """A 1-d numpy array of integers as little-endian bytes and their size (2 and 4: unsigned,
+    8: signed), which the native module reads as one buffer; None for anything else (and for
+    uint64, whose values past 2^63 would not survive as int64: those go through Python ints)."""
+    dtype = getattr(ids, "dtype", None)
+    kind = getattr(dtype, "kind", None)
+    if kind not in ("i", "u") or getattr(ids, "ndim", None) != 1:
+        return None
+    itemsize: int = dtype.itemsize  # type: ignore[union-attr]
+    array: Any = ids
+    if kind == "u" and itemsize <= 2:
+        return array.astype("<u2", copy=False).tobytes(), 2
+    if kind == "u" and itemsize <= 4:
+        return array.astype("<u4", copy=False).tobytes(), 4
+    if kind == "u":
+        return None
+    return array.astype("<i8", copy=False).tobytes(), 8
+
+
 def _id_overflow(ids: list[int], vocab_size: int) -> IndexError:
     """The IndexError for an id too large even for a 64-bit integer."""
     bad = next((i for i in ids if not -(2**63) <= i < 2**63), None)
@@ -330,6 +385,12 @@ def encode(text: Text, *, add_bos: bool = False, add_eos: bool = False) -> list[
     that model. See :meth:`Tokenizer.encode`.
     """
     return _default_tokenizer().encode(text, add_bos=add_bos, add_eos=add_eos)
+
+
+def count(text: Text, *, add_bos: bool = False, add_eos: bool = False) -> int:
+    """The number of tokens of ``text`` with the embedded Mistral 7B / Mixtral 8x7B vocabulary:
+    ``len(encode(text))`` without making the ids. See :meth:`Tokenizer.count`."""
+    return _default_tokenizer().count(text, add_bos=add_bos, add_eos=add_eos)
 
 
 def decode(ids: Sequence[int] | npt.ArrayLike) -> str:

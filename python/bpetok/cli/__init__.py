@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 
-from bpetok.cli import decode, encode, inspect, pack, verify
+from bpetok.cli import count, decode, encode, inspect, pack, verify
 from bpetok.cli._common import GLOBAL_DEFAULTS, PROG, CliError, add_global_arguments, error_line
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -26,6 +26,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS: dict[str, ModuleType] = {
     "encode": encode,
     "decode": decode,
+    "count": count,
     "pack": pack,
     "inspect": inspect,
     "verify": verify,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Exact SentencePiece BPE for Mistral / Mixtral vocabularies: encode, decode, "
-        "pack training shards, inspect and verify them.",
+        "count tokens, pack training shards, inspect and verify them.",
         epilog="Exit status: 0 done, 1 bad input or I/O error, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")

@@ -1,4 +1,4 @@
-//! The data functions (`pack`, `encode_files`, `decode_files`, `verify_shards`,
+//! The data functions (`pack`, `encode_files`, `decode_files`, `count_files`, `verify_shards`,
 //! `inspect_shards`, `check_tokenizer`): arguments converted to the core's types, the run done
 //! by the core with the GIL released, the result handed back as a dict, errors mapped once
 //! (`errors.rs`). Defaults and allowed values are the Python wrapper's (`bpetok/_data.py`).
@@ -306,6 +306,64 @@ pub fn decode_files<'py>(
     });
     let report = report.map_err(|err| data_err(err, &raised))?;
     run_report(py, output.as_deref(), &report)
+}
+
+/// Counts the documents, tokens and text bytes of `inputs` (`bpetok.count_files`).
+#[pyfunction]
+#[pyo3(signature = (tokenizer, inputs, *, bos, eos, field, lines, errors, input_format,
+                    num_threads, progress))]
+#[allow(clippy::too_many_arguments)]
+pub fn count_files<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    inputs: Vec<PathBuf>,
+    bos: bool,
+    eos: bool,
+    field: String,
+    lines: bool,
+    errors: &str,
+    input_format: &str,
+    num_threads: usize,
+    progress: ProgressFn,
+) -> PyResult<Bound<'py, PyDict>> {
+    let read = read_options(field, lines, errors)?;
+    let choice = parse::<FormatChoice>("input_format", input_format)?;
+    let tok = &tokenizer.inner;
+    let raised = Raised::default();
+    let counters = Counters::default();
+    let encode = EncodeOptions {
+        add_bos: bos,
+        add_eos: eos,
+        threads: num_threads,
+        skip_records: 0,
+    };
+    let report = py.detach(|| {
+        let (specs, total) = resolve(&inputs, choice)?;
+        bpetok::data::count_to(tok, &specs, &read, encode, &counters, || {
+            tick(&progress, total, &counters, &raised)
+        })
+    });
+    let report = report.map_err(|err| data_err(err, &raised))?;
+    let per_input = PyList::empty(py);
+    for input in &report.inputs {
+        let item = PyDict::new(py);
+        item.set_item("name", &input.name)?;
+        item.set_item("documents", input.documents)?;
+        item.set_item("tokens", input.tokens)?;
+        item.set_item("text_bytes", input.text_bytes)?;
+        item.set_item("input_bytes", input.summary.size)?;
+        item.set_item("tokens_per_byte", input.tokens_per_byte())?;
+        per_input.append(item)?;
+    }
+    let result = PyDict::new(py);
+    result.set_item("inputs", report.inputs.len())?;
+    result.set_item("documents", report.documents)?;
+    result.set_item("tokens", report.tokens)?;
+    result.set_item("text_bytes", report.text_bytes)?;
+    result.set_item("input_bytes", report.input_bytes)?;
+    result.set_item("tokens_per_byte", report.tokens_per_byte())?;
+    result.set_item("per_input", per_input)?;
+    Ok(result)
 }
 
 /// (shards, samples, segments, documents, bytes) that `verify_shards` checked.

@@ -16,6 +16,7 @@ fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(data::pack, m)?)?;
     m.add_function(wrap_pyfunction!(data::encode_files, m)?)?;
     m.add_function(wrap_pyfunction!(data::decode_files, m)?)?;
+    m.add_function(wrap_pyfunction!(data::count_files, m)?)?;
     m.add_function(wrap_pyfunction!(data::verify_shards, m)?)?;
     m.add_function(wrap_pyfunction!(data::inspect_shards, m)?)?;
     m.add_function(wrap_pyfunction!(data::check_tokenizer, m)?)?;

@@ -1,17 +1,23 @@
 //! `Tokenizer`: the native tokenizer class, adapting `bpetok::Tokenizer` (argument conversion,
 //! the GIL released around real work).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, PyTupleMethods};
 
 use crate::errors::model_err as to_py_err;
 use bpetok::PARALLEL_MIN_BYTES;
 
 const RELEASE_GIL_BYTES: usize = 2048;
+/// Ids decoded with the GIL held; longer lists release it (about 2 µs of work).
+const RELEASE_GIL_IDS: usize = 1024;
+/// Ids `decode_batch` decodes at a time (on its threads) before making their `str`s.
+const DECODE_CHUNK_IDS: usize = 64 * 1024;
 
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
 /// byte). A `str` is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache
@@ -53,12 +59,144 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
     }
 }
 
-fn check_ids(tok: &bpetok::Tokenizer, ids: &[i64]) -> PyResult<Vec<u32>> {
-    ids.iter().map(|&id| check_id(tok, id)).collect()
+/// The ids of a Python list of ints, checked against the vocabulary: an id out of range is an
+/// `IndexError` naming it, an int beyond 64 bits an `OverflowError` (the wrapper names it), anything
+/// else that is not an int (or has no `__index__`) a `TypeError`.
+///
+/// The list is first copied to a tuple (one C loop) and read through borrowed references: with the
+/// stable ABI every item of a list costs a call for the item, one for its reference count and one
+/// to give it back, where a tuple's borrowed item is one call. That halved the time per id, which
+/// is most of what decoding a list costs (`docs/performance.md`).
+fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
+    if let Some(ids) = ids_of_exact_ints(tok, list) {
+        return Ok(ids);
+    }
+    let items = list.to_tuple();
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items.iter_borrowed() {
+        ids.push(check_id(tok, item.extract::<i64>()?)?);
+    }
+    Ok(ids)
+}
+
+/// The ids of a list whose items are all exact `int`s in the vocabulary's range, read through
+/// borrowed references without a reference count change or any other call per item than the
+/// two below; `None` at the first item that is anything else (the caller then reads the list
+/// the general way, which gives the error or the `__index__` conversion).
+#[allow(unsafe_code)]
+fn ids_of_exact_ints(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> Option<Vec<u32>> {
+    use pyo3::ffi;
+    let vocab_size = tok.vocab_size() as std::os::raw::c_long;
+    let n = list.len();
+    let mut ids = Vec::with_capacity(n);
+    let ptr = list.as_ptr();
+    // SAFETY: `list` is a live list and the GIL is held (`Bound`), so no other thread runs
+    // Python code meanwhile. Each `i` is below the list's length `n`, and the list cannot change
+    // during the loop: nothing in it runs Python code, allocates or releases the GIL (an exact
+    // `int` has no `__index__` to call; `PyLong_AsLongAndOverflow` of one only reads it). So
+    // every item pointer is a live object borrowed from the list for the whole loop, and reading
+    // its type through `Py_TYPE` is reading a field every object has.
+    unsafe {
+        let int_type = std::ptr::addr_of_mut!(ffi::PyLong_Type);
+        for i in 0..n {
+            let item = ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t);
+            if item.is_null() || ffi::Py_TYPE(item) != int_type {
+                return None;
+            }
+            let mut overflow = 0;
+            let id = ffi::PyLong_AsLongAndOverflow(item, &mut overflow);
+            if overflow != 0 || !(0..vocab_size).contains(&id) {
+                return None;
+            }
+            ids.push(id as u32);
+        }
+    }
+    Some(ids)
+}
+
+/// The ids of a buffer of little-endian integers of `itemsize` bytes (2 and 4: unsigned, 8:
+/// signed; what the wrapper makes of a numpy array), checked as [`ids_of_list`] does. Plain
+/// loops the compiler vectorizes, and the check on the maximum first (a `Result` collected id by
+/// id took as long as decoding).
+fn ids_of_bytes(tok: &bpetok::Tokenizer, data: &[u8], itemsize: usize) -> PyResult<Vec<u32>> {
+    let vocab_size = tok.vocab_size();
+    if itemsize == 8 {
+        let values: Vec<i64> = data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect();
+        let in_range = values.iter().all(|&id| (id as u64) < vocab_size as u64);
+        if !in_range {
+            return Err(out_of_range(tok, values.iter().copied()));
+        }
+        return Ok(values.iter().map(|&id| id as u32).collect());
+    }
+    let ids: Vec<u32> = match itemsize {
+        2 => data
+            .chunks_exact(2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        4 => data
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "ids of {itemsize} bytes are not supported"
+            )))
+        }
+    };
+    if ids
+        .iter()
+        .max()
+        .is_some_and(|&max| max as usize >= vocab_size)
+    {
+        return Err(out_of_range(tok, ids.iter().map(|&id| i64::from(id))));
+    }
+    Ok(ids)
+}
+
+/// The `IndexError` naming the first of `ids` outside the vocabulary (there is one).
+fn out_of_range(tok: &bpetok::Tokenizer, mut ids: impl Iterator<Item = i64>) -> PyErr {
+    let vocab_size = tok.vocab_size();
+    let id = ids
+        .find(|id| !(0..vocab_size as i64).contains(id))
+        .unwrap_or(vocab_size as i64);
+    to_py_err(bpetok::Error::IdOutOfRange { id, vocab_size })
 }
 
 fn optional_id(id: Option<u32>) -> i64 {
     id.map_or(-1, i64::from)
+}
+
+/// The chunks `decode_batch` reads and decodes at a time: consecutive lists of about
+/// [`DECODE_CHUNK_IDS`] ids together (at least one list each).
+fn chunk_bounds(batch: &[Bound<'_, PyList>]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut ids) = (0, 0);
+    for (i, list) in batch.iter().enumerate() {
+        ids += list.len();
+        if ids >= DECODE_CHUNK_IDS {
+            chunks.push(start..i + 1);
+            (start, ids) = (i + 1, 0);
+        }
+    }
+    if start < batch.len() {
+        chunks.push(start..batch.len());
+    }
+    chunks
+}
+
+/// Appends a `str` made from each UTF-8 text.
+fn push_strs<'py>(
+    py: Python<'py>,
+    texts: &[Vec<u8>],
+    strs: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
+    for text in texts {
+        strs.push(PyString::from_bytes(py, text)?);
+    }
+    Ok(())
 }
 
 /// Writes ids as little-endian integers of `itemsize` bytes (2 or 4: the tokenizer's
@@ -79,6 +217,8 @@ fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut V
 #[pyclass(module = "bpetok._bpetok", name = "Tokenizer", frozen)]
 pub struct PyTokenizer {
     pub inner: bpetok::Tokenizer,
+    /// The table of piece texts, made once per model: decoding is a copy per id.
+    decoder: bpetok::Decoder,
     /// One Python int per id, made once: a result list then costs a reference count per id
     /// instead of an int allocation per id (that allocation was ~40% of `encode_batch`).
     ints: Vec<Py<PyInt>>,
@@ -89,7 +229,52 @@ impl PyTokenizer {
         let ints = (0..inner.vocab_size() as u32)
             .map(|id| PyInt::new(py, id).unbind())
             .collect();
-        Ok(Self { inner, ints })
+        let decoder = inner.decoder();
+        Ok(Self {
+            inner,
+            ints,
+            decoder,
+        })
+    }
+
+    /// Decodes ids already checked against the vocabulary, without the GIL when worth it, into a
+    /// `str` made straight from the decoded UTF-8 (one copy, by CPython).
+    fn decode_checked<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyString>> {
+        let mut text = Vec::new();
+        let decoded = if ids.len() < RELEASE_GIL_IDS {
+            self.decoder.decode_into(ids, &mut text)
+        } else {
+            py.detach(|| self.decoder.decode_into(ids, &mut text))
+        };
+        decoded.map_err(to_py_err)?;
+        PyString::from_bytes(py, &text)
+    }
+
+    /// The ids of each list, checked (see [`ids_of_list`]).
+    fn read_lists(&self, lists: &[Bound<'_, PyList>]) -> PyResult<Vec<Vec<u32>>> {
+        lists
+            .iter()
+            .map(|ids| ids_of_list(&self.inner, ids))
+            .collect()
+    }
+
+    /// The UTF-8 text of each list of ids, all of them checked already.
+    fn decode_chunk(&self, chunk: &[Vec<u32>]) -> Vec<Vec<u8>> {
+        chunk
+            .iter()
+            .map(|ids| {
+                let mut text = Vec::new();
+                // Checked when the list was read: cannot fail.
+                let _ = self.decoder.decode_into(ids, &mut text);
+                text
+            })
+            .collect()
+    }
+
+    /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
+    fn control_tokens(&self, add_bos: bool, add_eos: bool) -> usize {
+        usize::from(add_bos && self.inner.bos_id().is_some())
+            + usize::from(add_eos && self.inner.eos_id().is_some())
     }
 
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
@@ -240,6 +425,40 @@ impl PyTokenizer {
         )
     }
 
+    /// The number of tokens `encode` would give, without making them.
+    fn count(&self, py: Python<'_>, text: TextArg, add_bos: bool, add_eos: bool) -> usize {
+        let tok = &self.inner;
+        let text = text.as_bytes();
+        let count = if text.len() < RELEASE_GIL_BYTES {
+            tok.count(text)
+        } else {
+            py.detach(|| tok.count(text))
+        };
+        count + self.control_tokens(add_bos, add_eos)
+    }
+
+    /// The counts of a batch as `len(texts)` little-endian int64, for numpy.
+    fn count_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<TextArg>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Bound<'py, PyByteArray> {
+        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+        let extra = self.control_tokens(add_bos, add_eos) as i64;
+        let data = py.detach(|| {
+            let counts = self.inner.count_batch(&slices, num_threads);
+            let mut data = Vec::with_capacity(counts.len() * 8);
+            for count in counts {
+                data.extend_from_slice(&(count as i64 + extra).to_le_bytes());
+            }
+            data
+        });
+        PyByteArray::new(py, &data)
+    }
+
     /// Encodes to little-endian ids of [`Self::token_dtype`], for numpy.
     fn encode_flat<'py>(
         &self,
@@ -289,23 +508,91 @@ impl PyTokenizer {
         (PyByteArray::new(py, &data), PyByteArray::new(py, &offsets))
     }
 
-    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
-        let ids = check_ids(&self.inner, &ids)?;
-        py.detach(|| self.inner.decode(&ids)).map_err(to_py_err)
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyList>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let ids = ids_of_list(&self.inner, ids)?;
+        self.decode_checked(py, &ids)
     }
 
-    fn decode_batch(
+    /// Decodes little-endian ids of `itemsize` bytes (2, 4: unsigned; 8: signed), for numpy.
+    fn decode_flat<'py>(
         &self,
-        py: Python<'_>,
-        batch: Vec<Vec<i64>>,
+        py: Python<'py>,
+        data: &[u8],
+        itemsize: usize,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let ids = ids_of_bytes(&self.inner, data, itemsize)?;
+        self.decode_checked(py, &ids)
+    }
+
+    fn decode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Bound<'_, PyList>>,
         num_threads: usize,
-    ) -> PyResult<Vec<String>> {
-        let batch = batch
-            .iter()
-            .map(|ids| check_ids(&self.inner, ids))
-            .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.inner.decode_batch(&batch, num_threads))
-            .map_err(to_py_err)
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Reading the lists needs the GIL and is most of the work. So the batch goes in chunks:
+        // this thread reads a chunk's lists while `num_threads - 1` others decode the chunks
+        // before it, and makes the `str`s of each decoded chunk as it comes back (its texts still
+        // in the cache). On one thread it does the three in turn. The result is the same either
+        // way; an id out of range anywhere raises, and nothing is returned.
+        let chunks = chunk_bounds(&batch);
+        let threads = num_threads.min(chunks.len()).max(1);
+        let mut strs = Vec::with_capacity(batch.len());
+        if threads == 1 {
+            for range in &chunks {
+                let ids = self.read_lists(&batch[range.clone()])?;
+                let texts = py.detach(|| self.decode_chunk(&ids));
+                push_strs(py, &texts, &mut strs)?;
+            }
+            return PyList::new(py, strs);
+        }
+        let ended = || pyo3::exceptions::PyRuntimeError::new_err("a decoding thread ended");
+        let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<Vec<u32>>)>(threads);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Vec<u8>>)>();
+        // In a mutex only to be waited on without the GIL (a receiver cannot be shared).
+        let done_rx = Mutex::new(done_rx);
+        std::thread::scope(|scope| -> PyResult<()> {
+            for _ in 1..threads {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                scope.spawn(move || loop {
+                    let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
+                        return; // every chunk is sent, or this thread's caller has stopped
+                    };
+                    let _ = done_tx.send((index, self.decode_chunk(&ids)));
+                });
+            }
+            drop(done_tx);
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for (index, range) in chunks.iter().enumerate() {
+                let ids = self.read_lists(&batch[range.clone()])?;
+                py.detach(|| work_tx.send((index, ids)))
+                    .map_err(|_| ended())?;
+                waiting.extend(done_rx.lock().map_err(|_| ended())?.try_iter());
+                while let Some(texts) = waiting.remove(&next) {
+                    push_strs(py, &texts, &mut strs)?;
+                    next += 1;
+                }
+            }
+            drop(work_tx);
+            while next < chunks.len() {
+                let (index, texts) = py
+                    .detach(|| done_rx.lock().ok().and_then(|rx| rx.recv().ok()))
+                    .ok_or_else(ended)?;
+                waiting.insert(index, texts);
+                while let Some(texts) = waiting.remove(&next) {
+                    push_strs(py, &texts, &mut strs)?;
+                    next += 1;
+                }
+            }
+            Ok(())
+        })?;
+        PyList::new(py, strs)
     }
 
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {

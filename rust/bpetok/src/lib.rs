@@ -20,6 +20,7 @@ pub mod tokenizer;
 #[cfg(feature = "data")]
 pub mod data;
 
+pub use tokenizer::decode::Decoder;
 pub use tokenizer::error::{Error, Result};
 pub use tokenizer::normalize::SPACE_SYMBOL;
 pub use tokenizer::proto::PieceType;

@@ -1,9 +1,11 @@
 //! The data half of the crate (cargo feature `data`, on by default): documents from corpora
 //! ([`input`]), the read-encode-consume pipeline ([`pipeline`]), sliding-window-aware packing
 //! ([`pack`]), shards ([`shard`]), and the runs built on them: a packing run into a shard
-//! directory ([`session`]) and encoding into JSONL or Megatron-LM files ([`encode`],
-//! [`megatron`]). Their errors are in [`error`].
+//! directory ([`session`]), encoding into JSONL or Megatron-LM files ([`encode`],
+//! [`megatron`]), decoding ids JSONL ([`decode`]) and counting tokens ([`count`]). Their errors
+//! are in [`error`].
 
+pub mod count;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -15,6 +17,7 @@ pub mod pipeline;
 pub mod session;
 pub mod shard;
 
+pub use count::{count_to, CountReport, InputCount};
 pub use decode::decode_to;
 pub use encode::{encode_to, EncodeReport, IdsOutput};
 pub use error::{DataError, OptionsError};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::data::input::{
     read_records, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions, Record,
 };
-use crate::{Tokenizer, PARALLEL_MIN_BYTES};
+use crate::{Encoder, Tokenizer, PARALLEL_MIN_BYTES};
 
 /// Text per batch handed to an encoding thread (a batch ends after the document that reaches it).
 pub const BATCH_BYTES: usize = 256 << 10;
@@ -89,6 +89,28 @@ enum Item {
     Other(Event),
 }
 
+/// An [`Item`] after encoding: a document is what the run makes of it (its ids for
+/// [`encode_inputs`], its counts for [`count_inputs`]) and its number of tokens.
+enum Step<D> {
+    Document {
+        made: D,
+        tokens: u64,
+        input: usize,
+        index: u64,
+    },
+    /// Never [`Event::Document`].
+    Other(Event),
+}
+
+/// A document's counts: what [`count_inputs`] makes of it instead of its ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentCount {
+    /// Its tokens (BOS and EOS included when asked for).
+    pub tokens: u64,
+    /// Its text's UTF-8 bytes, as read (after `--errors replace`, without a byte order mark).
+    pub text_bytes: u64,
+}
+
 struct Batch {
     seq: u64,
     items: Vec<Item>,
@@ -111,17 +133,102 @@ pub fn encode_inputs<E: From<InputError>>(
     encode: EncodeOptions,
     counters: &Counters,
     mut consume: impl FnMut(Event) -> Result<(), E>,
+    tick: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<InputSummary>, E> {
+    let (bos, eos) = (encode.add_bos, encode.add_eos);
+    let threads = encoding_threads(encode);
+    run(
+        tok,
+        inputs,
+        read,
+        encode,
+        counters,
+        &|encoder: &mut Encoder<'_>, text: String| {
+            let ids = if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
+                // With one huge document the other encoders would have nothing to do.
+                tok.encode_parallel(&text, bos, eos, threads)
+            } else {
+                encoder.encode(&text, bos, eos)
+            };
+            let tokens = ids.len() as u64;
+            (ids, tokens)
+        },
+        |step| match step {
+            Step::Document {
+                made, input, index, ..
+            } => consume(Event::Document {
+                ids: made,
+                input,
+                index,
+            }),
+            Step::Other(event) => consume(event),
+        },
+        tick,
+    )
+}
+
+/// Reads `inputs` and counts the tokens of their documents, as [`encode_inputs`] would encode
+/// them but without making their ids: `count(input, counts)` is called for every document, in
+/// input order, on the calling thread. Everything else (threads, order, `tick`, errors, the
+/// summaries returned) is as for [`encode_inputs`].
+pub fn count_inputs<E: From<InputError>>(
+    tok: &Tokenizer,
+    inputs: &[InputSpec],
+    read: &ReadOptions,
+    encode: EncodeOptions,
+    counters: &Counters,
+    mut count: impl FnMut(usize, DocumentCount),
+    tick: impl FnMut() -> Result<(), E>,
+) -> Result<Vec<InputSummary>, E> {
+    let threads = encoding_threads(encode);
+    let controls = u64::from(encode.add_bos && tok.bos_id().is_some())
+        + u64::from(encode.add_eos && tok.eos_id().is_some());
+    run(
+        tok,
+        inputs,
+        read,
+        encode,
+        counters,
+        &|encoder: &mut Encoder<'_>, text: String| {
+            let tokens = if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
+                tok.encode_parallel(&text, false, false, threads).len() as u64 + controls
+            } else {
+                encoder.count(text.as_bytes()) as u64 + controls
+            };
+            let text_bytes = text.len() as u64;
+            (DocumentCount { tokens, text_bytes }, tokens)
+        },
+        |step| {
+            if let Step::Document { made, input, .. } = step {
+                count(input, made);
+            }
+            Ok(())
+        },
+        tick,
+    )
+}
+
+/// What an encoding thread makes of a document's text: the result and its number of tokens.
+type Make<'m, D> = &'m (dyn Fn(&mut Encoder<'_>, String) -> (D, u64) + Sync);
+
+/// [`encode_inputs`] and [`count_inputs`]: documents made into `D` by `make` on the encoding
+/// threads, and handed to `consume` in input order.
+#[allow(clippy::too_many_arguments)]
+fn run<D: Send, E: From<InputError>>(
+    tok: &Tokenizer,
+    inputs: &[InputSpec],
+    read: &ReadOptions,
+    encode: EncodeOptions,
+    counters: &Counters,
+    make: Make<'_, D>,
+    mut consume: impl FnMut(Step<D>) -> Result<(), E>,
     mut tick: impl FnMut() -> Result<(), E>,
 ) -> Result<Vec<InputSummary>, E> {
-    let threads = if encode.threads == 0 {
-        default_threads()
-    } else {
-        encode.threads
-    };
+    let threads = encoding_threads(encode);
     let stop = Arc::new(AtomicBool::new(false));
     let (work_tx, work_rx) = sync_channel::<Batch>(MAX_IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = sync_channel::<(u64, Vec<Event>)>(MAX_IN_FLIGHT);
+    let (done_tx, done_rx) = sync_channel::<(u64, Vec<Step<D>>)>(MAX_IN_FLIGHT);
     let (credit_tx, credit_rx) = sync_channel::<()>(MAX_IN_FLIGHT);
     for _ in 0..MAX_IN_FLIGHT {
         credit_tx
@@ -154,7 +261,7 @@ pub fn encode_inputs<E: From<InputError>>(
             let spawned = std::thread::Builder::new()
                 .name("bpetok-encoder".into())
                 .spawn_scoped(scope, move || {
-                    encode_batches(tok, encode, threads, work_rx, done_tx, stop)
+                    encode_batches(tok, make, work_rx, done_tx, stop)
                 });
             if let Err(err) = spawned {
                 // Fewer encoders than asked for still encode everything; none at all cannot.
@@ -191,6 +298,17 @@ pub fn encode_inputs<E: From<InputError>>(
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     Ok(read?)
+}
+
+/// The number of encoding threads `encode` asks for (0: [`default_threads`]). A document of at
+/// least [`PARALLEL_MIN_BYTES`] is encoded on that many threads of its own
+/// (`Tokenizer::encode_parallel`).
+fn encoding_threads(encode: EncodeOptions) -> usize {
+    if encode.threads == 0 {
+        default_threads()
+    } else {
+        encode.threads
+    }
 }
 
 fn thread_error(role: &str, err: &std::io::Error) -> InputError {
@@ -296,15 +414,11 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// One encoding thread of `threads`. A document of at least [`PARALLEL_MIN_BYTES`] is encoded on
-/// `threads` threads of its own (`Tokenizer::encode_parallel`): with one huge document the other
-/// encoders would have nothing to do.
-fn encode_batches(
+fn encode_batches<D>(
     tok: &Tokenizer,
-    opts: EncodeOptions,
-    threads: usize,
+    make: Make<'_, D>,
     work: &Mutex<Receiver<Batch>>,
-    done: SyncSender<(u64, Vec<Event>)>,
+    done: SyncSender<(u64, Vec<Step<D>>)>,
     stop: &AtomicBool,
 ) {
     // A panic here loses a batch: stop the run (the scope then raises the panic again).
@@ -330,16 +444,16 @@ fn encode_batches(
             .items
             .into_iter()
             .map(|item| match item {
-                Item::Text { text, input, index } => Event::Document {
-                    ids: if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
-                        tok.encode_parallel(&text, opts.add_bos, opts.add_eos, threads)
-                    } else {
-                        encoder.encode(&text, opts.add_bos, opts.add_eos)
-                    },
-                    input,
-                    index,
-                },
-                Item::Other(event) => event,
+                Item::Text { text, input, index } => {
+                    let (made, tokens) = make(&mut encoder, text);
+                    Step::Document {
+                        made,
+                        tokens,
+                        input,
+                        index,
+                    }
+                }
+                Item::Other(event) => Step::Other(event),
             })
             .collect();
         if done.send((batch.seq, events)).is_err() {
@@ -348,15 +462,15 @@ fn encode_batches(
     }
 }
 
-fn consume_in_order<E>(
-    done: Receiver<(u64, Vec<Event>)>,
+fn consume_in_order<D, E>(
+    done: Receiver<(u64, Vec<Step<D>>)>,
     credits: &SyncSender<()>,
     (counters, stop): (&Counters, &AtomicBool),
-    consume: &mut impl FnMut(Event) -> Result<(), E>,
+    consume: &mut impl FnMut(Step<D>) -> Result<(), E>,
     tick: &mut impl FnMut() -> Result<(), E>,
 ) -> Result<(), E> {
     let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, Vec<Step<D>>> = BTreeMap::new();
     let mut last_tick = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -371,12 +485,12 @@ fn consume_in_order<E>(
         }
         while let Some(batch) = waiting.remove(&next) {
             next += 1;
-            for event in batch {
-                let tokens = match &event {
-                    Event::Document { ids, .. } => Some(ids.len() as u64),
-                    _ => None,
+            for step in batch {
+                let tokens = match &step {
+                    Step::Document { tokens, .. } => Some(*tokens),
+                    Step::Other(_) => None,
                 };
-                consume(event)?;
+                consume(step)?;
                 if let Some(tokens) = tokens {
                     counters.tokens.fetch_add(tokens, Ordering::Relaxed);
                     counters.documents.fetch_add(1, Ordering::Relaxed);

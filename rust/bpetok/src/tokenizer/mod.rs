@@ -592,3 +592,6 @@ mod tests {
         });
     }
 }
+
+// Counting tokens (`Tokenizer::count`, `count_batch`, `Encoder::count`) is in its own module.
+mod count;

@@ -27,6 +27,31 @@ pub fn read_id_lists<E: From<InputError>>(
     mut each: impl FnMut(u64, Vec<i64>) -> Result<(), E>,
 ) -> Result<InputSummary, E> {
     let name = input.name.as_str();
+    let mut records = 0u64;
+    let summary = read_id_lines(input, bytes_read, |lineno, raw| -> Result<(), E> {
+        if let Some(ids) = parse_id_line(name, lineno, raw, field, errors)? {
+            records += 1;
+            each(lineno, ids)?;
+        }
+        Ok(())
+    })?;
+    Ok(InputSummary {
+        documents: records,
+        ..summary
+    })
+}
+
+/// Reads the ids-JSONL `input` to its end, handing each raw line (its `\n` included, a leading
+/// byte order mark removed) to `each` with its line number, for [`parse_id_line`] to read where
+/// the caller likes (`bpetok decode` parses on its decoding threads). The summary's `documents`
+/// is 0: which lines are records is for the parsing to say. An input that is not JSONL is an
+/// error (`not_jsonl`).
+pub fn read_id_lines<E: From<InputError>>(
+    input: &InputSpec,
+    bytes_read: &AtomicU64,
+    each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<InputSummary, E> {
+    let name = input.name.as_str();
     if input.format != InputFormat::Jsonl {
         let kind = InputErrorKind::NotJsonl {
             format: input.format.name(),
@@ -35,28 +60,126 @@ pub fn read_id_lists<E: From<InputError>>(
     }
     let mut hashed = Hashed::default();
     let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
-    let mut records = 0u64;
-    for_each_line(
-        &mut stream,
-        name,
-        compression,
-        |lineno, raw| -> Result<(), E> {
-            if let Some(ids) = id_list(name, lineno, raw, field, errors)? {
-                records += 1;
-                each(lineno, ids)?;
-            }
-            Ok(())
-        },
-    )?;
+    for_each_line(&mut stream, name, compression, each)?;
     drop(stream);
     let (size, sha256) = hashed.finish();
     Ok(InputSummary {
         size,
         sha256,
-        documents: records,
+        documents: 0,
         skipped_records: 0,
         compression,
     })
+}
+
+/// The ids of one line of ids-JSONL (line `lineno` of input `name`), as [`read_id_lists`] reads
+/// it: `None` for a blank line, an [`InputError`] naming file and line for anything that is not
+/// an object with a list of integers in `field`.
+pub fn parse_id_line(
+    name: &str,
+    lineno: u64,
+    raw: &[u8],
+    field: &str,
+    errors: Utf8Errors,
+) -> Result<Option<Vec<i64>>, InputError> {
+    if let Some(ids) = canonical_ids(raw, field) {
+        return Ok(Some(ids));
+    }
+    id_list(name, lineno, raw, field, errors)
+}
+
+/// The ids of a line of the shape `bpetok encode` writes, `{"FIELD": [1,2,3]}` (JSON whitespace
+/// allowed between tokens), read straight from its bytes; `None` for any other line, which the
+/// general path then reads. It accepts only lines the general path reads the same way: ASCII
+/// outside the key, the key spelled as `field` is (no escapes), integers without fraction or
+/// exponent and of at most 18 digits (so within `i64`; `-0` is 0, as Python reads it).
+fn canonical_ids(raw: &[u8], field: &str) -> Option<Vec<i64>> {
+    if field.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let mut line = Bytes { raw, at: 0 };
+    line.expect(b'{')?;
+    line.expect(b'"')?;
+    let key_end = line.at + field.len();
+    if raw.get(line.at..key_end)? != field.as_bytes() {
+        return None;
+    }
+    line.at = key_end;
+    if raw.get(line.at) != Some(&b'"') {
+        return None;
+    }
+    line.at += 1;
+    line.expect(b':')?;
+    line.expect(b'[')?;
+    let mut ids = Vec::with_capacity(raw.len() / 6);
+    line.skip_whitespace();
+    if raw.get(line.at) != Some(&b']') {
+        loop {
+            line.skip_whitespace();
+            ids.push(line.integer()?);
+            // `bpetok encode` writes `1,2,3`: the comma first, whitespace only if it is not.
+            if raw.get(line.at) != Some(&b',') {
+                line.skip_whitespace();
+                if raw.get(line.at) != Some(&b',') {
+                    break;
+                }
+            }
+            line.at += 1;
+        }
+    }
+    line.expect(b']')?;
+    line.expect(b'}')?;
+    line.skip_whitespace();
+    (line.at == raw.len()).then_some(ids)
+}
+
+/// A position in a line, for [`canonical_ids`].
+struct Bytes<'a> {
+    raw: &'a [u8],
+    at: usize,
+}
+
+impl Bytes<'_> {
+    /// JSON's whitespace, which Python's `json` also allows: space, tab, newline, return.
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.raw.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// Whitespace, then `byte`.
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.skip_whitespace();
+        (self.raw.get(self.at) == Some(&byte)).then(|| self.at += 1)
+    }
+
+    /// `-?(0|[1-9][0-9]*)` of at most 18 digits, not followed by a fraction or exponent.
+    fn integer(&mut self) -> Option<i64> {
+        let rest = &self.raw[self.at..];
+        let (negative, digits) = match rest.split_first() {
+            Some((b'-', digits)) => (true, digits),
+            _ => (false, rest),
+        };
+        let mut value = 0i64;
+        let mut n = 0;
+        for &b in digits {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            if n == 18 {
+                return None;
+            }
+            value = value * 10 + i64::from(b - b'0');
+            n += 1;
+        }
+        let leading_zero = n > 1 && digits[0] == b'0';
+        let continues = matches!(digits.get(n), Some(b'.' | b'e' | b'E'));
+        if n == 0 || leading_zero || continues {
+            return None;
+        }
+        self.at += usize::from(negative) + n;
+        Some(if negative { -value } else { value })
+    }
 }
 
 fn id_list(
@@ -165,5 +288,110 @@ impl<'de> Visitor<'de> for Ids {
             ids.push(id);
         }
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of lines: the canonical shape's tokens and the near misses around it.
+    const PARTS: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "\"ids\"",
+        "\"id\"",
+        "\"text\"",
+        "\"i\\u0064s\"",
+        " ",
+        "\t",
+        "\r",
+        "\n",
+        "\u{a0}",
+        "0",
+        "-0",
+        "7",
+        "-3",
+        "01",
+        "00",
+        "1.5",
+        "1e3",
+        "2E1",
+        "31999",
+        "32000",
+        "123456789012345678",
+        "1234567890123456789",
+        "-123456789012345678",
+        "99999999999999999999",
+        "true",
+        "null",
+        "\"3\"",
+        "\u{feff}",
+        "x",
+        "\u{e9}",
+        "\\",
+    ];
+
+    fn line(parts: &[usize]) -> String {
+        parts.iter().map(|&p| PARTS[p % PARTS.len()]).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// What the fast path reads, the general path reads the same.
+        #[test]
+        fn canonical_ids_agree_with_the_general_path(
+            parts in prop::collection::vec(any::<usize>(), 0..16),
+            canonical in prop::collection::vec(-40i64..40_000, 0..6),
+            mangle in any::<usize>(),
+        ) {
+            let mut lines = vec![line(&parts)];
+            let list: Vec<String> = canonical.iter().map(i64::to_string).collect();
+            let good = format!("{{\"ids\": [{}]}}\n", list.join(","));
+            // The canonical line with one piece put somewhere into it.
+            let at = mangle % (good.len() + 1);
+            let mut mangled = good.clone();
+            if good.is_char_boundary(at) {
+                mangled.insert_str(at, PARTS[mangle / 64 % PARTS.len()]);
+            }
+            lines.push(good);
+            lines.push(mangled);
+            for text in &lines {
+                let raw = text.as_bytes();
+                if let Some(fast) = canonical_ids(raw, "ids") {
+                    let general = id_list("f", 1, raw, "ids", Utf8Errors::Strict);
+                    prop_assert_eq!(general.ok(), Some(Some(fast)), "{:?}", text);
+                }
+            }
+            let ids = canonical_ids(lines[1].as_bytes(), "ids");
+            prop_assert_eq!(ids, Some(canonical));
+        }
+    }
+
+    #[test]
+    fn canonical_ids_read_what_encode_writes_and_leave_the_rest() {
+        let read = |line: &str| canonical_ids(line.as_bytes(), "ids");
+        assert_eq!(read("{\"ids\": [1,2,3]}\n"), Some(vec![1, 2, 3]));
+        assert_eq!(read(" { \"ids\" : [ ] } \r\n"), Some(vec![]));
+        assert_eq!(read("{\"ids\": [-0, 5]}"), Some(vec![0, 5]));
+        for other in [
+            "",
+            "\n",
+            "{\"ids\": [1], \"n\": 2}",
+            "{\"ids\": [01]}",
+            "{\"ids\": [1.0]}",
+            "{\"ids\": [1234567890123456789]}",
+            "{\"ids\": [1,]}",
+            "{\"i\\u0064s\": [1]}",
+            "[1, 2]",
+        ] {
+            assert_eq!(read(other), None, "{other:?}");
+        }
     }
 }

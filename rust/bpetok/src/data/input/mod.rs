@@ -35,7 +35,7 @@ use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 
 pub use error::{InputError, InputErrorKind};
-pub use ids::read_id_lists;
+pub use ids::{parse_id_line, read_id_lines, read_id_lists};
 pub use resolve::{kind_of, resolve_inputs};
 
 use stream::{for_each_line, open, read_error, Hashed};
