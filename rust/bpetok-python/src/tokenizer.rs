@@ -63,10 +63,12 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
 /// `IndexError` naming it, an int beyond 64 bits an `OverflowError` (the wrapper names it), anything
 /// else that is not an int (or has no `__index__`) a `TypeError`.
 ///
-/// The list is first copied to a tuple (one C loop) and read through borrowed references: with the
-/// stable ABI every item of a list costs a call for the item, one for its reference count and one
-/// to give it back, where a tuple's borrowed item is one call. That halved the time per id, which
-/// is most of what decoding a list costs (`docs/performance.md`).
+/// Reading the list is most of what decoding it costs. A list of plain ints in range (what
+/// `encode` returns) is read by [`ids_of_exact_ints`], two C calls per id. Any other list is
+/// copied to a tuple (one C loop) and read through borrowed references, with `__index__` and the
+/// errors of pyo3's conversion: with the stable ABI every item of a list costs a call for the
+/// item, one for its reference count and one to give it back, where a tuple's borrowed item is
+/// one call. Per id on the en corpus: 7.5 ns through the tuple, 4 to 5 ns the direct way.
 fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
     if let Some(ids) = ids_of_exact_ints(tok, list) {
         return Ok(ids);

@@ -1,7 +1,8 @@
 //! Reading, encoding and consuming documents at once: one thread reads the inputs
 //! ([`crate::data::input`]) into batches, `threads` threads encode batches, and the calling thread
-//! receives every document's ids in input order. How many threads encode does not change what
-//! the caller receives, only how fast.
+//! receives every document's ids in input order ([`encode_inputs`]), or only its counts
+//! ([`count_inputs`]: encoded into a scratch buffer, no ids kept). How many threads encode does
+//! not change what the caller receives, only how fast.
 //!
 //! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches of about [`BATCH_BYTES`] of text and at
 //! most [`BATCH_DOCUMENTS`] documents (and their ids) exist at a time, plus whatever one document
