@@ -3,7 +3,8 @@
 //! one string field), UTF-8 text (a file is a document, or each line is one) and Parquet (one
 //! document per row of a string column), each plain, gzip or zstd, from a path or stdin; and
 //! the token id lists of ids-JSONL ([`read_id_lists`]). While a file is read its raw (still
-//! compressed) bytes are counted and hashed with SHA-256, for the manifest of a packing run.
+//! compressed) bytes are counted and hashed with SHA-256, for the manifest of a packing run
+//! (ids-JSONL is counted only).
 //!
 //! The rules are those of `docs/cli.md` ("Inputs"); `tests/input.rs` pins each of them:
 //! - A leading UTF-8 byte order mark is dropped. Invalid UTF-8 is an error naming file, line and
