@@ -145,12 +145,7 @@ pub fn encode_inputs<E: From<InputError>>(
         encode,
         counters,
         &|encoder: &mut Encoder<'_>, text: String| {
-            let ids = if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
-                // With one huge document the other encoders would have nothing to do.
-                tok.encode_parallel(&text, bos, eos, threads)
-            } else {
-                encoder.encode(&text, bos, eos)
-            };
+            let ids = encoder.encode_parallel(&text, bos, eos, threads);
             let tokens = ids.len() as u64;
             (ids, tokens)
         },
@@ -191,8 +186,10 @@ pub fn count_inputs<E: From<InputError>>(
         encode,
         counters,
         &|encoder: &mut Encoder<'_>, text: String| {
-            let tokens = if text.len() >= PARALLEL_MIN_BYTES && threads > 1 {
-                tok.encode_parallel(&text, false, false, threads).len() as u64 + controls
+            let tokens = if text.len() >= PARALLEL_MIN_BYTES {
+                // Possibly on every thread (`Encoder::encode_parallel`); a huge document's ids
+                // are made once anyway.
+                encoder.encode_parallel(&text, false, false, threads).len() as u64 + controls
             } else {
                 encoder.count(text.as_bytes()) as u64 + controls
             };
@@ -303,7 +300,7 @@ fn run<D: Send, E: From<InputError>>(
 
 /// The number of encoding threads `encode` asks for (0: [`default_threads`]). A document of at
 /// least [`PARALLEL_MIN_BYTES`] is encoded on that many threads of its own
-/// (`Tokenizer::encode_parallel`).
+/// (`Encoder::encode_parallel`).
 fn encoding_threads(encode: EncodeOptions) -> usize {
     if encode.threads == 0 {
         default_threads()

@@ -538,6 +538,25 @@ impl Encoder<'_> {
         self.encode_text(Text::Bytes(text), add_bos, add_eos)
     }
 
+    /// [`Tokenizer::encode_parallel`] for a pipeline's encoding thread: a text of at least
+    /// [`PARALLEL_MIN_BYTES`] is encoded on `num_threads` threads of its own (with one huge
+    /// document the other encoders would have nothing to do), any other with this encoder's
+    /// scratch space.
+    pub fn encode_parallel(
+        &mut self,
+        text: &str,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<u32> {
+        if num_threads > 1 && text.len() >= PARALLEL_MIN_BYTES {
+            self.tokenizer
+                .encode_parallel(text, add_bos, add_eos, num_threads)
+        } else {
+            self.encode(text, add_bos, add_eos)
+        }
+    }
+
     fn encode_text(&mut self, text: Text<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
         let tokenizer = self.tokenizer;
         tokenizer.encode_with(self.workspace(), text, add_bos, add_eos)
