@@ -15,6 +15,7 @@ functions. Errors derive from :class:`BpetokError`.
 from typing import TYPE_CHECKING
 
 from bpetok import _bpetok
+from bpetok._chat import ChatEncoding
 from bpetok._data import (
     MAX_SEQ_LEN,
     CountResult,
@@ -33,12 +34,22 @@ from bpetok._data import (
     show_sample,
     verify,
 )
-from bpetok._errors import BpetokError, InputError, ModelError, OutputError, PackOptionsError, ShardError
-from bpetok._tokenizer import Tokenizer, count, decode, encode
+from bpetok._errors import (
+    BpetokError,
+    ChatError,
+    InputError,
+    ModelError,
+    OutputError,
+    PackOptionsError,
+    ShardError,
+)
+from bpetok._tokenizer import Tokenizer, count, decode, encode, encode_chat
 
 __all__ = [
     "MAX_SEQ_LEN",
     "BpetokError",
+    "ChatEncoding",
+    "ChatError",
     "CountResult",
     "DecodeResult",
     "EncodeResult",
@@ -61,6 +72,7 @@ __all__ = [
     "decode",
     "decode_files",
     "encode",
+    "encode_chat",
     "encode_files",
     "inspect",
     "pack",

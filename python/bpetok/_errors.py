@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "BpetokError",
+    "ChatError",
     "InputError",
     "ModelError",
     "OutputError",
@@ -25,6 +26,22 @@ class BpetokError(Exception):
     with the file and line it is about."""
 
     kind: str = "error"
+
+
+class ChatError(BpetokError, ValueError):
+    """A conversation that the instruct format cannot encode, or that ``mistral-common`` would
+    refuse: an unknown role, roles out of order, no final assistant message, a tool result
+    without a call... ``message_index`` is the index of the message at fault (counted from 0)
+    and ``conversation`` the conversation's index in a batch, when known."""
+
+    kind = "bad_conversation"
+
+    def __init__(
+        self, message: str, *, conversation: int | None = None, message_index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.conversation = conversation
+        self.message_index = message_index
 
 
 class ModelError(BpetokError, ValueError):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bpetok import _bpetok
+from bpetok import _bpetok, _chat
+from bpetok._chat import ChatEncoding, ChatFormat, TrainOn
 from bpetok._errors import ModelError
 
 if TYPE_CHECKING:
@@ -208,6 +209,55 @@ class Tokenizer:
             raise _surrogate_error("", err) from None
         return np.frombuffer(data, dtype=self.dtype), np.frombuffer(offsets, dtype="<i8")
 
+    def encode_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        format: ChatFormat | None = None,
+        train_on: TrainOn = "assistant",
+    ) -> ChatEncoding:
+        """Encodes a conversation in Mistral's instruct format, with its loss mask.
+
+        ``messages`` are dicts as ``mistral-common`` and OpenAI write them (``role``,
+        ``content``, ``tool_calls``, ``tool_call_id``, ``name``) plus an optional per-assistant
+        ``weight`` (0 or 1). The ids are those of ``mistral-common``'s ``encode_chat_completion``
+        in fine-tuning mode; ``mask[i]`` is True for the tokens of assistant messages (their
+        content or tool calls and their ``</s>``) except those of weight 0, or for every token
+        with ``train_on="all"``. ``format`` is ``"v1"`` (Mistral 7B Instruct v0.1/v0.2, Mixtral
+        8x7B Instruct), ``"v2"`` or ``"v3"`` (Mixtral 8x22B, Mistral 7B v0.3); ``None`` takes
+        ``"v3"`` for a vocabulary with the ``[INST]`` control piece, else ``"v1"``. A conversation
+        that cannot be encoded raises :class:`ChatError` naming the message. See ``docs/chat.md``.
+        """
+        fmt = self._chat_format(format, train_on)
+        text = _chat.conversation_json(messages, tools, "")
+        return _chat.run(self._core, [text], fmt, train_on, 1, batch=False)[0]
+
+    def encode_chat_batch(
+        self,
+        conversations: Iterable[Mapping[str, Any]],
+        *,
+        format: ChatFormat | None = None,
+        train_on: TrainOn = "assistant",
+        num_threads: int | None = None,
+    ) -> list[ChatEncoding]:
+        """:meth:`encode_chat` of many conversations (dicts with ``messages`` and optionally
+        ``tools``) on several threads, results in input order. The first conversation that
+        cannot be encoded raises :class:`ChatError` with its index in ``conversation``."""
+        fmt = self._chat_format(format, train_on)
+        texts = _chat.batch_json(conversations)
+        return _chat.run(self._core, texts, fmt, train_on, _threads(num_threads), batch=True)
+
+    def chat_format(self) -> ChatFormat:
+        """The instruct format this vocabulary is for: ``"v3"`` if it has the ``[INST]`` control
+        piece, else ``"v1"``."""
+        fmt = self._core.chat_format()
+        return "v3" if fmt == "v3" else "v1"
+
+    def _chat_format(self, format: object, train_on: object) -> str:
+        _chat.check_options(format, train_on)
+        return format if isinstance(format, str) else self._core.chat_format()
+
     def encode_as_pieces(self, text: Text, *, add_bos: bool = False, add_eos: bool = False) -> list[str]:
         """The pieces of the encoding (byte pieces as ``<0xXX>``), as ``encode(text, out_type=str)``."""
         self._check_flags(add_bos, add_eos)
@@ -391,6 +441,18 @@ def count(text: Text, *, add_bos: bool = False, add_eos: bool = False) -> int:
     """The number of tokens of ``text`` with the embedded Mistral 7B / Mixtral 8x7B vocabulary:
     ``len(encode(text))`` without making the ids. See :meth:`Tokenizer.count`."""
     return _default_tokenizer().count(text, add_bos=add_bos, add_eos=add_eos)
+
+
+def encode_chat(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    format: ChatFormat | None = None,
+    train_on: TrainOn = "assistant",
+) -> ChatEncoding:
+    """Encodes a conversation with the embedded Mixtral 8x7B vocabulary (format ``"v1"`` by
+    default). See :meth:`Tokenizer.encode_chat`."""
+    return _default_tokenizer().encode_chat(messages, tools, format=format, train_on=train_on)
 
 
 def decode(ids: Sequence[int] | npt.ArrayLike) -> str:

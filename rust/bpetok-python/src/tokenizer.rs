@@ -597,6 +597,59 @@ impl PyTokenizer {
         PyList::new(py, strs)
     }
 
+    /// Encodes conversations given as JSON texts (`{"messages": [...], "tools": [...]}`): a
+    /// list of `(ids, mask)` in order, or `ValueError((index, message_index, reason))` for the
+    /// first conversation that cannot be encoded (the Python wrapper raises `ChatError`).
+    fn encode_chat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        format: &str,
+        train_on: &str,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        use bpetok::data::chat::{ChatFormat, ChatSpec, TrainOn};
+        let bad = |reason: String| {
+            pyo3::exceptions::PyValueError::new_err((None::<usize>, None::<usize>, reason))
+        };
+        let format: ChatFormat = format.parse().map_err(bad)?;
+        let train_on: TrainOn = train_on.parse().map_err(bad)?;
+        let spec = ChatSpec::new(&self.inner, format, train_on).map_err(|e| bad(e.to_string()))?;
+        let tok = &self.inner;
+        let total: usize = texts.iter().map(String::len).sum();
+        let made = if total < RELEASE_GIL_BYTES && texts.len() == 1 {
+            spec.encode_json_batch(tok, &texts, 1)
+        } else {
+            py.detach(|| spec.encode_json_batch(tok, &texts, num_threads))
+        };
+        let mut out = Vec::with_capacity(made.len());
+        for (i, result) in made.into_iter().enumerate() {
+            match result {
+                Ok(tokens) => {
+                    let ids = self.id_list(py, &tokens.ids)?;
+                    let mask = PyList::new(
+                        py,
+                        tokens.mask.iter().map(|&m| pyo3::types::PyBool::new(py, m)),
+                    )?;
+                    out.push((ids, mask).into_pyobject(py)?.into_any());
+                }
+                Err(err) => {
+                    return Err(pyo3::exceptions::PyValueError::new_err((
+                        Some(i),
+                        err.message,
+                        err.reason,
+                    )))
+                }
+            }
+        }
+        PyList::new(py, out)
+    }
+
+    /// The instruct format a vocabulary is for: `v3` with the control piece `[INST]`, else `v1`.
+    fn chat_format(&self) -> &'static str {
+        bpetok::data::chat::ChatFormat::for_tokenizer(&self.inner).name()
+    }
+
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {
         self.inner
             .encode_bytes_as_pieces(text.as_bytes(), add_bos, add_eos)

@@ -5,6 +5,7 @@
 //! [`megatron`]), decoding ids JSONL ([`decode`]) and counting tokens ([`count`]). Their errors
 //! are in [`error`].
 
+pub mod chat;
 pub mod count;
 pub mod decode;
 pub mod encode;

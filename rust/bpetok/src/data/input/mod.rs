@@ -25,7 +25,7 @@ mod error;
 mod ids;
 mod jsonl;
 mod parquet;
-mod pyjson;
+pub(crate) mod pyjson;
 mod resolve;
 mod stream;
 mod text;
