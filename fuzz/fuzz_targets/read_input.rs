@@ -136,6 +136,7 @@ fuzz_target!(|data: &[u8]| {
         },
         // Every bit of `mode` is taken: the payload's length picks it.
         skip_bad_records: payload.len() % 2 == 1,
+        chat: None,
     };
     let dir = tempfile::tempdir().expect("temp dir");
     if mode & 0x80 == 0 {

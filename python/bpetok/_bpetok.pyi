@@ -112,6 +112,8 @@ def pack(
     resume: bool,
     num_threads: int,
     progress: _Progress,
+    chat: str | None = None,
+    train_on: str = "assistant",
 ) -> dict[str, Any]: ...
 def encode_files(
     tokenizer: Tokenizer,
@@ -127,6 +129,8 @@ def encode_files(
     input_format: str,
     num_threads: int,
     progress: _Progress,
+    chat: str | None = None,
+    train_on: str = "assistant",
 ) -> dict[str, Any]: ...
 def decode_files(
     tokenizer: Tokenizer,
@@ -151,6 +155,8 @@ def count_files(
     input_format: str,
     num_threads: int,
     progress: _Progress,
+    chat: str | None = None,
+    train_on: str = "assistant",
 ) -> dict[str, Any]: ...
 def verify_shards(
     path: _Path, tokenizer: Tokenizer | None = None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from bpetok import _bpetok
+from bpetok._chat import ChatFormat, TrainOn, check_options
 from bpetok._errors import PackOptionsError
 from bpetok._tokenizer import Tokenizer, _default_tokenizer, _threads
 
@@ -171,6 +172,12 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _chat_choice(chat: object, train_on: object) -> str | None:
+    """The instruct format to read conversations in, or None for text documents."""
+    check_options(chat, train_on)
+    return chat if isinstance(chat, str) else None
+
+
 def _tokenizer(tokenizer: Tokenizer | None) -> Tokenizer:
     if tokenizer is None:
         return _default_tokenizer()
@@ -239,6 +246,8 @@ def pack(
     tokenizer: Tokenizer | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    chat: ChatFormat | None = None,
+    train_on: TrainOn = "assistant",
 ) -> PackResult:
     """Encodes the documents of ``inputs`` and packs them into training shards in ``output``,
     exactly as ``bpetok pack`` does (the same options; ``docs/packing.md``,
@@ -253,6 +262,14 @@ def pack(
     ``skip_bad_records=True`` passes over (and counts, per input in the manifest) a JSONL line
     that is not JSON, not an object, lacks ``field`` or holds a non-string there, and a Parquet
     null, instead of stopping at it.
+
+    ``chat="v1"|"v2"|"v3"`` reads every JSONL line as a conversation (``{"messages": [...],
+    "tools": [...]}``) and packs it as a document of the ids ``mistral-common`` makes in that
+    instruct format; the shards then hold a loss mask, and labels are the tokens of assistant
+    messages only (``train_on="all"``: every token), see ``docs/chat.md``. ``bos``, ``eos`` and
+    ``field`` do not apply: the format writes ``<s>`` and ``</s>`` itself. A conversation the
+    format cannot encode is an :class:`InputError` of kind ``bad_conversation`` naming the file,
+    line and message (``skip_bad_records`` passes over it).
 
     ``resume=True`` continues a run that was interrupted in ``output`` (killed, out of disk,
     stopped), given the same inputs and options, and ends with the bytes an uninterrupted run
@@ -280,8 +297,8 @@ def pack(
         seed=_whole("seed", seed),
         pad_id=_optional_whole("pad_id", pad_id),
         samples_per_shard=_whole("samples_per_shard", samples_per_shard),
-        bos=bos,
-        eos=eos,
+        bos=bos and chat is None,
+        eos=eos and chat is None,
         field=field,
         lines=lines,
         errors=_choice("errors", errors, _ERRORS),
@@ -291,6 +308,8 @@ def pack(
         resume=resume,
         num_threads=_threads(num_threads),
         progress=_progress(progress),
+        chat=_chat_choice(chat, train_on),
+        train_on=train_on,
     )
     resumed = report.pop("resumed")
     return PackResult(
@@ -314,12 +333,16 @@ def encode_files(
     tokenizer: Tokenizer | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    chat: ChatFormat | None = None,
+    train_on: TrainOn = "assistant",
 ) -> EncodeResult:
     """Encodes the documents of ``inputs`` (as :func:`pack` reads them) to ``output``, as
     ``bpetok encode`` does: ``format="jsonl"`` writes one ``{"ids": [...]}`` line per document
     (``output`` None: to stdout), ``"megatron"`` writes Megatron-LM's ``PREFIX.bin`` and
     ``PREFIX.idx`` for ``output=PREFIX``. A file output appears only when complete (written under
-    a temporary name and renamed), so a failed run leaves none."""
+    a temporary name and renamed), so a failed run leaves none. With ``chat`` (as for
+    :func:`pack`), each line is a conversation and is written as ``{"ids": [...], "mask":
+    [0, 1, ...]}`` (1: a training target); ``bos`` and ``eos`` do not apply."""
     tok = _tokenizer(tokenizer)
     start = time.perf_counter()
     report = _bpetok.encode_files(
@@ -327,14 +350,16 @@ def encode_files(
         _paths(inputs),
         _output(output),
         format=_choice("format", format, ("jsonl", "megatron")),
-        bos=bos,
-        eos=eos,
+        bos=bos and chat is None,
+        eos=eos and chat is None,
         field=field,
         lines=lines,
         errors=_choice("errors", errors, _ERRORS),
         input_format=_choice("input_format", input_format, _FORMATS),
         num_threads=_threads(num_threads),
         progress=_progress(progress),
+        chat=_chat_choice(chat, train_on),
+        train_on=train_on,
     )
     return EncodeResult(format=format, seconds=time.perf_counter() - start, **report)
 
@@ -380,24 +405,29 @@ def count_files(
     tokenizer: Tokenizer | None = None,
     num_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    chat: ChatFormat | None = None,
+    train_on: TrainOn = "assistant",
 ) -> CountResult:
     """Counts the documents, tokens and text bytes of every input (read as :func:`pack` and
     :func:`encode_files` read them), as ``bpetok count`` does: the tokens :func:`encode_files`
     would write with the same ``bos`` / ``eos``, without making them or writing anything. Errors
-    are those of :func:`encode_files` (an :class:`InputError` names file and line)."""
+    are those of :func:`encode_files` (an :class:`InputError` names file and line). With
+    ``chat``, each line is a conversation and its tokens are counted as :func:`pack` makes them."""
     tok = _tokenizer(tokenizer)
     start = time.perf_counter()
     report = _bpetok.count_files(
         tok._core,
         _paths(inputs),
-        bos=bos,
-        eos=eos,
+        bos=bos and chat is None,
+        eos=eos and chat is None,
         field=field,
         lines=lines,
         errors=_choice("errors", errors, _ERRORS),
         input_format=_choice("input_format", input_format, _FORMATS),
         num_threads=_threads(num_threads),
         progress=_progress(progress),
+        chat=_chat_choice(chat, train_on),
+        train_on=train_on,
     )
     per_input = [InputCount(**item) for item in report.pop("per_input")]
     return CountResult(seconds=time.perf_counter() - start, per_input=per_input, **report)

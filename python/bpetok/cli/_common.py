@@ -117,6 +117,23 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, field: str = "text",
         help="how to read every input (default: auto, from the file name; stdin is JSONL); a "
         "directory with a format given contributes every file in it",
     )
+    if text:
+        parser.add_argument(
+            "--chat",
+            choices=("v1", "v2", "v3"),
+            default=None,
+            metavar="FORMAT",
+            help='read every JSONL line as a conversation ({"messages": [...], "tools": [...]}) '
+            "in Mistral's instruct format v1, v2 or v3, as mistral-common writes it (docs/chat.md); "
+            "--field, --bos and --eos do not apply",
+        )
+        parser.add_argument(
+            "--train-on",
+            choices=("assistant", "all"),
+            default="assistant",
+            help="with --chat: the tokens that are training targets, the assistant messages' "
+            "(default) or all",
+        )
     parser.add_argument(
         "--errors",
         choices=("strict", "replace"),
@@ -135,6 +152,9 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if hasattr(args, "lines"):
         options["lines"] = args.lines
+    if getattr(args, "chat", None) is not None:
+        options["chat"] = args.chat
+        options["train_on"] = args.train_on
     return options
 
 

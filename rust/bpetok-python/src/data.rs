@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use bpetok::data::chat::{ChatFormat, ChatSpec, TrainOn};
 use bpetok::data::error::DataError;
 use bpetok::data::input::{self, FormatChoice, InputSpec, ReadOptions, Utf8Errors};
 use bpetok::data::megatron::{MegatronDtype, MegatronWriter};
@@ -103,12 +104,36 @@ fn to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<
     json_to_py(py, &value)
 }
 
-fn read_options(field: String, lines: bool, errors: &str) -> PyResult<ReadOptions> {
+/// The reading options; with `chat` (a format name), every JSONL line is a conversation encoded
+/// in that format with `train_on`'s targets.
+fn read_options(
+    tok: &bpetok::Tokenizer,
+    field: String,
+    lines: bool,
+    errors: &str,
+    chat: Option<&str>,
+    train_on: &str,
+) -> PyResult<ReadOptions> {
+    let chat = match chat {
+        None => None,
+        Some(format) => {
+            let format = parse::<ChatFormat>("chat format", format)?;
+            let train_on = parse::<TrainOn>("train_on", train_on)?;
+            let spec = ChatSpec::new(tok, format, train_on).map_err(|err| {
+                data_err(
+                    DataError::Options(bpetok::data::OptionsError::new("chat", err.reason)),
+                    &Raised::default(),
+                )
+            })?;
+            Some(spec)
+        }
+    };
     Ok(ReadOptions {
         field,
         lines,
         errors: parse::<Utf8Errors>("errors", errors)?,
         skip_bad_records: false,
+        chat,
     })
 }
 
@@ -116,7 +141,8 @@ fn read_options(field: String, lines: bool, errors: &str) -> PyResult<ReadOption
 #[pyfunction]
 #[pyo3(signature = (tokenizer, inputs, output, *, seq_len, window, overlap, pack_buffer, seed,
                     pad_id, samples_per_shard, bos, eos, field, lines, errors, input_format,
-                    skip_bad_records, overwrite, resume, num_threads, progress))]
+                    skip_bad_records, overwrite, resume, num_threads, progress, chat=None,
+                    train_on="assistant"))]
 #[allow(clippy::too_many_arguments)]
 pub fn pack<'py>(
     py: Python<'py>,
@@ -141,6 +167,8 @@ pub fn pack<'py>(
     resume: bool,
     num_threads: usize,
     progress: ProgressFn,
+    chat: Option<&str>,
+    train_on: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut config = PackConfig::new(seq_len, window);
     config.pack.overlap = overlap;
@@ -152,7 +180,7 @@ pub fn pack<'py>(
     config.add_eos = eos;
     config.overwrite = overwrite;
     config.resume = resume;
-    config.read = read_options(field, lines, errors)?;
+    config.read = read_options(&tokenizer.inner, field, lines, errors, chat, train_on)?;
     config.read.skip_bad_records = skip_bad_records;
     let choice = parse::<FormatChoice>("input_format", input_format)?;
     config.input_format = choice;
@@ -220,7 +248,7 @@ fn run_report<'py>(
 /// Encodes the documents of `inputs` to JSONL ids or Megatron files (`bpetok.encode_files`).
 #[pyfunction]
 #[pyo3(signature = (tokenizer, inputs, output, *, format, bos, eos, field, lines, errors,
-                    input_format, num_threads, progress))]
+                    input_format, num_threads, progress, chat=None, train_on="assistant"))]
 #[allow(clippy::too_many_arguments)]
 pub fn encode_files<'py>(
     py: Python<'py>,
@@ -236,13 +264,15 @@ pub fn encode_files<'py>(
     input_format: &str,
     num_threads: usize,
     progress: ProgressFn,
+    chat: Option<&str>,
+    train_on: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let format = match format {
         "jsonl" => IdsOutput::Jsonl,
         "megatron" => IdsOutput::Megatron,
         other => return Err(PyValueError::new_err(format!("unknown format {other:?}"))),
     };
-    let read = read_options(field, lines, errors)?;
+    let read = read_options(&tokenizer.inner, field, lines, errors, chat, train_on)?;
     let choice = parse::<FormatChoice>("input_format", input_format)?;
     let tok = &tokenizer.inner;
     let raised = Raised::default();
@@ -311,7 +341,7 @@ pub fn decode_files<'py>(
 /// Counts the documents, tokens and text bytes of `inputs` (`bpetok.count_files`).
 #[pyfunction]
 #[pyo3(signature = (tokenizer, inputs, *, bos, eos, field, lines, errors, input_format,
-                    num_threads, progress))]
+                    num_threads, progress, chat=None, train_on="assistant"))]
 #[allow(clippy::too_many_arguments)]
 pub fn count_files<'py>(
     py: Python<'py>,
@@ -325,8 +355,10 @@ pub fn count_files<'py>(
     input_format: &str,
     num_threads: usize,
     progress: ProgressFn,
+    chat: Option<&str>,
+    train_on: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let read = read_options(field, lines, errors)?;
+    let read = read_options(&tokenizer.inner, field, lines, errors, chat, train_on)?;
     let choice = parse::<FormatChoice>("input_format", input_format)?;
     let tok = &tokenizer.inner;
     let raised = Raised::default();

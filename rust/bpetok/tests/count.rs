@@ -114,6 +114,7 @@ fn count_to_counts_every_input_as_encode_would() {
         lines: false,
         errors: Utf8Errors::Strict,
         skip_bad_records: false,
+        chat: None,
     };
     let tokens = |docs: &[String]| -> u64 {
         docs.iter()

@@ -454,7 +454,9 @@ fn events_name_inputs_and_records_and_skip_what_is_asked() {
             &Counters::default(),
             |event| {
                 events.push(match event {
-                    Event::Document { ids, input, index } => {
+                    Event::Document {
+                        ids, input, index, ..
+                    } => {
                         format!("doc {input}:{index} {}", tok.decode(&ids).unwrap())
                     }
                     Event::Skipped {

@@ -149,6 +149,7 @@ fn read_shard(dir: &Path, entry: &ShardEntry, dtype: TokenDtype) -> Vec<Sample> 
                     }
                 })
                 .collect(),
+            loss_mask: None,
         })
         .collect()
 }
@@ -662,7 +663,11 @@ fn writer_rejects_bad_options_and_samples() {
     ];
     for (tokens, segments, needle) in bad {
         let err = writer
-            .write_sample(&Sample { tokens, segments })
+            .write_sample(&Sample {
+                tokens,
+                segments,
+                loss_mask: None,
+            })
             .expect_err("invalid sample");
         assert!(
             matches!(err, ShardError::InvalidSample { sample: 0, .. }),

@@ -50,6 +50,21 @@ pub fn push_ids_line(out: &mut Vec<u8>, ids: &[u32], digits: &[String]) {
     out.extend_from_slice(b"]}\n");
 }
 
+/// Appends the line `bpetok encode --chat` writes for one conversation: `{"ids": [1,2,3],
+/// "mask": [0,1,1]}` and a newline (`mask`: 1 where the token is a training target).
+pub fn push_ids_mask_line(out: &mut Vec<u8>, ids: &[u32], mask: &[bool], digits: &[String]) {
+    push_ids_line(out, ids, digits);
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b", \"mask\": [");
+    for (k, &m) in mask.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.push(if m { b'1' } else { b'0' });
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
 /// The decimal text of every id of `tok`'s vocabulary, for [`push_ids_line`].
 pub fn decimal_ids(tok: &Tokenizer) -> Vec<String> {
     (0..tok.vocab_size()).map(|i| i.to_string()).collect()
@@ -77,6 +92,14 @@ pub fn encode_to(
             digits: decimal_ids(tok),
             lines: Vec::with_capacity(FLUSH_BYTES + (64 << 10)),
         },
+        IdsOutput::Megatron if read.chat.is_some() => {
+            return Err(OptionsError::new(
+                "format",
+                "Megatron-LM files hold no loss mask, so conversations cannot go there: write \
+                 JSONL (ids and mask per conversation) or pack them into shards",
+            )
+            .into());
+        }
         IdsOutput::Megatron => {
             let Some(prefix) = output else {
                 return Err(OptionsError::new(
@@ -107,7 +130,7 @@ pub fn encode_to(
         encode,
         counters,
         |event| match event {
-            Event::Document { ids, .. } => sink.add(&ids),
+            Event::Document { ids, mask, .. } => sink.add(&ids, mask.as_deref()),
             Event::Skipped { .. } | Event::InputEnd { .. } => Ok(()),
         },
         tick,
@@ -134,10 +157,13 @@ enum IdsSink {
 }
 
 impl IdsSink {
-    fn add(&mut self, ids: &[u32]) -> Result<(), DataError> {
+    fn add(&mut self, ids: &[u32], mask: Option<&[bool]>) -> Result<(), DataError> {
         match self {
             IdsSink::Lines { out, digits, lines } => {
-                push_ids_line(lines, ids, digits);
+                match mask {
+                    None => push_ids_line(lines, ids, digits),
+                    Some(mask) => push_ids_mask_line(lines, ids, mask, digits),
+                }
                 if lines.len() >= FLUSH_BYTES {
                     out.write_all(lines)?;
                     lines.clear();

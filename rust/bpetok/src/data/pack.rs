@@ -285,6 +285,10 @@ impl Segment {
 pub struct Sample {
     pub tokens: Vec<u32>,
     pub segments: Vec<Segment>,
+    /// For documents pushed with a loss mask (conversations): `loss_mask[i]` is whether token
+    /// `i` may be a target at all (false on padding). A target is then a token that is one by
+    /// its segment (not the first, not context) and by the mask. `None`: no mask.
+    pub loss_mask: Option<Vec<bool>>,
 }
 
 impl Sample {
@@ -297,11 +301,16 @@ impl Sample {
             let first = seg.first_target() as usize;
             let len = seg.len as usize;
             labels.extend(std::iter::repeat_n(IGNORE_INDEX, first));
-            labels.extend(
-                self.tokens[at + first..at + len]
-                    .iter()
-                    .map(|&t| i64::from(t)),
-            );
+            let span = at + first..at + len;
+            match &self.loss_mask {
+                None => labels.extend(self.tokens[span].iter().map(|&t| i64::from(t))),
+                Some(mask) => labels.extend(
+                    self.tokens[span.clone()]
+                        .iter()
+                        .zip(&mask[span])
+                        .map(|(&t, &m)| if m { i64::from(t) } else { IGNORE_INDEX }),
+                ),
+            }
             at += len;
         }
         labels
@@ -342,10 +351,21 @@ impl Sample {
     }
 
     pub fn target_tokens(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| s.target_count() as usize)
-            .sum()
+        let Some(mask) = &self.loss_mask else {
+            return self
+                .segments
+                .iter()
+                .map(|s| s.target_count() as usize)
+                .sum();
+        };
+        let mut at = 0;
+        let mut targets = 0;
+        for seg in &self.segments {
+            let (first, len) = (seg.first_target() as usize, seg.len as usize);
+            targets += mask[at + first..at + len].iter().filter(|&&m| m).count();
+            at += len;
+        }
+        targets
     }
 }
 
@@ -423,6 +443,9 @@ pub struct Packer {
     overlap: usize,
     pending: Vec<Pending>,
     arena: Vec<u32>,
+    /// The loss masks of the tokens in `arena`, once a document with a mask has been pushed
+    /// (documents without one count as all true).
+    mask_arena: Option<Vec<bool>>,
     rng: SplitMix64,
     pushes: u64,
     stats: PackStats,
@@ -449,6 +472,7 @@ impl Packer {
             rng,
             pending: Vec::new(),
             arena: Vec::new(),
+            mask_arena: None,
             pushes: 0,
             stats: PackStats::default(),
             resuming: None,
@@ -505,7 +529,19 @@ impl Packer {
         tokens: &[u32],
         mut emit: impl FnMut(Sample) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.push_document_tracked(doc_id, tokens, |sample, _| emit(sample))
+        self.push_tracked(doc_id, tokens, None, |sample, _| emit(sample))
+    }
+
+    /// [`Packer::push_document`] of a document with a loss mask (`mask[i]`: whether `tokens[i]`
+    /// may be a target; same length). Samples then carry [`Sample::loss_mask`].
+    pub fn push_masked_document<E>(
+        &mut self,
+        doc_id: u64,
+        tokens: &[u32],
+        mask: &[bool],
+        mut emit: impl FnMut(Sample) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.push_tracked(doc_id, tokens, Some(mask), |sample, _| emit(sample))
     }
 
     /// [`Packer::push_document`], with each sample's [`ResumePoint`]. The first push into a
@@ -515,8 +551,26 @@ impl Packer {
         &mut self,
         doc_id: u64,
         tokens: &[u32],
+        emit: impl FnMut(Sample, ResumePoint) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.push_tracked(doc_id, tokens, None, emit)
+    }
+
+    /// [`Packer::push_document_tracked`] with an optional loss mask (see
+    /// [`Packer::push_masked_document`]).
+    pub fn push_tracked<E>(
+        &mut self,
+        doc_id: u64,
+        tokens: &[u32],
+        mask: Option<&[bool]>,
         mut emit: impl FnMut(Sample, ResumePoint) -> Result<(), E>,
     ) -> Result<(), E> {
+        if let Some(mask) = mask {
+            assert_eq!(mask.len(), tokens.len(), "a loss mask has a flag per token");
+            if self.mask_arena.is_none() {
+                self.mask_arena = Some(vec![true; self.arena.len()]);
+            }
+        }
         let (document, chunks_done) = match self.resuming.take() {
             Some(again) => {
                 assert_eq!(
@@ -554,6 +608,12 @@ impl Packer {
                 document,
             });
             self.arena.extend_from_slice(&tokens[start..start + len]);
+            if let Some(arena) = &mut self.mask_arena {
+                match mask {
+                    Some(mask) => arena.extend_from_slice(&mask[start..start + len]),
+                    None => arena.resize(arena.len() + len, true),
+                }
+            }
             if self.pending.len() == self.opts.pack_buffer {
                 let flushed = FlushedDocument {
                     doc_id,
@@ -622,6 +682,9 @@ impl Packer {
             }
         }
         self.arena.clear();
+        if let Some(arena) = &mut self.mask_arena {
+            arena.clear();
+        }
         self.window = PackerState {
             rng: self.rng.state(),
             pushes: self.pushes,
@@ -635,9 +698,17 @@ impl Packer {
     fn build_sample(&self, pending: &[Pending], bin: &[usize]) -> Sample {
         let mut tokens = Vec::with_capacity(self.opts.seq_len);
         let mut segments = Vec::with_capacity(bin.len() + 1);
+        let mut loss_mask = self
+            .mask_arena
+            .as_ref()
+            .map(|_| Vec::with_capacity(self.opts.seq_len));
         for &i in bin {
             let p = &pending[i];
-            tokens.extend_from_slice(&self.arena[p.offset..p.offset + p.chunk.len as usize]);
+            let span = p.offset..p.offset + p.chunk.len as usize;
+            if let (Some(out), Some(arena)) = (&mut loss_mask, &self.mask_arena) {
+                out.extend_from_slice(&arena[span.clone()]);
+            }
+            tokens.extend_from_slice(&self.arena[span]);
             segments.push(Segment {
                 doc_id: Some(p.chunk.doc_id),
                 doc_start: p.chunk.doc_start,
@@ -648,6 +719,9 @@ impl Packer {
         let padding = self.opts.seq_len - tokens.len();
         if padding > 0 {
             tokens.resize(self.opts.seq_len, self.opts.pad_id);
+            if let Some(out) = &mut loss_mask {
+                out.resize(self.opts.seq_len, false);
+            }
             segments.push(Segment {
                 doc_id: None,
                 doc_start: 0,
@@ -655,7 +729,11 @@ impl Packer {
                 context: 0,
             });
         }
-        Sample { tokens, segments }
+        Sample {
+            tokens,
+            segments,
+            loss_mask,
+        }
     }
 }
 

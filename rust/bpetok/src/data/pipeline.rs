@@ -14,6 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::data::chat::ChatPlan;
 use crate::data::input::{
     read_records, InputError, InputErrorKind, InputSpec, InputSummary, ReadOptions, Record,
 };
@@ -64,9 +65,10 @@ pub struct EncodeOptions {
 /// position in the list given, `index` the record's within its input ([`Record`]).
 #[derive(Debug)]
 pub enum Event {
-    /// A document's ids.
+    /// A document's ids, and for a conversation its loss mask (`mask[i]`: `ids[i]` is a target).
     Document {
         ids: Vec<u32>,
+        mask: Option<Vec<bool>>,
         input: usize,
         index: u64,
     },
@@ -80,10 +82,16 @@ pub enum Event {
     InputEnd { input: usize, summary: InputSummary },
 }
 
-/// An [`Event`] before encoding: a document is still text.
+/// What an encoding thread encodes: a document's text, or a conversation written out.
+pub enum Source {
+    Text(String),
+    Chat(ChatPlan),
+}
+
+/// An [`Event`] before encoding: a document is still text (or a conversation's plan).
 enum Item {
-    Text {
-        text: String,
+    Doc {
+        source: Source,
         input: usize,
         index: u64,
     },
@@ -144,16 +152,26 @@ pub fn encode_inputs<E: From<InputError>>(
         read,
         encode,
         counters,
-        &|encoder: &mut Encoder<'_>, text: String| {
-            let ids = encoder.encode_parallel(&text, bos, eos, threads);
+        &|encoder: &mut Encoder<'_>, source: Source| {
+            let (ids, mask) = match source {
+                Source::Text(text) => (encoder.encode_parallel(&text, bos, eos, threads), None),
+                Source::Chat(plan) => {
+                    let made = plan.encode(encoder);
+                    (made.ids, Some(made.mask))
+                }
+            };
             let tokens = ids.len() as u64;
-            (ids, tokens)
+            ((ids, mask), tokens)
         },
         |step| match step {
             Step::Document {
-                made, input, index, ..
+                made: (ids, mask),
+                input,
+                index,
+                ..
             } => consume(Event::Document {
-                ids: made,
+                ids,
+                mask,
                 input,
                 index,
             }),
@@ -185,7 +203,15 @@ pub fn count_inputs<E: From<InputError>>(
         read,
         encode,
         counters,
-        &|encoder: &mut Encoder<'_>, text: String| {
+        &|encoder: &mut Encoder<'_>, source: Source| {
+            let text = match source {
+                Source::Text(text) => text,
+                Source::Chat(plan) => {
+                    let tokens = plan.count(encoder) as u64;
+                    let text_bytes = plan.text_bytes() as u64;
+                    return (DocumentCount { tokens, text_bytes }, tokens);
+                }
+            };
             let tokens = if text.len() >= PARALLEL_MIN_BYTES {
                 // Possibly on every thread (`Encoder::encode_parallel`); a huge document's ids
                 // are made once anyway.
@@ -207,7 +233,7 @@ pub fn count_inputs<E: From<InputError>>(
 }
 
 /// What an encoding thread makes of a document's text: the result and its number of tokens.
-type Make<'m, D> = &'m (dyn Fn(&mut Encoder<'_>, String) -> (D, u64) + Sync);
+type Make<'m, D> = &'m (dyn Fn(&mut Encoder<'_>, Source) -> (D, u64) + Sync);
 
 /// [`encode_inputs`] and [`count_inputs`]: documents made into `D` by `make` on the encoding
 /// threads, and handed to `consume` in input order.
@@ -362,7 +388,19 @@ impl Reading<'_> {
                     items.push(match record {
                         Record::Document { index, text } => {
                             bytes += text.len();
-                            Item::Text { text, input, index }
+                            Item::Doc {
+                                source: Source::Text(text),
+                                input,
+                                index,
+                            }
+                        }
+                        Record::Conversation { index, plan } => {
+                            bytes += plan.text_bytes();
+                            Item::Doc {
+                                source: Source::Chat(plan),
+                                input,
+                                index,
+                            }
                         }
                         Record::Skipped { index, error } => Item::Other(Event::Skipped {
                             input,
@@ -442,8 +480,12 @@ fn encode_batches<D>(
             .items
             .into_iter()
             .map(|item| match item {
-                Item::Text { text, input, index } => {
-                    let (made, tokens) = make(&mut encoder, text);
+                Item::Doc {
+                    source,
+                    input,
+                    index,
+                } => {
+                    let (made, tokens) = make(&mut encoder, source);
                     Step::Document {
                         made,
                         tokens,

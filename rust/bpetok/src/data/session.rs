@@ -6,14 +6,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::chat::ChatSpec;
 use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{FormatChoice, InputSpec, ReadOptions};
 use crate::data::pack::{PackOptions, Packer, ResumePoint};
 use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use crate::data::shard::{
-    check_pad_id, input_stats, Checkpoint, HashingReader, InputFile, InputOptions, InputStat,
-    Manifest, ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter, ShardWriterOptions,
-    TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
+    check_pad_id, input_stats, ChatOptions, Checkpoint, HashingReader, InputFile, InputOptions,
+    InputStat, Manifest, ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter,
+    ShardWriterOptions, TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
 };
 use crate::Tokenizer;
 
@@ -75,6 +76,26 @@ impl PackConfig {
                 "cannot be combined with overwrite: resuming keeps the interrupted run's shards, \
                  overwriting removes them",
             ));
+        }
+        if let Some(spec) = &self.read.chat {
+            if self.add_bos || self.add_eos {
+                let option = if self.add_bos { "bos" } else { "eos" };
+                return Err(OptionsError::new(
+                    option,
+                    "does not apply to conversations: the instruct format begins each with <s> \
+                     and ends each assistant turn with </s> (turn off add_bos and add_eos)",
+                ));
+            }
+            match ChatSpec::new(tok, spec.format, spec.train_on) {
+                Ok(ours) if ours == *spec => {}
+                Ok(_) => {
+                    return Err(OptionsError::new(
+                        "chat",
+                        "was made with another tokenizer's ids",
+                    ))
+                }
+                Err(err) => return Err(OptionsError::new("chat", err.reason)),
+            }
         }
         if self.add_bos && tok.bos_id().is_none() {
             return Err(OptionsError::new(
@@ -418,7 +439,12 @@ impl Run {
         inputs: &[InputSpec],
     ) -> Result<(), DataError> {
         match event {
-            Event::Document { ids, input, index } => {
+            Event::Document {
+                ids,
+                mask,
+                input,
+                index,
+            } => {
                 let doc_id = self.next_doc_id;
                 self.current_doc = Position {
                     input: (input + first) as u64,
@@ -438,7 +464,7 @@ impl Run {
                     ..
                 } = self;
                 let samples_per_shard = writer.options().samples_per_shard as u64;
-                packer.push_document_tracked(doc_id, &ids, |sample, point| {
+                packer.push_tracked(doc_id, &ids, mask.as_deref(), |sample, point| {
                     writer.write_sample(&sample)?;
                     let Some(record) = record.as_ref() else {
                         return Ok::<(), DataError>(());
@@ -529,13 +555,18 @@ fn write_waiting(
 
 /// The options as the manifest records them.
 fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions {
-    ManifestOptions::new(
+    let mut options = ManifestOptions::new(
         pack,
         config.add_bos,
         config.add_eos,
         config.samples_per_shard,
         config.input_options(),
-    )
+    );
+    options.chat = config.read.chat.as_ref().map(|spec| ChatOptions {
+        format: spec.format.name().to_owned(),
+        train_on: spec.train_on.name().to_owned(),
+    });
+    options
 }
 
 /// With `--resume`, a directory with a manifest holds a finished run: its manifest, if it is of

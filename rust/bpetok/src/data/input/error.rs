@@ -51,6 +51,10 @@ pub enum InputErrorKind {
     /// field, in strict mode (`f:3: lone surrogate U+D800 in the text (a JSON \u escape that is
     /// half of a pair)`).
     LoneSurrogate { code: u16 },
+    /// `bad_conversation`: a JSONL line read as a conversation (`--chat`) that the instruct
+    /// format cannot encode, or that mistral-common would refuse; `message` names the message
+    /// (`f:3: bad conversation: message 2: a tool message cannot follow a user message`).
+    BadConversation { message: String },
     /// `invalid_json`: a line that is not JSON; `message` is what Python's `json` module says
     /// (`f:3: invalid JSON: Expecting value (column 1)`).
     InvalidJson { message: String },
@@ -159,6 +163,7 @@ impl InputError {
             K::MissingField { .. } => "missing_field",
             K::NotAString { .. } => "not_a_string",
             K::TooDeep => "too_deep",
+            K::BadConversation { .. } => "bad_conversation",
             K::Decompress { .. } => "decompress",
             K::Parquet { .. } => "parquet",
             K::MissingColumn { .. } => "missing_column",
@@ -206,6 +211,7 @@ impl fmt::Display for InputErrorKind {
                 "lone surrogate U+{code:04X} in the text (a JSON \\u escape that is half of a pair)"
             ),
             K::InvalidJson { message } => write!(f, "invalid JSON: {message}"),
+            K::BadConversation { message } => write!(f, "bad conversation: {message}"),
             K::NotAnObject { got } => write!(f, "expected a JSON object, got {got}"),
             K::MissingField { field, fields } => {
                 let have = if fields.is_empty() {

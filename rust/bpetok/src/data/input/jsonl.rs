@@ -14,6 +14,7 @@ use super::error::python_repr_wtf8;
 use super::pyjson::{self, Json, JsonError, Pairs, Spanned};
 use super::text::decode_line;
 use super::{InputError, InputErrorKind, Utf8Errors};
+use crate::data::chat::{ChatError, ChatPlan, ChatSpec, Conversation, Value, ValueError};
 
 /// The document on line `lineno` of `name` (raw bytes, BOM already dropped), or `None` for a
 /// blank line.
@@ -44,6 +45,50 @@ pub(super) fn jsonl_document(
         return Err(InputError::at_line(kind, name, lineno));
     };
     from_wtf8(name, lineno, wtf8, errors).map(Some)
+}
+
+/// The conversation on line `lineno` of `name`, validated and written out in `spec`'s format,
+/// or `None` for a blank line. A line that is not JSON or not an object fails as for
+/// [`jsonl_document`]; a conversation `spec` cannot encode is [`InputErrorKind::BadConversation`].
+pub(super) fn conversation(
+    name: &str,
+    lineno: u64,
+    raw: &[u8],
+    spec: &ChatSpec,
+    errors: Utf8Errors,
+) -> Result<Option<ChatPlan>, InputError> {
+    let text = decode_line(name, lineno, raw, errors)?;
+    let bad = |err: ChatError| {
+        let kind = InputErrorKind::BadConversation {
+            message: err.to_string(),
+        };
+        InputError::at_line(kind, name, lineno)
+    };
+    let value = match Value::parse(&text) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(other) => {
+            let kind = InputErrorKind::NotAnObject {
+                got: other.type_name(),
+            };
+            return Err(InputError::at_line(kind, name, lineno));
+        }
+        Err(ValueError::LoneSurrogate { code }) => {
+            let kind = InputErrorKind::LoneSurrogate { code };
+            return Err(InputError::at_line(kind, name, lineno));
+        }
+        Err(err @ ValueError::IntTooLong { .. }) => {
+            return Err(bad(ChatError {
+                message: None,
+                reason: err.to_string(),
+            }))
+        }
+        // Not JSON (or a blank line): the general reader gives Python's verdict and message.
+        Err(ValueError::Syntax { .. } | ValueError::TooDeep) => {
+            return json_record(name, lineno, &text).map(|_| None);
+        }
+    };
+    let conversation = Conversation::from_value(value, spec.format).map_err(bad)?;
+    spec.plan(&conversation).map(Some).map_err(bad)
 }
 
 /// The JSON object on a line (as text), `None` for a blank line, or the error for a line that

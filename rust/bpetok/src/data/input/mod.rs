@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 
+use crate::data::chat::{ChatPlan, ChatSpec};
 pub use error::{InputError, InputErrorKind};
 pub use ids::{parse_id_line, read_id_lines, read_id_lists};
 pub use resolve::{kind_of, resolve_inputs};
@@ -190,6 +191,10 @@ pub struct ReadOptions {
     /// there, and a Parquet null, is a [`Record::Skipped`] instead of an error. Invalid UTF-8
     /// and lone surrogate escapes follow `errors`; read errors always stop.
     pub skip_bad_records: bool,
+    /// Read every JSONL line as a conversation (`{"messages": [...], "tools": [...]}`) in this
+    /// instruct format, validated and written out when read ([`Record::Conversation`]); `field`
+    /// is not used. Text and Parquet inputs are refused.
+    pub chat: Option<ChatSpec>,
 }
 
 impl Default for ReadOptions {
@@ -199,6 +204,7 @@ impl Default for ReadOptions {
             lines: false,
             errors: Utf8Errors::Strict,
             skip_bad_records: false,
+            chat: None,
         }
     }
 }
@@ -208,8 +214,19 @@ impl Default for ReadOptions {
 /// included), or its Parquet rows; a whole text file is record 0.
 #[derive(Debug)]
 pub enum Record {
-    Document { index: u64, text: String },
-    Skipped { index: u64, error: InputError },
+    Document {
+        index: u64,
+        text: String,
+    },
+    /// With [`ReadOptions::chat`]: a conversation, validated and written out.
+    Conversation {
+        index: u64,
+        plan: ChatPlan,
+    },
+    Skipped {
+        index: u64,
+        error: InputError,
+    },
 }
 
 impl InputErrorKind {
@@ -225,8 +242,15 @@ impl InputErrorKind {
                 | InputErrorKind::NotAString { .. }
                 | InputErrorKind::TooDeep
                 | InputErrorKind::NullValue { .. }
+                | InputErrorKind::BadConversation { .. }
         )
     }
+}
+
+/// What a record holds: a document's text, or a conversation.
+enum Doc {
+    Text(String),
+    Chat(ChatPlan),
 }
 
 /// What was read from one input, once it has been read to its end.
@@ -254,7 +278,7 @@ pub fn read_documents<E: From<InputError>>(
 ) -> Result<InputSummary, E> {
     read_records(input, opts, bytes_read, 0, |record| match record {
         Record::Document { text, .. } => each(text),
-        Record::Skipped { .. } => Ok(()),
+        Record::Conversation { .. } | Record::Skipped { .. } => Ok(()),
     })
 }
 
@@ -271,11 +295,15 @@ pub fn read_records<E: From<InputError>>(
 ) -> Result<InputSummary, E> {
     let mut documents = 0u64;
     let mut skipped = 0u64;
-    let mut hand_over = |index: u64, doc: Result<Option<String>, InputError>| -> Result<(), E> {
+    let mut hand_over = |index: u64, doc: Result<Option<Doc>, InputError>| -> Result<(), E> {
         match doc {
-            Ok(Some(text)) => {
+            Ok(Some(Doc::Text(text))) => {
                 documents += 1;
                 each(Record::Document { index, text })
+            }
+            Ok(Some(Doc::Chat(plan))) => {
+                documents += 1;
+                each(Record::Conversation { index, plan })
             }
             Ok(None) => Ok(()),
             Err(error) if opts.skip_bad_records && error.kind.is_bad_record() => {
@@ -285,6 +313,12 @@ pub fn read_records<E: From<InputError>>(
             Err(error) => Err(error.into()),
         }
     };
+    if opts.chat.is_some() && input.format != InputFormat::Jsonl {
+        let kind = InputErrorKind::NotJsonl {
+            format: input.format.name(),
+        };
+        return Err(InputError::new(kind, input.name.as_str()).into());
+    }
     if input.format == InputFormat::Parquet {
         let (size, sha256, compression) = parquet::read_parquet(
             input,
@@ -292,7 +326,7 @@ pub fn read_records<E: From<InputError>>(
             opts.errors,
             bytes_read,
             skip,
-            &mut hand_over,
+            |index, doc| hand_over(index, doc.map(|d| d.map(Doc::Text))),
         )?;
         return Ok(InputSummary {
             size,
@@ -311,7 +345,10 @@ pub fn read_records<E: From<InputError>>(
             .read_to_end(&mut data)
             .map_err(|err| read_error(name, Some(1 + count_newlines(&data)), compression, &err))?;
         if skip == 0 {
-            hand_over(0, whole_file_document(name, data, opts.errors))?;
+            hand_over(
+                0,
+                whole_file_document(name, data, opts.errors).map(|d| d.map(Doc::Text)),
+            )?;
         }
     } else {
         for_each_line(
@@ -322,10 +359,18 @@ pub fn read_records<E: From<InputError>>(
                 if lineno <= skip {
                     return Ok(());
                 }
-                let doc = if input.format == InputFormat::Jsonl {
-                    jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)
-                } else {
-                    text_line_document(name, lineno, raw, opts.errors)
+                let doc = match (input.format, &opts.chat) {
+                    (InputFormat::Jsonl, Some(spec)) => {
+                        jsonl::conversation(name, lineno, raw, spec, opts.errors)
+                            .map(|d| d.map(Doc::Chat))
+                    }
+                    (InputFormat::Jsonl, None) => {
+                        jsonl::jsonl_document(name, lineno, raw, &opts.field, opts.errors)
+                            .map(|d| d.map(Doc::Text))
+                    }
+                    _ => {
+                        text_line_document(name, lineno, raw, opts.errors).map(|d| d.map(Doc::Text))
+                    }
                 };
                 hand_over(lineno - 1, doc)
             },

@@ -59,6 +59,20 @@ pub struct ManifestOptions {
     pub samples_per_shard: u64,
     /// How the inputs were read.
     pub input: InputOptions,
+    /// Conversations (`bpetok pack --chat`): the instruct format and which tokens are targets.
+    /// Absent for documents of text, so their manifests are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatOptions>,
+}
+
+/// How conversations were encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatOptions {
+    /// `v1`, `v2` or `v3`.
+    pub format: String,
+    /// `assistant` or `all`.
+    pub train_on: String,
 }
 
 impl ManifestOptions {
@@ -83,6 +97,7 @@ impl ManifestOptions {
             pad_id: pack.pad_id,
             samples_per_shard: samples_per_shard as u64,
             input,
+            chat: None,
         }
     }
 }
@@ -192,6 +207,18 @@ pub struct ShardFiles {
     pub tokens: FileDigest,
     pub segments: FileDigest,
     pub sample_index: FileDigest,
+    /// Outputs of conversations only (`options.chat`): which tokens may be targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_mask: Option<FileDigest>,
+}
+
+impl ShardFiles {
+    /// Every file of the shard, the loss mask last when there is one.
+    pub fn all(&self) -> impl Iterator<Item = &FileDigest> {
+        [&self.tokens, &self.segments, &self.sample_index]
+            .into_iter()
+            .chain(self.loss_mask.as_ref())
+    }
 }
 
 /// A file inside the directory: its path relative to the directory, size in bytes, SHA-256.

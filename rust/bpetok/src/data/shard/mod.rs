@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 pub use inspect::{check_dir_tokenizer, inspect_dir, read_manifest, LengthBucket, Summary};
 pub use manifest::{
-    hash_file, tokenizer_sha256, FileDigest, FileHash, HashingReader, InputFile, InputOptions,
-    Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
+    hash_file, tokenizer_sha256, ChatOptions, FileDigest, FileHash, HashingReader, InputFile,
+    InputOptions, Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
 };
 pub use resume::{input_stats, Checkpoint, InputStat, Position, WriterTotals, RESUME_FORMAT};
 pub use verify::{
@@ -113,13 +113,16 @@ pub(crate) enum ShardFile {
     Tokens,
     Segments,
     SampleIndex,
+    /// Only in outputs of conversations (`bpetok pack --chat`).
+    LossMask,
 }
 
 impl ShardFile {
-    pub(crate) const ALL: [ShardFile; 3] = [
+    pub(crate) const ALL: [ShardFile; 4] = [
         ShardFile::Tokens,
         ShardFile::Segments,
         ShardFile::SampleIndex,
+        ShardFile::LossMask,
     ];
 
     pub(crate) fn suffix(self) -> &'static str {
@@ -127,6 +130,7 @@ impl ShardFile {
             ShardFile::Tokens => ".tokens.npy",
             ShardFile::Segments => ".segments.npy",
             ShardFile::SampleIndex => ".sample_index.npy",
+            ShardFile::LossMask => ".loss_mask.npy",
         }
     }
 

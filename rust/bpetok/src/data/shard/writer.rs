@@ -346,7 +346,11 @@ impl StreamedFile {
 struct StreamedFiles {
     tokens: StreamedFile,
     segments: StreamedFile,
+    loss_mask: Option<StreamedFile>,
 }
+
+/// numpy's `bool`.
+const BOOL_DESCR: &str = "|b1";
 
 /// A full shard on its way to disk: its tokens file is written, the rest is done on a background
 /// thread.
@@ -359,6 +363,7 @@ struct ShardJob {
     context_tokens: u64,
     tokens: (Temporary, File),
     segments: (Temporary, File),
+    loss_mask: Option<(Temporary, File)>,
     rows: u64,
     sample_index: Vec<i64>,
 }
@@ -370,6 +375,14 @@ impl ShardJob {
         let (dir, name) = (&self.dir, &self.name);
         let tokens = complete_file(dir, &ShardFile::Tokens.file_name(name), self.tokens)?;
         let segments = complete_file(dir, &ShardFile::Segments.file_name(name), self.segments)?;
+        let loss_mask = match self.loss_mask {
+            Some(file) => Some(complete_file(
+                dir,
+                &ShardFile::LossMask.file_name(name),
+                file,
+            )?),
+            None => None,
+        };
         let rows = self.rows;
         let sample_index = write_npy(
             dir,
@@ -390,6 +403,7 @@ impl ShardJob {
                 tokens,
                 segments,
                 sample_index,
+                loss_mask,
             },
         })
     }
@@ -538,7 +552,7 @@ impl ShardWriter {
                 )));
             }
             let files = &shard.files;
-            for digest in [&files.tokens, &files.segments, &files.sample_index] {
+            for digest in files.all() {
                 let path = dir.join(&digest.path);
                 match fs::metadata(&path) {
                     Ok(meta) if meta.len() == digest.size => keep.push(digest.path.clone()),
@@ -653,6 +667,33 @@ impl ShardWriter {
                 sample.tokens.len()
             ));
         }
+        let masked_before = match (&self.files, self.shards.first()) {
+            (Some(files), _) => Some(files.loss_mask.is_some()),
+            (None, Some(shard)) => Some(shard.files.loss_mask.is_some()),
+            (None, None) => None,
+        };
+        if masked_before.is_some_and(|m| m != sample.loss_mask.is_some()) {
+            return invalid(
+                "an output has a loss mask for every sample or for none, and this sample \
+                 differs from the ones before"
+                    .to_owned(),
+            );
+        }
+        if let Some(mask) = &sample.loss_mask {
+            if mask.len() != l {
+                return invalid(format!(
+                    "its loss mask has {} flags, but seq_len is {l}",
+                    mask.len()
+                ));
+            }
+            let padding_start = l - sample.padding_tokens().min(l);
+            if let Some(p) = mask[padding_start..].iter().position(|&m| m) {
+                return invalid(format!(
+                    "its loss mask is set on padding token {}",
+                    padding_start + p
+                ));
+            }
+        }
         let mut at = 0usize;
         for (k, seg) in sample.segments.iter().enumerate() {
             if seg.len == 0 {
@@ -742,7 +783,20 @@ impl ShardWriter {
                 <i64 as LittleEndian>::DESCR,
                 5,
             )?;
-            self.files = Some(StreamedFiles { tokens, segments });
+            let loss_mask = match sample.loss_mask {
+                Some(_) => Some(StreamedFile::create(
+                    &self.dir,
+                    &ShardFile::LossMask.file_name(&name),
+                    BOOL_DESCR,
+                    self.opts.seq_len as u64,
+                )?),
+                None => None,
+            };
+            self.files = Some(StreamedFiles {
+                tokens,
+                segments,
+                loss_mask,
+            });
         }
         let files = self.files.as_mut().expect("created above");
         let size = self.dtype.size();
@@ -776,6 +830,11 @@ impl ShardWriter {
             start += i64::from(seg.len);
         }
         files.segments.write(&self.scratch)?;
+        if let (Some(file), Some(mask)) = (&mut files.loss_mask, &sample.loss_mask) {
+            self.scratch.clear();
+            self.scratch.extend(mask.iter().map(|&m| u8::from(m)));
+            file.write(&self.scratch)?;
+        }
         self.failed = false;
         Ok(())
     }
@@ -787,9 +846,17 @@ impl ShardWriter {
     fn write_shard(&mut self) -> Result<(), ShardError> {
         self.failed = true;
         self.wait_for_write()?;
-        let StreamedFiles { tokens, segments } = self.files.take().expect("a shard has samples");
+        let StreamedFiles {
+            tokens,
+            segments,
+            loss_mask,
+        } = self.files.take().expect("a shard has samples");
         let samples = (self.sample_index.len() - 1) as u64;
         let tokens = tokens.complete(self.dtype.descr(), &[samples, self.opts.seq_len as u64])?;
+        let loss_mask = match loss_mask {
+            Some(file) => Some(file.complete(BOOL_DESCR, &[samples, self.opts.seq_len as u64])?),
+            None => None,
+        };
         let segments = segments.complete(<i64 as LittleEndian>::DESCR, &[self.rows, 5])?;
         let job = ShardJob {
             dir: self.dir.clone(),
@@ -800,6 +867,7 @@ impl ShardWriter {
             context_tokens: self.shard_context,
             tokens,
             segments,
+            loss_mask,
             rows: std::mem::take(&mut self.rows),
             sample_index: std::mem::replace(&mut self.sample_index, vec![0]),
         };
