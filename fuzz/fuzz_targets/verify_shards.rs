@@ -86,6 +86,7 @@ fn valid() -> &'static Valid {
                 skipped_records: None,
             }],
             stats,
+            chat: None,
         };
         let manifest = writer.finish(info).unwrap();
         verify_dir_with(dir.path(), Some(tokenizer())).expect("the valid directory verifies");

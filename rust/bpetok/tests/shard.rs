@@ -95,6 +95,7 @@ fn info(
         input_options: InputOptions::default(),
         inputs,
         stats,
+        chat: None,
     }
 }
 

@@ -417,6 +417,7 @@ impl<'t> PackSession<'t> {
             input_options: self.config.input_options(),
             inputs: done_inputs,
             stats,
+            chat: chat_options(&self.config),
         })?;
         Checkpoint::remove(&output)?;
         Ok(PackReport {
@@ -562,11 +563,16 @@ fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions 
         config.samples_per_shard,
         config.input_options(),
     );
-    options.chat = config.read.chat.as_ref().map(|spec| ChatOptions {
+    options.chat = chat_options(config);
+    options
+}
+
+/// How conversations are encoded, as the manifest records it.
+fn chat_options(config: &PackConfig) -> Option<ChatOptions> {
+    config.read.chat.as_ref().map(|spec| ChatOptions {
         format: spec.format.name().to_owned(),
         train_on: spec.train_on.name().to_owned(),
-    });
-    options
+    })
 }
 
 /// With `--resume`, a directory with a manifest holds a finished run: its manifest, if it is of

@@ -209,6 +209,8 @@ struct Layout {
     /// Context of every chunk after a document's first; `None` if the options make it unknowable.
     overlap: Option<usize>,
     documents: u64,
+    /// Conversations (`options.chat`): every shard has a loss mask.
+    masked: bool,
 }
 
 /// Counts recomputed from the arrays.
@@ -491,8 +493,13 @@ fn check_manifest(m: &Manifest, v: &mut Violations) -> Option<Layout> {
                     ),
                 );
             }
-            // Every position but 0 of every document with tokens is a target exactly once.
-            if totals.document_tokens.checked_sub(non_empty) != Some(totals.target_tokens) {
+            // Every position but 0 of every document with tokens is a target exactly once (with a
+            // loss mask, at most once).
+            let targets_ok = match totals.document_tokens.checked_sub(non_empty) {
+                Some(most) if o.chat.is_some() => totals.target_tokens <= most,
+                most => most == Some(totals.target_tokens),
+            };
+            if !targets_ok {
                 v.add(
                     ViolationKind::Counts,
                     MANIFEST_FILE,
@@ -500,7 +507,8 @@ fn check_manifest(m: &Manifest, v: &mut Violations) -> Option<Layout> {
                     None,
                     format!(
                         "totals.target_tokens is {}, but {} document tokens in {non_empty} \
-                         documents with tokens have one target per token but the first: {}",
+                         documents with tokens have one target per token but the first \
+                         (at most, with a loss mask): {}",
                         totals.target_tokens,
                         totals.document_tokens,
                         totals
@@ -624,15 +632,24 @@ fn check_manifest(m: &Manifest, v: &mut Violations) -> Option<Layout> {
         pad_id: o.pad_id,
         overlap: (overlap < o.seq_len).then_some(overlap as usize),
         documents: totals.documents,
+        masked: o.chat.is_some(),
     })
 }
 
-fn shard_files(shard: &ShardEntry) -> [(ShardFile, &FileDigest); 3] {
+fn shard_files(shard: &ShardEntry) -> impl Iterator<Item = (ShardFile, &FileDigest)> {
     [
         (ShardFile::Tokens, &shard.files.tokens),
         (ShardFile::Segments, &shard.files.segments),
         (ShardFile::SampleIndex, &shard.files.sample_index),
     ]
+    .into_iter()
+    .chain(
+        shard
+            .files
+            .loss_mask
+            .iter()
+            .map(|d| (ShardFile::LossMask, d)),
+    )
 }
 
 /// Reads a listed file and checks its size and hash; `None` if it cannot be read at all.
@@ -742,6 +759,25 @@ fn check_shard(
     let tokens_bytes = read_listed(dir, &shard.files.tokens, counted, v);
     let segments_bytes = read_listed(dir, &shard.files.segments, counted, v);
     let index_bytes = read_listed(dir, &shard.files.sample_index, counted, v);
+    let mask_bytes = match (&shard.files.loss_mask, layout.masked) {
+        (Some(digest), true) => read_listed(dir, digest, counted, v),
+        (None, false) => None,
+        (None, true) => {
+            v.manifest(format!(
+                "{}: options.chat is set, so every shard has a loss_mask file, and this one has \
+                 none",
+                shard.name
+            ));
+            None
+        }
+        (Some(digest), false) => {
+            v.manifest(format!(
+                "{}: lists the loss mask {}, but options.chat is not set",
+                shard.name, digest.path
+            ));
+            None
+        }
+    };
 
     let tokens = tokens_bytes.as_deref().and_then(|b| {
         open_array(
@@ -759,8 +795,39 @@ fn check_shard(
     let sample_index = index_bytes
         .as_deref()
         .and_then(|b| open_array(b, index_file, "<i8", &[None], 8, v));
-    let (Some((tokens, tokens_shape)), Some((segments, segments_shape)), Some((sample_index, _))) =
-        (tokens, segments, sample_index)
+    let loss_mask = mask_bytes.as_deref().and_then(|b| {
+        let file = shard
+            .files
+            .loss_mask
+            .as_ref()
+            .map_or("", |d| d.path.as_str());
+        open_array(b, file, "|b1", &[None, Some(l as u64)], 1, v)
+    });
+    let mask_ok = match (&loss_mask, layout.masked, &tokens) {
+        (Some((_, mask_shape)), true, Some((_, tokens_shape))) if mask_shape != tokens_shape => {
+            let file = shard
+                .files
+                .loss_mask
+                .as_ref()
+                .map_or("", |d| d.path.as_str());
+            v.add(
+                ViolationKind::ArrayFormat,
+                file,
+                None,
+                None,
+                format!("has shape {mask_shape:?}, but the tokens have {tokens_shape:?}"),
+            );
+            false
+        }
+        (None, true, _) => false,
+        _ => true,
+    };
+    let (
+        Some((tokens, tokens_shape)),
+        Some((segments, segments_shape)),
+        Some((sample_index, _)),
+        true,
+    ) = (tokens, segments, sample_index, mask_ok)
     else {
         give_up(
             &shard.name,
@@ -867,6 +934,30 @@ fn check_shard(
     }
 
     let rows = npy::decode_i64(segments.data);
+    let mask_file = shard
+        .files
+        .loss_mask
+        .as_ref()
+        .map_or("", |d| d.path.as_str());
+    let mask_data = loss_mask.as_ref().map(|(view, _)| view.data);
+    if let Some(data) = mask_data {
+        if let Some(p) = data.iter().position(|&b| b > 1) {
+            v.add(
+                ViolationKind::ArrayFormat,
+                mask_file,
+                Some((p / l) as u64),
+                None,
+                format!(
+                    "holds the byte {} at position {}, which is not a bool (0 or 1)",
+                    data[p],
+                    p % l
+                ),
+            );
+        }
+    }
+    // With a loss mask, a chunk's tokens and their mask bits go into the document checks
+    // together (`id | mask << 31`; ids are below 2^31), so a chunk's context must repeat both.
+    let mut marked = Vec::with_capacity(l);
     let mut sample_tokens = Vec::with_capacity(l);
     let row_bytes = l * item;
     let (mut padding, mut context) = (0u64, 0u64);
@@ -961,6 +1052,15 @@ fn check_shard(
                 }
                 if usable {
                     padding += len as u64;
+                    if let Some(data) = mask_data {
+                        let row = &data[i * l..(i + 1) * l];
+                        if let Some(p) = span().find(|&p| row[p] != 0) {
+                            report(
+                                ViolationKind::Padding,
+                                format!("the loss mask is set on padding token {p}"),
+                            );
+                        }
+                    }
                     let bad: Vec<usize> = span()
                         .filter(|&p| sample_tokens[p] != layout.pad_id)
                         .collect();
@@ -1004,7 +1104,18 @@ fn check_shard(
                 usable = false;
             } else {
                 context += ctx as u64;
-                counted.target_tokens += (len - ctx.max(1)) as u64;
+                counted.target_tokens += match mask_data {
+                    None => (len - ctx.max(1)) as u64,
+                    Some(data) if usable => {
+                        let row = &data[i * l..(i + 1) * l];
+                        let first = start + ctx.max(1);
+                        row[first as usize..(start + len) as usize]
+                            .iter()
+                            .filter(|&&b| b == 1)
+                            .count() as u64
+                    }
+                    Some(_) => 0,
+                };
             }
             if usable {
                 let chunk = Chunk {
@@ -1013,9 +1124,20 @@ fn check_shard(
                     len: len as usize,
                     context: ctx as usize,
                 };
+                let chunk_tokens = match mask_data {
+                    None => &sample_tokens[span()],
+                    Some(data) => {
+                        let row = &data[i * l..(i + 1) * l];
+                        marked.clear();
+                        marked.extend(
+                            span().map(|p| sample_tokens[p] | (u32::from(row[p] == 1) << 31)),
+                        );
+                        &marked[..]
+                    }
+                };
                 documents.chunk(
                     &chunk,
-                    &sample_tokens[span()],
+                    chunk_tokens,
                     *ordinal,
                     (shard_index, sample),
                     &mut report,

@@ -14,9 +14,9 @@ use super::npy::{self, LittleEndian};
 use super::resume::WriterTotals;
 use super::{
     is_plain_file_name, is_shard_file_name, is_temporary_name, shard_name, temporary_name,
-    FileDigest, InputFile, InputOptions, Manifest, ManifestOptions, ShardEntry, ShardFile,
-    ShardFiles, TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION, MANIFEST_FILE,
-    RESUME_FILE,
+    ChatOptions, FileDigest, InputFile, InputOptions, Manifest, ManifestOptions, ShardEntry,
+    ShardFile, ShardFiles, TokenDtype, TokenizerInfo, Totals, FORMAT, FORMAT_VERSION,
+    MANIFEST_FILE, RESUME_FILE,
 };
 use crate::data::error::OptionsError;
 use crate::data::pack::{check_seq_len, PackOptions, PackStats, Sample};
@@ -246,6 +246,8 @@ pub struct ManifestInfo {
     /// The packer's final statistics ([`crate::data::Packer::finish`]). Its sample, padding, context
     /// and target counts must equal what the writer was given.
     pub stats: PackStats,
+    /// Conversations: how they were encoded (`options.chat`); `None` for documents of text.
+    pub chat: Option<ChatOptions>,
 }
 
 /// Writes packed samples into a shard directory (`docs/shard-format.md`).
@@ -262,7 +264,7 @@ pub struct ManifestInfo {
 /// let tokenizer = TokenizerInfo { sha256: "0".repeat(64), vocab_size: 32000, bos_id: Some(1), eos_id: Some(2) };
 /// writer.finish(ManifestInfo {
 ///     tokenizer, pack: opts, bos: true, eos: true,
-///     input_options: Default::default(), inputs: vec![], stats,
+///     input_options: Default::default(), inputs: vec![], stats, chat: None,
 /// })?;
 /// # Ok(()) }
 /// ```
@@ -918,13 +920,16 @@ impl ShardWriter {
             format: FORMAT.to_string(),
             format_version: FORMAT_VERSION,
             tokenizer: info.tokenizer,
-            options: ManifestOptions::new(
-                pack,
-                info.bos,
-                info.eos,
-                self.opts.samples_per_shard,
-                info.input_options,
-            ),
+            options: ManifestOptions {
+                chat: info.chat,
+                ..ManifestOptions::new(
+                    pack,
+                    info.bos,
+                    info.eos,
+                    self.opts.samples_per_shard,
+                    info.input_options,
+                )
+            },
             token_dtype: self.dtype,
             inputs: info.inputs,
             shards: std::mem::take(&mut self.shards),
