@@ -8,10 +8,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import bpetok
 import numpy as np
 import pytest
-
-import bpetok
 
 
 def _conversations(n: int) -> list[dict[str, object]]:
