@@ -18,6 +18,10 @@ Only numpy is needed. torch is optional: ``ShardDataset`` works as a ``torch.uti
 
 Use ``collate_flattened`` (or your own collate function), not torch's default one: ``cu_seqlens``,
 ``doc_ids`` and ``doc_starts`` differ in length from sample to sample, so they cannot be stacked.
+
+Outputs of conversations (``bpetok pack --chat``) also hold a loss mask per shard
+(``shard-NNNNN.loss_mask.npy``): their samples gain ``loss_mask`` and their ``labels`` keep only
+the targets the mask allows (by default the tokens of assistant messages).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ IGNORE_INDEX = -100
 _TOKEN_DTYPES = {"uint16": "<u2", "uint32": "<u4"}  # manifest token_dtype -> .npy dtype
 _SEGMENT_COLUMNS = 5  # start, length, context, doc_id, doc_start
 _FILE_KINDS = ("tokens", "segments", "sample_index")
+_LOSS_MASK = "loss_mask"  # the optional 4th file of a shard (outputs of conversations)
+_LOSS_MASK_DTYPE = "|b1"  # numpy bool, one byte per token
 
 
 class ShardFormatError(ShardError):
@@ -60,15 +66,21 @@ class ShardFormatError(ShardError):
     kind = "shard_format"
 
 
-class Sample(TypedDict):
-    """One sample of a :class:`ShardDataset`: L tokens and their segments (see ``docs/packing.md``)."""
-
+class _SampleArrays(TypedDict):
     input_ids: npt.NDArray[np.int64]
     labels: npt.NDArray[np.int64]
     position_ids: npt.NDArray[np.int64]
     cu_seqlens: npt.NDArray[np.int32]
     doc_ids: npt.NDArray[np.int64]
     doc_starts: npt.NDArray[np.int64]
+
+
+class Sample(_SampleArrays, total=False):
+    """One sample of a :class:`ShardDataset`: L tokens and their segments (see ``docs/packing.md``).
+
+    ``loss_mask`` is present only for outputs that have one (``bpetok pack --chat``)."""
+
+    loss_mask: npt.NDArray[np.bool_]
 
 
 class FlattenedBatch(TypedDict):
@@ -90,8 +102,12 @@ class _ShardInfo:
     name: str
     samples: int
     segments: int
-    paths: tuple[str, str, str]  # tokens, segments, sample_index, absolute
-    sizes: tuple[int, int, int]
+    paths: tuple[str, ...]  # tokens, segments, sample_index, then loss_mask if listed; absolute
+    sizes: tuple[int, ...]
+
+    @property
+    def has_loss_mask(self) -> bool:
+        return len(self.paths) > len(_FILE_KINDS)
 
 
 @dataclass
@@ -99,6 +115,7 @@ class _Opened:
     tokens: npt.NDArray[Any]
     segments: npt.NDArray[np.int64]
     sample_index: npt.NDArray[np.int64]
+    loss_mask: npt.NDArray[np.bool_] | None
 
 
 class _ProcessState:
@@ -139,6 +156,11 @@ class ShardDataset:
       in order), ``-1`` for padding.
     - ``doc_starts`` (``G``, ``int64``): offset of each segment's first token in its document's
       token list (``0`` for padding).
+    - ``loss_mask`` (``L``, ``bool``), only for outputs with a loss mask (conversations packed
+      with ``bpetok pack --chat``, see :attr:`has_loss_mask`): whether each token may be a target
+      (with the default ``train_on="assistant"``, the tokens of assistant messages); ``False`` on
+      padding. ``labels`` then hold a token only if it is a target by the segment rule above AND
+      its ``loss_mask`` is ``True``. Outputs of plain text have no such key and no such file.
 
     Attention must not cross a segment boundary; with a sliding window ``W = window > 0`` pass
     FlashAttention ``window_size=(W - 1, 0)``. Raises ``FileNotFoundError`` if the manifest or a
@@ -166,12 +188,29 @@ class ShardDataset:
         if dtype_name not in _TOKEN_DTYPES:
             raise ShardFormatError(f"{where}: token_dtype {dtype_name!r} is not 'uint16' or 'uint32'")
         shards = _field(manifest, "shards", list, where)
+        chat = options.get("chat")
+        if chat is not None and not isinstance(chat, dict):
+            raise ShardFormatError(f"{where}: options.chat should be dict, got {type(chat).__name__}")
         self._manifest: dict[str, Any] | None = manifest
         self._digest: str = digest
         self._seq_len: int = seq_len
         self._window: int = window
         self._token_dtype: str = _TOKEN_DTYPES[dtype_name]
         self._shards = tuple(_shard_info(s, k, self._path, where) for k, s in enumerate(shards))
+        with_mask = [s.has_loss_mask for s in self._shards]
+        if any(with_mask) and not all(with_mask):
+            raise ShardFormatError(
+                f"{where}: shards[{with_mask.index(True)}] lists files.{_LOSS_MASK} and "
+                f"shards[{with_mask.index(False)}] does not; every shard of an output has one or none"
+            )
+        if chat is not None and self._shards and not with_mask[0]:
+            raise ShardFormatError(
+                f"{where}: options.chat is set (an output of conversations), but shards[0] lists no "
+                f"files.{_LOSS_MASK}; without it the labels would include every token"
+            )
+        self._chat: dict[str, Any] | None = dict(chat) if chat is not None else None
+        # An output of conversations with no samples still counts as one with a loss mask.
+        self._has_loss_mask: bool = with_mask[0] if self._shards else chat is not None
         self._count()
         self._state: _ProcessState | None = None
 
@@ -218,6 +257,18 @@ class ShardDataset:
         return self._window
 
     @property
+    def has_loss_mask(self) -> bool:
+        """Whether the samples have a ``loss_mask`` (outputs of ``bpetok pack --chat``) that
+        ``labels`` apply; ``False`` for outputs of plain text."""
+        return self._has_loss_mask
+
+    @property
+    def chat(self) -> dict[str, Any] | None:
+        """The manifest's ``options.chat`` (``{"format": "v3", "train_on": "assistant"}``) for an
+        output of conversations, else ``None``."""
+        return dict(self._chat) if self._chat is not None else None
+
+    @property
     def num_shards(self) -> int:
         """Shards listed in the manifest."""
         return len(self._shards)
@@ -233,9 +284,10 @@ class ShardDataset:
         return self._len
 
     def __repr__(self) -> str:
+        mask = ", loss_mask" if self._has_loss_mask else ""
         return (
             f"<bpetok.ShardDataset {self._path!r}: {self._len} samples of {self._seq_len} tokens "
-            f"in {len(self._shards)} shards, window={self._window}>"
+            f"in {len(self._shards)} shards, window={self._window}{mask}>"
         )
 
     # ---- pickling: only the path and small metadata -------------------------------------------
@@ -248,6 +300,8 @@ class ShardDataset:
             "window": self._window,
             "token_dtype": self._token_dtype,
             "shards": self._shards,
+            "chat": self._chat,
+            "has_loss_mask": self._has_loss_mask,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -257,6 +311,8 @@ class ShardDataset:
         self._window = state["window"]
         self._token_dtype = state["token_dtype"]
         self._shards = state["shards"]
+        self._chat = state["chat"]
+        self._has_loss_mask = state["has_loss_mask"]
         self._count()
         self._manifest = None
         self._state = None
@@ -284,7 +340,7 @@ class ShardDataset:
 
     def _open_shard(self, shard: _ShardInfo) -> _Opened:
         _check_sizes(shard, self._manifest_path)
-        tokens_path, segments_path, index_path = shard.paths
+        tokens_path, segments_path, index_path = shard.paths[:3]
         tokens = _load(tokens_path, self._token_dtype, (shard.samples, self._seq_len))
         segments = _load(segments_path, "<i8", (shard.segments, _SEGMENT_COLUMNS))
         sample_index = _load(index_path, "<i8", (shard.samples + 1,))
@@ -293,7 +349,10 @@ class ShardDataset:
                 f"{index_path}: must run from 0 to {shard.segments} (the segment count), "
                 f"runs from {int(sample_index[0])} to {int(sample_index[-1])}"
             )
-        return _Opened(tokens, segments, sample_index)
+        loss_mask = None
+        if shard.has_loss_mask:
+            loss_mask = _load(shard.paths[3], _LOSS_MASK_DTYPE, (shard.samples, self._seq_len))
+        return _Opened(tokens, segments, sample_index, loss_mask)
 
     def __getitem__(self, index: int) -> Sample:
         try:
@@ -330,8 +389,13 @@ class ShardDataset:
         # Offset of every token within its segment, without a Python loop over tokens.
         position_ids = np.arange(L, dtype=np.int64) - np.repeat(starts, lengths)
         first_target = np.repeat(np.where(doc_ids >= 0, np.maximum(context, 1), L), lengths)
-        labels = np.where(position_ids >= first_target, input_ids, IGNORE_INDEX)
-        return {
+        target = position_ids >= first_target
+        loss_mask = None
+        if shard.loss_mask is not None:
+            loss_mask = np.array(shard.loss_mask[local], dtype=np.bool_)  # a copy, like the rest
+            target &= loss_mask
+        labels = np.where(target, input_ids, IGNORE_INDEX)
+        sample: Sample = {
             "input_ids": input_ids,
             "labels": labels,
             "position_ids": position_ids,
@@ -339,6 +403,9 @@ class ShardDataset:
             "doc_ids": doc_ids,
             "doc_starts": doc_starts,
         }
+        if loss_mask is not None:
+            sample["loss_mask"] = loss_mask
+        return sample
 
 
 def collate_flattened(
@@ -364,7 +431,9 @@ def collate_flattened(
     samples need ``doc_ids``) are removed, which saves their compute; N then varies per batch.
 
     ``samples`` are dicts as :class:`ShardDataset` returns (``input_ids``, ``labels``,
-    ``position_ids``, ``cu_seqlens``; other keys are ignored). ``return_tensors="np"`` (the
+    ``position_ids``, ``cu_seqlens``; other keys are ignored). The ``labels`` of samples with a
+    ``loss_mask`` already apply it, so the batch has no ``loss_mask`` of its own (a model called
+    as ``model(**batch)`` would refuse one). ``return_tensors="np"`` (the
     default) gives numpy arrays, ``"pt"`` torch tensors (torch is imported only then).
     """
     # Names, shapes and dtypes checked against transformers' DataCollatorWithFlattening
@@ -503,7 +572,8 @@ def _shard_info(entry: Any, k: int, directory: str, where: str) -> _ShardInfo:
     files = _field(entry, "files", dict, where, prefix)
     paths: list[str] = []
     sizes: list[int] = []
-    for kind in _FILE_KINDS:
+    kinds = (*_FILE_KINDS, _LOSS_MASK) if _LOSS_MASK in files else _FILE_KINDS
+    for kind in kinds:
         file_entry = _field(files, kind, dict, where, f"{prefix}files.")
         rel = _field(file_entry, "path", str, where, f"{prefix}files.{kind}.")
         size = _field(file_entry, "size", int, where, f"{prefix}files.{kind}.")
@@ -512,7 +582,7 @@ def _shard_info(entry: Any, k: int, directory: str, where: str) -> _ShardInfo:
             raise ShardFormatError(f"{where}: {prefix}files.{kind}.path {rel!r} is not inside the directory")
         paths.append(os.path.join(directory, norm))
         sizes.append(size)
-    return _ShardInfo(name, samples, segments, (paths[0], paths[1], paths[2]), (sizes[0], sizes[1], sizes[2]))
+    return _ShardInfo(name, samples, segments, tuple(paths), tuple(sizes))
 
 
 def _check_sizes(shard: _ShardInfo, where: str) -> None:
