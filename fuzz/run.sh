@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 FUZZ_DIR=$(pwd)
 
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(encode_roundtrip encode_fast_path load_model load_mutated_model pack read_input verify_shards)
+TARGETS=(encode_roundtrip encode_fast_path load_model load_mutated_model pack read_input verify_shards chat)
 # Per-input limits: see docs/fuzzing.md "Bounds". The single-allocation bound is in src/lib.rs.
 TIMEOUT_SECONDS=${BPETOK_FUZZ_TIMEOUT:-10}
 RSS_LIMIT_MB=${BPETOK_FUZZ_RSS_MB:-2048}
