@@ -602,8 +602,11 @@ def pack_targets(out: Path, n_targets: int, fr: dict[str, Any]) -> int:
     ds = bpetok.ShardDataset(str(out))
     in_labels = sum(int((np.asarray(ds[i]["labels"]) != -100).sum()) for i in range(len(ds)))
     in_files = sum(int(np.load(p).sum()) for p in sorted(out.glob("*.loss_mask.npy")))
+    verified = bpetok.verify(str(out))
     fr["pack_targets"] = {"manifest": in_manifest, "labels": in_labels, "loss_mask_files": in_files}
-    ok = in_manifest == in_labels == n_targets
+    fr["pack_verify"] = bool(verified.ok)
+    print(f"  bpetok verify of the chat pack output: {'ok' if verified.ok else f'FAILS: {verified}'}")
+    ok = in_manifest == in_labels == n_targets and bool(verified.ok)
     print(
         f"  chat pack targets: manifest {in_manifest:,}, ShardDataset labels != -100 {in_labels:,},"
         f" reference mask {n_targets:,}: {'equal' if ok else 'DIFFERENT (a bug)'}"
