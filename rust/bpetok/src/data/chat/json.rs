@@ -252,8 +252,21 @@ pub fn push_float(out: &mut String, x: f64) {
         out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "0e0".
-    let sci = format!("{x:e}");
+    // Rust's `{:e}` gives the shortest round-trip digits ("-1.2345e-7", "0e0"), but when two
+    // strings of that length read back as `x` it may take the farther one; Python's `repr`
+    // (David Gay's dtoa) takes the nearest, ties to even. Formatting `x` exactly to that many
+    // digits gives the nearest (Rust rounds the exact value half to even, as C does); it is used
+    // when it reads back as `x` (it may not, next to a power of two).
+    let shortest = format!("{x:e}");
+    let digits = shortest
+        .split_once('e')
+        .map_or(0, |(m, _)| m.bytes().filter(u8::is_ascii_digit).count());
+    let nearest = format!("{x:.*e}", digits.saturating_sub(1));
+    let sci = if nearest.parse::<f64>() == Ok(x) {
+        nearest
+    } else {
+        shortest
+    };
     let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
     let exp: i32 = exp.parse().expect("{:e} writes an integer exponent");
     let (negative, mantissa) = match mantissa.strip_prefix('-') {
@@ -329,6 +342,9 @@ mod tests {
             (f64::INFINITY, "Infinity"),
             (f64::NEG_INFINITY, "-Infinity"),
             (0.30000000000000004, "0.30000000000000004"),
+            // Two 16-digit strings read back as this value (it is ...191.25): Python's is the
+            // nearest, ties to even; Rust's `{:e}` alone writes ...191.3.
+            (-872210563008191.2, "-872210563008191.2"),
         ];
         for (x, want) in cases {
             assert_eq!(repr(*x), *want, "{x:e}");

@@ -706,6 +706,10 @@ fn read_message(i: usize, value: Value) -> Result<Message, ChatError> {
                     Value::Int(digits) => Some(digits.parse::<f64>().unwrap_or(f64::INFINITY)),
                     Value::Float(x) => Some(x),
                     Value::Bool(b) => Some(f64::from(u8::from(b))),
+                    // pydantic's float reads numeric strings too ("1", " 0.0 ").
+                    Value::Str(text) if text.trim().parse::<f64>().is_ok() => {
+                        text.trim().parse::<f64>().ok()
+                    }
                     other => {
                         return Err(ChatError::at(
                             i,
