@@ -364,6 +364,7 @@ def tool_definition(draw: st.DrawFn) -> dict[str, Any]:
     function = {"name": draw(NAME)}
     put(function, "description", draw(st.one_of(st.just(ABSENT), TEXT)))
     function["parameters"] = draw(parameter_schema())
+    put(function, "strict", draw(st.sampled_from([ABSENT] * 6 + [True, False])))  # left out of the tokens
     order = draw(st.permutations(list(function)))
     return put({}, "type", draw(st.sampled_from([ABSENT, "function"]))) | {
         "function": {k: function[k] for k in order}
@@ -398,6 +399,7 @@ class Builder:
     def content_message(self) -> None:
         message = {"role": "assistant", "content": self.draw(ASSISTANT_CONTENT)}
         put(message, "tool_calls", self.draw(st.sampled_from([ABSENT, ABSENT, ABSENT, None, []])))
+        put(message, "prefix", self.draw(st.sampled_from([ABSENT] * 9 + [False])))
         self.messages.append(put(message, "weight", self.draw(WEIGHTS)))
 
     def call_message(self, calls: int, last: bool) -> list[str]:
