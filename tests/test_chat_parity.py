@@ -364,6 +364,7 @@ def tool_definition(draw: st.DrawFn) -> dict[str, Any]:
     function = {"name": draw(NAME)}
     put(function, "description", draw(st.one_of(st.just(ABSENT), TEXT)))
     function["parameters"] = draw(parameter_schema())
+    put(function, "strict", draw(st.sampled_from([ABSENT] * 6 + [True, False])))  # left out of the tokens
     order = draw(st.permutations(list(function)))
     return put({}, "type", draw(st.sampled_from([ABSENT, "function"]))) | {
         "function": {k: function[k] for k in order}
@@ -398,6 +399,7 @@ class Builder:
     def content_message(self) -> None:
         message = {"role": "assistant", "content": self.draw(ASSISTANT_CONTENT)}
         put(message, "tool_calls", self.draw(st.sampled_from([ABSENT, ABSENT, ABSENT, None, []])))
+        put(message, "prefix", self.draw(st.sampled_from([ABSENT] * 9 + [False])))
         self.messages.append(put(message, "weight", self.draw(WEIGHTS)))
 
     def call_message(self, calls: int, last: bool) -> list[str]:
@@ -523,6 +525,32 @@ def test_batch_is_the_conversations_one_by_one(data: st.DataObject) -> None:
         ref = reference_full(conv, fmt)
         assert list(enc.ids) == ref.ids, describe(fmt, ref.ids, list(enc.ids))
         assert list(enc.mask) == (ref.mask if train_on == "assistant" else [True] * len(ref.ids))
+
+
+@settings(max_examples=scaled(30))
+@given(data=st.data())
+def test_batch_names_the_conversation_at_fault(data: st.DataObject) -> None:
+    """A batch with a conversation mistral-common refuses raises ChatError naming it and its message."""
+    fmt = data.draw(st.sampled_from(FORMATS), label="fmt")
+    good = data.draw(st.lists(conversations(fmt), max_size=3), label="good")
+    bad, index, kind = data.draw(invalid_conversations(fmt), label="bad")
+    note(f"change: {kind}, message {index}")
+    if reference_error(bad, fmt) is None:
+        return  # the change happened to make a conversation mistral-common accepts
+    at = data.draw(st.integers(0, len(good)), label="at")
+    batch = [*good[:at], bad, *good[at:]]
+    with pytest.raises(bpetok.ChatError) as info:
+        tokenizer(fmt).encode_chat_batch(batch, format=fmt, num_threads=data.draw(st.sampled_from([1, 2])))
+    assert info.value.conversation == at, str(info.value)
+    assert f"conversation {at}" in str(info.value), str(info.value)
+    if index is not None:
+        assert info.value.message_index in ((index,) if isinstance(index, int) else index), str(info.value)
+
+
+def test_module_level_encode_chat_is_the_embedded_vocabulary_in_v1() -> None:
+    conv = PINNED_V1_CONVERSATION
+    enc = bpetok.encode_chat(conv["messages"])
+    assert (list(enc.ids), list(enc.mask)) == (list(PINNED["v1"][1]), reference_full(conv, "v1").mask)
 
 
 def test_format_defaults_to_the_vocabulary() -> None:
@@ -778,6 +806,13 @@ EDGE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         _with_call(_call("[3.141592653589793238462643383279, 1.00000000000000011102230246251565]")),
         ("v2", "v3"),
     ),
+    # Python's repr picks the nearest of two shortest strings, ties to even (.125 -> .12, .375 -> .38).
+    (
+        "arguments float repr ties",
+        _with_call(_call("[173902696765825.125, -872210563008191.25, 140737488355328.375]")),
+        ("v2", "v3"),
+    ),
+    ("arguments dict float repr tie", _with_call(_call({"a": 173902696765825.125})), ("v2", "v3")),
     (
         "arguments escapes",
         _with_call(_call('{"\\u00e9\\ud83d\\ude00": "\\/\\b\\f\\n\\r\\t\\u0000\\u001f\\"\\\\"}')),
@@ -1027,6 +1062,40 @@ EDGE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         FORMATS,
     ),
     (
+        "weight as strings",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "weight": " 1 "},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "b", "weight": "1.0"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "c", "weight": "0e0"},
+            ]
+        },
+        FORMATS,
+    ),
+    (
+        "weight as a string not 0 or 1",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "weight": "0.5"},
+            ]
+        },
+        FORMATS,
+    ),
+    (
+        "weight as a word",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "weight": "one"},
+            ]
+        },
+        FORMATS,
+    ),
+    (
         "weight as a string",
         {
             "messages": [
@@ -1056,6 +1125,25 @@ EDGE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     (
         "tools empty list",
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": []},
+        ("v2", "v3"),
+    ),
+    (
+        "schema float repr tie",
+        _with_call(
+            _call("{}"),
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"x": {"type": "number", "minimum": 173902696765825.125}},
+                        },
+                    },
+                }
+            ],
+        ),
         ("v2", "v3"),
     ),
     (
