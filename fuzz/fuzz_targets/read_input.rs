@@ -78,6 +78,7 @@ fn read(
         format,
         compression,
         size: Some(bytes.len() as u64),
+        range: None,
     };
     let mut docs = Vec::new();
     let summary = read_documents(

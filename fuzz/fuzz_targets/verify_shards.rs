@@ -84,9 +84,11 @@ fn valid() -> &'static Valid {
                 sha256: "cd".repeat(32),
                 documents: count,
                 skipped_records: None,
+                range: None,
             }],
             stats,
             chat: None,
+            partition_size: None,
         };
         let manifest = writer.finish(info).unwrap();
         verify_dir_with(dir.path(), Some(tokenizer())).expect("the valid directory verifies");

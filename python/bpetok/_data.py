@@ -248,6 +248,7 @@ def pack(
     progress: ProgressCallback | None = None,
     chat: ChatFormat | None = None,
     train_on: TrainOn = "assistant",
+    partition_size: int | str | None = None,
 ) -> PackResult:
     """Encodes the documents of ``inputs`` and packs them into training shards in ``output``,
     exactly as ``bpetok pack`` does (the same options; ``docs/packing.md``,
@@ -277,6 +278,12 @@ def pack(
     differences. With nothing to continue it starts from the beginning, and for a finished run it
     returns that run's result (``resumed.complete``). See ``docs/reliability.md``.
 
+    ``partition_size`` (bytes, or a string such as ``"256MiB"``) cuts the inputs into partitions
+    of about that size, by file, byte ranges of large JSONL and text-lines files (at line
+    boundaries) and row groups of large Parquet files, and packs each alone into ``output/part-NNNNN/``,
+    with one ``manifest.json`` for the whole run: the output :func:`bpetok.ray.pack` writes on a
+    cluster, byte for byte (``docs/distributed.md``).
+
     Raises :class:`InputError` for an input that cannot be read as asked (with file and line),
     :class:`PackOptionsError` for an option out of bounds, :class:`ShardError` when ``output``
     holds another output (pass ``overwrite=True``) or is a file, :class:`OutputError` (an
@@ -286,37 +293,135 @@ def pack(
     """
     tok = _tokenizer(tokenizer)
     start = time.perf_counter()
-    report = _bpetok.pack(
-        tok._core,
-        _paths(inputs),
-        os.fspath(output),
-        seq_len=_whole("seq_len", seq_len),
-        window=_whole("window", window),
-        overlap=_optional_whole("overlap", overlap),
-        pack_buffer=_whole("pack_buffer", pack_buffer),
-        seed=_whole("seed", seed),
-        pad_id=_optional_whole("pad_id", pad_id),
-        samples_per_shard=_whole("samples_per_shard", samples_per_shard),
-        bos=bos and chat is None,
-        eos=eos and chat is None,
+    options = pack_options(
+        seq_len=seq_len,
+        window=window,
+        overlap=overlap,
+        pack_buffer=pack_buffer,
+        seed=seed,
+        pad_id=pad_id,
+        samples_per_shard=samples_per_shard,
+        bos=bos,
+        eos=eos,
         field=field,
         lines=lines,
-        errors=_choice("errors", errors, _ERRORS),
-        input_format=_choice("input_format", input_format, _FORMATS),
+        errors=errors,
+        input_format=input_format,
         skip_bad_records=skip_bad_records,
         overwrite=overwrite,
         resume=resume,
-        num_threads=_threads(num_threads),
-        progress=_progress(progress),
-        chat=_chat_choice(chat, train_on),
+        num_threads=num_threads,
+        chat=chat,
         train_on=train_on,
+        partition_size=partition_size,
     )
+    report = _bpetok.pack(tok._core, _paths(inputs), os.fspath(output), options, _progress(progress))
+    return pack_result(report, time.perf_counter() - start)
+
+
+def pack_result(report: dict[str, Any], seconds: float) -> PackResult:
+    """A :class:`PackResult` of the core's report."""
     resumed = report.pop("resumed")
     return PackResult(
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         resumed=None if resumed is None else ResumedRun(**resumed),
         **report,
     )
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1 << 10,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1 << 20,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1 << 30,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1 << 40,
+}
+
+
+def _size_error(message: str) -> PackOptionsError:
+    error = PackOptionsError(f"partition_size: {message}")
+    error.option = "partition_size"
+    return error
+
+
+def parse_size(value: int | str) -> int:
+    """A size in bytes: an int, or a string of digits with an optional unit (``k``, ``M``,
+    ``G``, ``T`` and ``kB``... are powers of 1000, ``KiB``, ``MiB``... powers of 1024)."""
+    if isinstance(value, bool):
+        raise _size_error(f"must be a size in bytes, got {value!r}")
+    if isinstance(value, int):
+        number, unit = value, ""
+    else:
+        text = str(value).strip()
+        digits = len(text) - len(text.lstrip("0123456789"))
+        number_text, unit = text[:digits], text[digits:].strip().lower()
+        if not number_text or unit not in _SIZE_UNITS:
+            raise _size_error(f"must be a size such as 268435456, 256MiB or 1G, got {value!r}")
+        number = int(number_text)
+    size = number * _SIZE_UNITS[unit]
+    if size < 1:
+        raise _size_error(f"must be at least 1 byte, got {value!r}")
+    if size >= 1 << 64:
+        raise _size_error(f"is too large: {value!r}")
+    return size
+
+
+def pack_options(
+    *,
+    seq_len: int,
+    window: int,
+    overlap: int | None = None,
+    pack_buffer: int = _bpetok.DEFAULT_PACK_BUFFER,
+    seed: int = 0,
+    pad_id: int | None = None,
+    samples_per_shard: int = _bpetok.DEFAULT_SAMPLES_PER_SHARD,
+    bos: bool = True,
+    eos: bool = True,
+    field: str = "text",
+    lines: bool = False,
+    errors: Utf8Errors = "strict",
+    input_format: InputFormat = "auto",
+    skip_bad_records: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    num_threads: int | None = None,
+    chat: ChatFormat | None = None,
+    train_on: TrainOn = "assistant",
+    partition_size: int | str | None = None,
+) -> dict[str, Any]:
+    """The options of :func:`pack` checked and in the form the core takes (one dict, which
+    :mod:`bpetok.ray` sends to its workers)."""
+    return {
+        "seq_len": _whole("seq_len", seq_len),
+        "window": _whole("window", window),
+        "overlap": _optional_whole("overlap", overlap),
+        "pack_buffer": _whole("pack_buffer", pack_buffer),
+        "seed": _whole("seed", seed),
+        "pad_id": _optional_whole("pad_id", pad_id),
+        "samples_per_shard": _whole("samples_per_shard", samples_per_shard),
+        "bos": bool(bos) and chat is None,
+        "eos": bool(eos) and chat is None,
+        "field": field,
+        "lines": bool(lines),
+        "errors": _choice("errors", errors, _ERRORS),
+        "input_format": _choice("input_format", input_format, _FORMATS),
+        "skip_bad_records": bool(skip_bad_records),
+        "overwrite": bool(overwrite),
+        "resume": bool(resume),
+        "num_threads": _threads(num_threads),
+        "chat": _chat_choice(chat, train_on),
+        "train_on": train_on,
+        "partition_size": None if partition_size is None else parse_size(partition_size),
+    }
 
 
 def encode_files(

@@ -94,6 +94,14 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace an existing shard output in DIR (only its files)"
     )
     parser.add_argument(
+        "--partition-size",
+        default=None,
+        metavar="SIZE",
+        help="cut the inputs into partitions of about SIZE bytes (e.g. 256MiB: by file, byte ranges of "
+        "large JSONL and text-lines files, row groups of Parquet) and pack each alone into DIR/part-NNNNN/, "
+        "as bpetok.ray does on a cluster (docs/distributed.md)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the run interrupted in DIR (same inputs and options): the result is byte for byte "
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             skip_bad_records=args.skip_bad_records,
             overwrite=args.overwrite,
             resume=args.resume,
+            partition_size=args.partition_size,
             tokenizer=tok,
             num_threads=args.threads,
             progress=progress,

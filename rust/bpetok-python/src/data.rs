@@ -14,8 +14,9 @@ use bpetok::data::chat::{ChatFormat, ChatSpec, TrainOn};
 use bpetok::data::error::DataError;
 use bpetok::data::input::{self, FormatChoice, InputSpec, ReadOptions, Utf8Errors};
 use bpetok::data::megatron::{MegatronDtype, MegatronWriter};
+use bpetok::data::partition::{self, Partition};
 use bpetok::data::pipeline::{Counters, EncodeOptions};
-use bpetok::data::{EncodeReport, IdsOutput, PackConfig, PackSession};
+use bpetok::data::{EncodeReport, IdsOutput, PackConfig, PackReport, PackSession};
 
 use crate::errors::{data_err, keep_exception, Raised};
 use crate::tokenizer::PyTokenizer;
@@ -137,18 +138,11 @@ fn read_options(
     })
 }
 
-/// Encodes and packs the documents of `inputs` into a shard directory (`bpetok.pack`).
-#[pyfunction]
-#[pyo3(signature = (tokenizer, inputs, output, *, seq_len, window, overlap, pack_buffer, seed,
-                    pad_id, samples_per_shard, bos, eos, field, lines, errors, input_format,
-                    skip_bad_records, overwrite, resume, num_threads, progress, chat=None,
-                    train_on="assistant"))]
-#[allow(clippy::too_many_arguments)]
-pub fn pack<'py>(
-    py: Python<'py>,
-    tokenizer: &PyTokenizer,
-    inputs: Vec<PathBuf>,
-    output: PathBuf,
+/// Every option of a packing run, as `bpetok/_data.py` passes them (a dict, so the partition
+/// functions of `bpetok.ray` take the same options as `pack`).
+#[derive(FromPyObject, Clone)]
+#[pyo3(from_item_all)]
+pub struct PackArgs {
     seq_len: usize,
     window: usize,
     overlap: Option<usize>,
@@ -160,41 +154,78 @@ pub fn pack<'py>(
     eos: bool,
     field: String,
     lines: bool,
-    errors: &str,
-    input_format: &str,
+    errors: String,
+    input_format: String,
     skip_bad_records: bool,
     overwrite: bool,
     resume: bool,
     num_threads: usize,
+    chat: Option<String>,
+    train_on: String,
+    partition_size: Option<u64>,
+}
+
+impl PackArgs {
+    fn config(&self, tok: &bpetok::Tokenizer) -> PyResult<PackConfig> {
+        let mut config = PackConfig::new(self.seq_len, self.window);
+        config.pack.overlap = self.overlap;
+        config.pack.pack_buffer = self.pack_buffer;
+        config.pack.seed = self.seed;
+        config.pad_id = self.pad_id;
+        config.samples_per_shard = self.samples_per_shard;
+        config.add_bos = self.bos;
+        config.add_eos = self.eos;
+        config.overwrite = self.overwrite;
+        config.resume = self.resume;
+        config.read = read_options(
+            tok,
+            self.field.clone(),
+            self.lines,
+            &self.errors,
+            self.chat.as_deref(),
+            &self.train_on,
+        )?;
+        config.read.skip_bad_records = self.skip_bad_records;
+        config.input_format = parse::<FormatChoice>("input_format", &self.input_format)?;
+        config.threads = self.num_threads;
+        config.partition_size = self.partition_size;
+        Ok(config)
+    }
+}
+
+/// Encodes and packs the documents of `inputs` into a shard directory (`bpetok.pack`); with
+/// `partition_size`, partition by partition (`bpetok pack --partition-size`).
+#[pyfunction]
+#[pyo3(signature = (tokenizer, inputs, output, options, progress))]
+pub fn pack<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    options: PackArgs,
     progress: ProgressFn,
-    chat: Option<&str>,
-    train_on: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let mut config = PackConfig::new(seq_len, window);
-    config.pack.overlap = overlap;
-    config.pack.pack_buffer = pack_buffer;
-    config.pack.seed = seed;
-    config.pad_id = pad_id;
-    config.samples_per_shard = samples_per_shard;
-    config.add_bos = bos;
-    config.add_eos = eos;
-    config.overwrite = overwrite;
-    config.resume = resume;
-    config.read = read_options(&tokenizer.inner, field, lines, errors, chat, train_on)?;
-    config.read.skip_bad_records = skip_bad_records;
-    let choice = parse::<FormatChoice>("input_format", input_format)?;
-    config.input_format = choice;
-    config.threads = num_threads;
     let tok = &tokenizer.inner;
+    let config = options.config(tok)?;
+    let choice = config.input_format;
     let raised = Raised::default();
     let counters = Counters::default();
     let report = py.detach(|| {
         let (specs, total) = resolve(&inputs, choice)?;
+        let tick = || tick(&progress, total, &counters, &raised);
+        if config.partition_size.is_some() {
+            return partition::pack_partitioned(tok, &output, &config, &specs, &counters, tick);
+        }
         let mut session = PackSession::create(tok, &output, config, specs)?;
-        session.run(&counters, || tick(&progress, total, &counters, &raised))?;
+        session.run(&counters, tick)?;
         session.finish()
     });
     let report = report.map_err(|err| data_err(err, &raised))?;
+    pack_report(py, &report)
+}
+
+/// The dict `bpetok._data.PackResult` is made from.
+fn pack_report<'py>(py: Python<'py>, report: &PackReport) -> PyResult<Bound<'py, PyDict>> {
     let totals = &report.manifest.totals;
     let result = PyDict::new(py);
     result.set_item("output", report.output.to_string_lossy())?;
@@ -229,6 +260,150 @@ pub fn pack<'py>(
     }
     result.set_item("manifest", to_py(py, &report.manifest)?)?;
     Ok(result)
+}
+
+fn json_err(what: &str, err: serde_json::Error) -> PyErr {
+    PyValueError::new_err(format!("{what}: {err}"))
+}
+
+/// The partitions of a partitioned run (`bpetok.ray`), as JSON: of local `inputs` (resolved as
+/// `pack` resolves them), or, with `layouts` (JSON, one `{"size", "row_groups"}` per input), of
+/// files named by `inputs` that this machine may not see (remote URLs), their format and
+/// compression from their names (or `input_format`).
+#[pyfunction]
+#[pyo3(signature = (inputs, *, input_format, lines, partition_size, layouts=None))]
+pub fn plan_partitions(
+    py: Python<'_>,
+    inputs: Vec<String>,
+    input_format: &str,
+    lines: bool,
+    partition_size: u64,
+    layouts: Option<String>,
+) -> PyResult<String> {
+    let choice = parse::<FormatChoice>("input_format", input_format)?;
+    let raised = Raised::default();
+    let plan = py.detach(|| -> Result<Vec<Partition>, DataError> {
+        let (specs, layouts) = match layouts {
+            None => {
+                let paths: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
+                let (specs, _) = resolve(&paths, choice)?;
+                let layouts = partition::file_layouts(&specs)?;
+                (specs, layouts)
+            }
+            Some(json) => {
+                let layouts: Vec<partition::FileLayout> = serde_json::from_str(&json)
+                    .map_err(|e| bpetok::data::OptionsError::new("layouts", e.to_string()))?;
+                let specs = inputs
+                    .iter()
+                    .map(|name| input::spec_by_name(name, choice))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (specs, layouts)
+            }
+        };
+        partition::plan_partitions(&specs, &layouts, lines, partition_size)
+    });
+    let plan = plan.map_err(|err| data_err(err, &raised))?;
+    serde_json::to_string(&plan).map_err(|e| json_err("partitions", e))
+}
+
+fn partitions_of(json: &str) -> PyResult<Vec<Partition>> {
+    serde_json::from_str(json).map_err(|e| json_err("partitions", e))
+}
+
+/// Opens `output` for a partitioned run of `partitions` (JSON): `None` when it is ready, or the
+/// report of a finished run (`resume`).
+#[pyfunction]
+pub fn prepare_partitioned<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    output: PathBuf,
+    partitions: &str,
+    options: PackArgs,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let tok = &tokenizer.inner;
+    let config = options.config(tok)?;
+    let partitions = partitions_of(partitions)?;
+    let raised = Raised::default();
+    let prepared = py.detach(|| partition::prepare_output(tok, &output, &config, &partitions));
+    match prepared.map_err(|err| data_err(err, &raised))? {
+        partition::Prepared::Ready => Ok(None),
+        partition::Prepared::Complete(manifest) => {
+            let input_bytes = manifest.inputs.iter().map(|i| i.size).sum();
+            let resumed = bpetok::data::Resumed {
+                shards: manifest.shards.len() as u64,
+                samples: manifest.totals.samples,
+                complete: true,
+            };
+            let report = PackReport {
+                manifest: *manifest,
+                output: output.clone(),
+                input_bytes,
+                resumed: Some(resumed),
+            };
+            Ok(Some(pack_report(py, &report)?))
+        }
+    }
+}
+
+/// Packs one partition (JSON) of the run in `output` into `output/NAME/` (a worker's task),
+/// reading piece `k` from `local[k]` when given; `attempt` names its temporary directory.
+#[pyfunction]
+#[pyo3(signature = (tokenizer, output, partition, options, *, local=None, attempt=None))]
+pub fn pack_partition<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    output: PathBuf,
+    partition: &str,
+    options: PackArgs,
+    local: Option<Vec<PathBuf>>,
+    attempt: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tok = &tokenizer.inner;
+    let config = options.config(tok)?;
+    let partition: Partition =
+        serde_json::from_str(partition).map_err(|e| json_err("partition", e))?;
+    let raised = Raised::default();
+    let counters = Counters::default();
+    let outcome = py.detach(|| {
+        partition::pack_partition(
+            tok,
+            &output,
+            &config,
+            &partition,
+            local.as_deref(),
+            attempt.as_deref(),
+            &counters,
+            || tick(&None, None, &counters, &raised),
+        )
+    });
+    let outcome = outcome.map_err(|err| data_err(err, &raised))?;
+    let result = PyDict::new(py);
+    result.set_item("name", &partition.name)?;
+    result.set_item("already_complete", outcome.already_complete)?;
+    result.set_item("lost_race", outcome.lost_race)?;
+    result.set_item("documents", outcome.manifest.totals.documents)?;
+    result.set_item("samples", outcome.manifest.totals.samples)?;
+    let bytes: u64 = outcome.manifest.inputs.iter().map(|i| i.size).sum();
+    result.set_item("input_bytes", bytes)?;
+    Ok(result)
+}
+
+/// Writes `output/manifest.json` of a partitioned run whose partitions (JSON) are complete.
+#[pyfunction]
+pub fn finish_partitions<'py>(
+    py: Python<'py>,
+    tokenizer: &PyTokenizer,
+    output: PathBuf,
+    partitions: &str,
+    options: PackArgs,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tok = &tokenizer.inner;
+    let config = options.config(tok)?;
+    let partitions = partitions_of(partitions)?;
+    let raised = Raised::default();
+    let report = py.detach(|| partition::finish_partitions(tok, &output, &config, &partitions));
+    let report = report.map_err(|err| data_err(err, &raised))?;
+    pack_report(py, &report)
 }
 
 fn run_report<'py>(

@@ -14,6 +14,10 @@ fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<data::PyMegatronWriter>()?;
     m.add_function(wrap_pyfunction!(data::megatron_dtype_for, m)?)?;
     m.add_function(wrap_pyfunction!(data::pack, m)?)?;
+    m.add_function(wrap_pyfunction!(data::plan_partitions, m)?)?;
+    m.add_function(wrap_pyfunction!(data::prepare_partitioned, m)?)?;
+    m.add_function(wrap_pyfunction!(data::pack_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(data::finish_partitions, m)?)?;
     m.add_function(wrap_pyfunction!(data::encode_files, m)?)?;
     m.add_function(wrap_pyfunction!(data::decode_files, m)?)?;
     m.add_function(wrap_pyfunction!(data::count_files, m)?)?;

@@ -20,6 +20,7 @@ fn spec(path: &Path, format: InputFormat, compression: Compression) -> InputSpec
         format,
         compression: Some(compression),
         size: None,
+        range: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn corpus(dir: &Path) -> Vec<InputSpec> {
                 format: InputFormat::Jsonl,
                 compression: Some(Compression::None),
                 size: None,
+                range: None,
             }
         })
         .collect()
@@ -358,6 +359,7 @@ fn nothing_to_resume_starts_from_the_beginning() {
         format: InputFormat::Jsonl,
         compression: None,
         size: None,
+        range: None,
     };
     let err = PackSession::create(&tok, &root.path().join("x"), resume_config(1), vec![stdin])
         .err()

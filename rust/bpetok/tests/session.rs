@@ -44,6 +44,7 @@ fn spec(relative: &str) -> InputSpec {
         format,
         compression: Some(compression),
         size: None,
+        range: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn file_spec(path: &Path, format: InputFormat) -> InputSpec {
         format,
         compression: Some(Compression::None),
         size: None,
+        range: None,
     }
 }
 

@@ -75,6 +75,7 @@ fn write_dir(
         sha256: "cd".repeat(32),
         documents: docs.len() as u64,
         skipped_records: None,
+        range: None,
     };
     writer
         .finish(info(opts, vocab_size, vec![input], stats))
@@ -96,6 +97,7 @@ fn info(
         inputs,
         stats,
         chat: None,
+        partition_size: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod input;
 pub mod megatron;
 mod output;
 pub mod pack;
+pub mod partition;
 pub mod pipeline;
 pub mod session;
 pub mod shard;

@@ -42,6 +42,9 @@ pub struct PackConfig {
     pub input_format: FormatChoice,
     /// Encoding threads (0: all CPUs).
     pub threads: usize,
+    /// A partitioned run ([`crate::data::partition`]): the partition size it was cut by, as the
+    /// manifest of each partition and of the whole run records it.
+    pub partition_size: Option<u64>,
 }
 
 impl PackConfig {
@@ -61,6 +64,7 @@ impl PackConfig {
             read: ReadOptions::default(),
             input_format: FormatChoice::Auto,
             threads: 0,
+            partition_size: None,
         }
     }
 
@@ -418,6 +422,7 @@ impl<'t> PackSession<'t> {
             inputs: done_inputs,
             stats,
             chat: chat_options(&self.config),
+            partition_size: self.config.partition_size,
         })?;
         Checkpoint::remove(&output)?;
         Ok(PackReport {
@@ -518,6 +523,7 @@ impl Run {
                     sha256: summary.sha256,
                     documents: self.current_input.0,
                     skipped_records: skipping.then_some(self.current_input.1),
+                    range: spec.range,
                 });
                 self.current_input = (0, 0);
             }
@@ -555,7 +561,7 @@ fn write_waiting(
 }
 
 /// The options as the manifest records them.
-fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions {
+pub(crate) fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions {
     let mut options = ManifestOptions::new(
         pack,
         config.add_bos,
@@ -564,6 +570,7 @@ fn manifest_options(config: &PackConfig, pack: &PackOptions) -> ManifestOptions 
         config.input_options(),
     );
     options.chat = chat_options(config);
+    options.partition_size = config.partition_size;
     options
 }
 

@@ -96,6 +96,10 @@ pub enum InputErrorKind {
     /// `not_jsonl`: token ids asked of an input that is not JSONL (`f: expected JSONL, this is
     /// text`).
     NotJsonl { format: &'static str },
+    /// `unsplittable`: a part of a file asked for that cannot be read alone (a byte range of a
+    /// compressed file or of a whole-file text document, row groups of a file that is not
+    /// uncompressed Parquet, row groups past its last).
+    Unsplittable { reason: String },
     /// `not_a_list`: the ids field holds no list (`f:3: field 'ids' is not a list of token ids`).
     NotAList { field: String },
     /// `not_an_id`: an element of the ids list that is not an integer; `found` is its JSON text
@@ -170,6 +174,7 @@ impl InputError {
             K::NotAStringColumn { .. } => "not_a_string_column",
             K::NullValue { .. } => "null_value",
             K::NotJsonl { .. } => "not_jsonl",
+            K::Unsplittable { .. } => "unsplittable",
             K::NotAList { .. } => "not_a_list",
             K::NotAnId { .. } => "not_an_id",
             K::IdOutOfRange { .. } => "id_out_of_range",
@@ -250,6 +255,7 @@ impl fmt::Display for InputErrorKind {
             ),
             K::NullValue { column } => write!(f, "column {} is null", python_repr(column)),
             K::NotJsonl { format } => write!(f, "expected JSONL, this is {format}"),
+            K::Unsplittable { reason } => write!(f, "cannot read a part of this file: {reason}"),
             K::NotAList { field } => {
                 write!(f, "field {} is not a list of token ids", python_repr(field))
             }

@@ -61,7 +61,7 @@ pub fn read_id_lines<E: From<InputError>>(
     }
     let mut hashed = Hashed::size_only();
     let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
-    for_each_line(&mut stream, name, compression, each)?;
+    for_each_line(&mut stream, name, compression, true, each)?;
     drop(stream);
     let (size, sha256) = hashed.finish();
     Ok(InputSummary {

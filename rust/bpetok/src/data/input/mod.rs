@@ -38,7 +38,8 @@ use std::sync::atomic::AtomicU64;
 use crate::data::chat::{ChatPlan, ChatSpec};
 pub use error::{InputError, InputErrorKind};
 pub use ids::{parse_id_line, read_id_lines, read_id_lists};
-pub use resolve::{kind_of, resolve_inputs};
+pub use parquet::row_group_sizes;
+pub use resolve::{kind_of, resolve_inputs, spec_by_name};
 
 use stream::{for_each_line, open, read_error, Hashed};
 use text::{count_newlines, text_line_document, whole_file_document};
@@ -177,6 +178,30 @@ pub struct InputSpec {
     pub compression: Option<Compression>,
     /// The size on disk when the input was resolved; `None` for stdin.
     pub size: Option<u64>,
+    /// Only a part of the file (a partition's piece, [`crate::data::partition`]); `None` for
+    /// the whole file.
+    pub range: Option<InputRange>,
+}
+
+impl InputSpec {
+    /// Whether reading starts at the file's first byte (a byte order mark is dropped only there).
+    pub fn starts_file(&self) -> bool {
+        !matches!(self.range, Some(InputRange::Bytes([start, _])) if start > 0)
+    }
+}
+
+/// The part of a file a partition reads (see `docs/distributed.md`).
+///
+/// - `Bytes([start, end])`: the lines that begin at a byte offset in `start..end` of an
+///   uncompressed JSONL or text-lines file (a line begins at offset 0 and after each `\n`), so
+///   that the byte ranges of a file, cut anywhere, share out its lines with none lost or read
+///   twice.
+/// - `RowGroups([start, end])`: the row groups `start..end` of an uncompressed Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputRange {
+    Bytes([u64; 2]),
+    RowGroups([u64; 2]),
 }
 
 /// How documents are taken from inputs.
@@ -319,6 +344,7 @@ pub fn read_records<E: From<InputError>>(
         };
         return Err(InputError::new(kind, input.name.as_str()).into());
     }
+    check_range(input, opts)?;
     if input.format == InputFormat::Parquet {
         let (size, sha256, compression) = parquet::read_parquet(
             input,
@@ -355,6 +381,7 @@ pub fn read_records<E: From<InputError>>(
             &mut stream,
             name,
             compression,
+            input.starts_file(),
             |lineno, raw| -> Result<(), E> {
                 if lineno <= skip {
                     return Ok(());
@@ -385,4 +412,26 @@ pub fn read_records<E: From<InputError>>(
         skipped_records: skipped,
         compression,
     })
+}
+
+/// Refuses a part of a file that cannot be read alone.
+fn check_range(input: &InputSpec, opts: &ReadOptions) -> Result<(), InputError> {
+    let reason = match (input.range, input.format) {
+        (None, _) => return Ok(()),
+        (Some(InputRange::Bytes(_)), InputFormat::Parquet) => "a byte range of a Parquet file",
+        (Some(InputRange::Bytes(_)), InputFormat::Text) if !opts.lines => {
+            "a byte range of a text file read as one document"
+        }
+        (Some(InputRange::RowGroups(_)), InputFormat::Parquet) => return Ok(()),
+        (Some(InputRange::RowGroups(_)), _) => "row groups of a file that is not Parquet",
+        (Some(InputRange::Bytes([start, end])), _) if start > end => {
+            "a byte range that ends before it starts"
+        }
+        (Some(InputRange::Bytes(_)), _) => return Ok(()),
+    };
+    let reason = reason.to_owned();
+    Err(InputError::new(
+        InputErrorKind::Unsplittable { reason },
+        input.name.as_str(),
+    ))
 }

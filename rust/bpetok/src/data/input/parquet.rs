@@ -16,7 +16,7 @@ use parquet::schema::types::Type;
 
 use super::stream::{open, open_error, read_error, Hashed};
 use super::text::utf8_error;
-use super::{Compression, InputError, InputErrorKind, InputSpec, Utf8Errors};
+use super::{Compression, InputError, InputErrorKind, InputRange, InputSpec, Utf8Errors};
 
 /// Rows asked of the column reader at a time.
 const BATCH_ROWS: usize = 4096;
@@ -34,6 +34,9 @@ pub(super) fn read_parquet<E: From<InputError>>(
 ) -> Result<(u64, String, Compression), E> {
     let name = input.name.as_str();
     let mut hashed = Hashed::default();
+    if let Some(InputRange::RowGroups([first, end])) = input.range {
+        return read_row_groups(input, column, errors, bytes_read, skip, (first, end), each);
+    }
     let (compression, file) = {
         let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
         let file = match (&input.path, compression) {
@@ -52,7 +55,90 @@ pub(super) fn read_parquet<E: From<InputError>>(
         };
         (compression, file)
     };
+    let texts = StringColumn::open(file, column).map_err(|kind| InputError::new(kind, name))?;
+    read_rows(name, texts, column, errors, skip, &mut each)?;
+    let (size, sha256) = hashed.finish();
+    Ok((size, sha256, compression))
+}
+
+/// [`read_parquet`] of the row groups `first..end` of an uncompressed file: its size and SHA-256
+/// are those of the bytes the groups' column chunks span.
+fn read_row_groups<E: From<InputError>>(
+    input: &InputSpec,
+    column: &str,
+    errors: Utf8Errors,
+    bytes_read: &AtomicU64,
+    skip: u64,
+    (first, end): (u64, u64),
+    mut each: impl FnMut(u64, Result<Option<String>, InputError>) -> Result<(), E>,
+) -> Result<(u64, String, Compression), E> {
+    let name = input.name.as_str();
+    let unsplittable =
+        |reason: String| InputError::new(InputErrorKind::Unsplittable { reason }, name);
+    let (Some(path), Some(Compression::None)) = (&input.path, input.compression) else {
+        return Err(unsplittable(
+            "row groups of a compressed file or of standard input".to_owned(),
+        )
+        .into());
+    };
+    let file = File::open(path).map_err(|err| open_error(name, &err))?;
+    let mut hashed = Hashed::default();
+    let mut spanned = file.try_clone().map_err(|err| open_error(name, &err))?;
     let mut texts = StringColumn::open(file, column).map_err(|kind| InputError::new(kind, name))?;
+    let groups = texts.reader.num_row_groups() as u64;
+    if first > end || end > groups {
+        return Err(unsplittable(format!(
+            "row groups {first} to {end} asked for, the file has {groups}"
+        ))
+        .into());
+    }
+    let metadata = texts.reader.metadata();
+    let mut span: Option<(u64, u64)> = None;
+    for g in first..end {
+        for chunk in metadata.row_group(g as usize).columns() {
+            let (offset, length) = chunk.byte_range();
+            let (lo, hi) = span.unwrap_or((offset, offset + length));
+            span = Some((lo.min(offset), hi.max(offset + length)));
+        }
+    }
+    if let Some((lo, hi)) = span {
+        spanned
+            .seek(io::SeekFrom::Start(lo))
+            .map_err(|err| read_error(name, None, Compression::None, &err))?;
+        let mut left = hi - lo;
+        let mut buf = vec![0u8; super::stream::READ_SIZE];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = io::Read::read(&mut spanned, &mut buf[..want])
+                .map_err(|err| read_error(name, None, Compression::None, &err))?;
+            if n == 0 {
+                let err = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ends inside a row group",
+                );
+                return Err(read_error(name, None, Compression::None, &err).into());
+            }
+            hashed.update(&buf[..n]);
+            bytes_read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            left -= n as u64;
+        }
+    }
+    texts.next_group = first as usize;
+    texts.end_group = end as usize;
+    read_rows(name, texts, column, errors, skip, &mut each)?;
+    let (size, sha256) = hashed.finish();
+    Ok((size, sha256, Compression::None))
+}
+
+/// Hands `each` the rows of `texts` from index `skip` on.
+fn read_rows<E: From<InputError>>(
+    name: &str,
+    mut texts: StringColumn,
+    column: &str,
+    errors: Utf8Errors,
+    skip: u64,
+    each: &mut impl FnMut(u64, Result<Option<String>, InputError>) -> Result<(), E>,
+) -> Result<(), E> {
     let mut row = 0u64;
     while let Some(batch) = texts
         .next_batch()
@@ -88,8 +174,23 @@ pub(super) fn read_parquet<E: From<InputError>>(
             each(row - 1, doc)?;
         }
     }
-    let (size, sha256) = hashed.finish();
-    Ok((size, sha256, compression))
+    Ok(())
+}
+
+/// The `total_byte_size` of each row group of the uncompressed Parquet file at `path` (named
+/// `name` in messages), from its footer.
+pub fn row_group_sizes(path: &std::path::Path, name: &str) -> Result<Vec<u64>, InputError> {
+    let file = File::open(path).map_err(|err| open_error(name, &err))?;
+    guarded(|| {
+        let reader = SerializedFileReader::new(file).map_err(parquet_error)?;
+        Ok(reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.total_byte_size().max(0) as u64)
+            .collect())
+    })
+    .map_err(|kind| InputError::new(kind, name))
 }
 
 fn spool_error(name: &str, err: &io::Error) -> InputError {
@@ -104,6 +205,8 @@ struct StringColumn {
     index: usize,
     max_def: i16,
     next_group: usize,
+    /// The group after the last to read.
+    end_group: usize,
     current: Option<ColumnReaderImpl<ByteArrayType>>,
     values: Vec<ByteArray>,
     defs: Vec<i16>,
@@ -157,6 +260,7 @@ impl StringColumn {
                 .ok_or_else(not_a_string)?;
             Ok(StringColumn {
                 max_def: schema.column(index).max_def_level(),
+                end_group: reader.num_row_groups(),
                 reader,
                 index,
                 next_group: 0,
@@ -171,7 +275,7 @@ impl StringColumn {
     fn next_batch(&mut self) -> Result<Option<Vec<Option<ByteArray>>>, InputErrorKind> {
         guarded(|| loop {
             let Some(current) = &mut self.current else {
-                if self.next_group == self.reader.num_row_groups() {
+                if self.next_group >= self.end_group {
                     return Ok(None);
                 }
                 let group = self

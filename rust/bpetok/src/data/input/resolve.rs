@@ -36,6 +36,7 @@ pub fn resolve_inputs(
                 format: forced.unwrap_or(InputFormat::Jsonl),
                 compression: None,
                 size: None,
+                range: None,
             });
             continue;
         }
@@ -75,10 +76,31 @@ pub fn resolve_inputs(
                 format,
                 compression: Some(compression),
                 size: Some(size),
+                range: None,
             });
         }
     }
     Ok(specs)
+}
+
+/// The input a file name (or URL) stands for, without looking at the file: its format and
+/// compression from the name (the format forced by `choice` if it forces one), as
+/// [`resolve_inputs`] gives for a file named directly; its size is not known.
+pub fn spec_by_name(name: &str, choice: FormatChoice) -> Result<InputSpec, InputError> {
+    let file_name = name.rsplit('/').next().unwrap_or(name);
+    let (format, compression) = match (choice.format(), kind_of(file_name)) {
+        (Some(format), _) => (format, compression_of(file_name)),
+        (None, Some(found)) => found,
+        (None, None) => return Err(InputError::new(InputErrorKind::UnknownFormat, name)),
+    };
+    Ok(InputSpec {
+        path: Some(PathBuf::from(name)),
+        name: name.to_owned(),
+        format,
+        compression: Some(compression),
+        size: None,
+        range: None,
+    })
 }
 
 /// The format and compression a file name says (case-insensitively): `.jsonl`, `.json`,

@@ -3,13 +3,13 @@
 //! `gzip` reads them, zstd frames one after another).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::text::BOM;
-use super::{Compression, InputError, InputErrorKind, InputSpec};
+use super::{Compression, InputError, InputErrorKind, InputRange, InputSpec};
 
 /// Bytes asked of the file (or decompressor) per read.
 pub(super) const READ_SIZE: usize = 1 << 20;
@@ -35,6 +35,14 @@ impl Hashed {
     /// 7% of `bpetok decode`'s time).
     pub(super) fn size_only() -> Self {
         Hashed { sha: None, size: 0 }
+    }
+
+    /// Counts and hashes `bytes`, read by the caller.
+    pub(super) fn update(&mut self, bytes: &[u8]) {
+        if let Some(sha) = &mut self.sha {
+            sha.update(bytes);
+        }
+        self.size += bytes.len() as u64;
     }
 
     /// The size and hex SHA-256 of the raw bytes (empty when counted only).
@@ -95,9 +103,22 @@ pub(super) fn open<'a>(
     hashed: &'a mut Hashed,
     progress: &'a AtomicU64,
 ) -> Result<(Compression, Box<dyn BufRead + 'a>), InputError> {
-    let raw: Box<dyn Read> = match &input.path {
-        Some(path) => Box::new(File::open(path).map_err(|err| open_error(&input.name, &err))?),
-        None => Box::new(io::stdin()),
+    let raw: Box<dyn Read> = match (&input.path, input.range) {
+        (Some(path), Some(InputRange::Bytes([start, end]))) => {
+            if input.compression != Some(Compression::None) {
+                let reason = "a byte range of a compressed file".to_owned();
+                return Err(InputError::new(
+                    InputErrorKind::Unsplittable { reason },
+                    &input.name,
+                ));
+            }
+            let file = File::open(path).map_err(|err| open_error(&input.name, &err))?;
+            let lines = LineRange::new(file, start, end)
+                .map_err(|err| read_error(&input.name, Some(1), Compression::None, &err))?;
+            Box::new(lines)
+        }
+        (Some(path), _) => Box::new(File::open(path).map_err(|err| open_error(&input.name, &err))?),
+        (None, _) => Box::new(io::stdin()),
     };
     let mut hashing = HashingReader {
         inner: raw,
@@ -214,12 +235,13 @@ impl<R: BufRead> Read for GzipMembers<R> {
 }
 
 /// Calls `each(line_number, line)` for every line of `stream` (from 1, with its `\n`; the first
-/// line's byte order mark dropped), the one line loop of the JSONL, text-lines and ids readers.
-/// A read error names the line it stopped in.
+/// line's byte order mark dropped when `bom`: the stream starts the file), the one line loop of
+/// the JSONL, text-lines and ids readers. A read error names the line it stopped in.
 pub(super) fn for_each_line<E: From<InputError>>(
     stream: &mut dyn BufRead,
     name: &str,
     compression: Compression,
+    bom: bool,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut line = Vec::new();
@@ -232,11 +254,95 @@ pub(super) fn for_each_line<E: From<InputError>>(
             Err(err) => return Err(read_error(name, Some(lineno + 1), compression, &err).into()),
         }
         lineno += 1;
-        let raw: &[u8] = if lineno == 1 && line.starts_with(BOM) {
+        let raw: &[u8] = if bom && lineno == 1 && line.starts_with(BOM) {
             &line[BOM.len()..]
         } else {
             &line
         };
         each(lineno, raw)?;
+    }
+}
+
+/// The lines of a file that begin at an offset in `start..end` ([`InputRange::Bytes`]): reading
+/// skips to the first line that begins at `start` or later, and stops after the line that
+/// begins before `end` (or at the end of the file).
+struct LineRange<R> {
+    inner: BufReader<R>,
+    /// Offset of the next byte.
+    pos: u64,
+    end: u64,
+    /// The last byte given ended a line (or nothing was given and `pos` begins one).
+    at_line_start: bool,
+    done: bool,
+}
+
+impl<R: Read + Seek> LineRange<R> {
+    fn new(mut file: R, start: u64, end: u64) -> io::Result<Self> {
+        let mut pos = 0;
+        if start > 0 {
+            // The line that begins at `start` or later: after the first `\n` at `start - 1` or
+            // later.
+            pos = file.seek(SeekFrom::Start(start - 1))?;
+        }
+        let mut inner = BufReader::with_capacity(READ_SIZE, file);
+        if start > 0 {
+            loop {
+                let available = inner.fill_buf()?;
+                if available.is_empty() {
+                    break;
+                }
+                match available.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        inner.consume(i + 1);
+                        pos += i as u64 + 1;
+                        break;
+                    }
+                    None => {
+                        let n = available.len();
+                        inner.consume(n);
+                        pos += n as u64;
+                    }
+                }
+            }
+        }
+        Ok(LineRange {
+            inner,
+            pos,
+            end,
+            at_line_start: true,
+            done: false,
+        })
+    }
+}
+
+impl<R: Read> Read for LineRange<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.end && self.at_line_start {
+            self.done = true;
+            return Ok(0);
+        }
+        let available = self.inner.fill_buf()?;
+        if available.is_empty() {
+            self.done = true;
+            return Ok(0);
+        }
+        let n = if self.pos >= self.end {
+            // Past the end: finish the line that began before it.
+            match available.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => available.len(),
+            }
+        } else {
+            available.len().min((self.end - self.pos) as usize)
+        }
+        .min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.at_line_start = available[n - 1] == b'\n';
+        self.inner.consume(n);
+        self.pos += n as u64;
+        Ok(n)
     }
 }

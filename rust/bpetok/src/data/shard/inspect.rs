@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::npy;
 use super::writer::ShardError;
-use super::{is_plain_file_name, Manifest, TokenDtype, Totals, MANIFEST_FILE};
+use super::{is_listed_path, Manifest, TokenDtype, Totals, MANIFEST_FILE};
 
 /// Segments whose length is in `min..=max`. Buckets are powers of two: `[1, 1]`, `[2, 3]`,
 /// `[4, 7]`, ..., the last ending at `seq_len`.
@@ -108,7 +108,7 @@ pub fn inspect_dir(dir: impl AsRef<Path>) -> Result<Summary, ShardError> {
     for shard in &manifest.shards {
         let name = &shard.files.segments.path;
         let path = dir.join(name);
-        if !is_plain_file_name(name) {
+        if !is_listed_path(name, manifest.partitions.is_some()) {
             return Err(unreadable(
                 &path,
                 "not a plain file name inside the directory",

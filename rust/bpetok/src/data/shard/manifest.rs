@@ -22,8 +22,25 @@ pub struct Manifest {
     pub options: ManifestOptions,
     pub token_dtype: TokenDtype,
     pub inputs: Vec<InputFile>,
+    /// A partitioned run (`options.partition_size`): its partitions in order, each a complete
+    /// shard directory of its own (`docs/distributed.md`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<PartitionEntry>>,
     pub shards: Vec<ShardEntry>,
     pub totals: Totals,
+}
+
+/// One partition of a partitioned run: the subdirectory that holds it, and how many of the
+/// manifest's `inputs` and `shards` (the next ones, in order) are its.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionEntry {
+    /// `part-NNNNN`, the partition's index counted from 0.
+    pub name: String,
+    pub inputs: u64,
+    pub shards: u64,
+    pub documents: u64,
+    pub samples: u64,
 }
 
 /// Which tokenizer made the ids.
@@ -57,6 +74,10 @@ pub struct ManifestOptions {
     pub eos: bool,
     pub pad_id: u32,
     pub samples_per_shard: u64,
+    /// `bpetok pack --partition-size`: the inputs were cut into partitions of about this many
+    /// bytes, each packed alone (`docs/distributed.md`). Absent for a run packed as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_size: Option<u64>,
     /// How the inputs were read.
     pub input: InputOptions,
     /// Conversations (`bpetok pack --chat`): the instruct format and which tokens are targets.
@@ -96,6 +117,7 @@ impl ManifestOptions {
             eos,
             pad_id: pack.pad_id,
             samples_per_shard: samples_per_shard as u64,
+            partition_size: None,
             input,
             chat: None,
         }
@@ -171,6 +193,10 @@ pub struct InputFile {
     /// Records passed over as bad (`skip_bad_records`); absent when that was not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_records: Option<u64>,
+    /// A partition's part of the file (`{"bytes": [start, end]}` or `{"row_groups": [start,
+    /// end]}`); then `size` and `sha256` are those of the bytes read. Absent for a whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<crate::data::input::InputRange>,
 }
 
 impl InputFile {
@@ -181,6 +207,7 @@ impl InputFile {
             sha256: hash.sha256,
             documents,
             skipped_records: None,
+            range: None,
         }
     }
 }

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use inspect::{check_dir_tokenizer, inspect_dir, read_manifest, LengthBucket, Summary};
 pub use manifest::{
     hash_file, tokenizer_sha256, ChatOptions, FileDigest, FileHash, HashingReader, InputFile,
-    InputOptions, Manifest, ManifestOptions, ShardEntry, ShardFiles, TokenizerInfo, Totals,
+    InputOptions, Manifest, ManifestOptions, PartitionEntry, ShardEntry, ShardFiles, TokenizerInfo,
+    Totals,
 };
 pub use resume::{input_stats, Checkpoint, InputStat, Position, WriterTotals, RESUME_FORMAT};
 pub use verify::{
@@ -29,6 +30,7 @@ pub use writer::{
     check_pad_id, ManifestInfo, ShardError, ShardWriter, ShardWriterOptions,
     DEFAULT_SAMPLES_PER_SHARD, MAX_SAMPLES_PER_SHARD, MAX_SHARD_TOKENS,
 };
+pub(crate) use writer::{sync_dir, write_atomically};
 
 /// Checks that `tok` is the tokenizer a manifest records (`info`): the same model file (SHA-256)
 /// and vocabulary size. A mismatch names both hashes (first 12 hex digits) and both sizes.
@@ -169,6 +171,20 @@ pub(crate) fn is_temporary_name(name: &str) -> bool {
 
 /// Whether a manifest path is a plain file name inside the directory (no separator, not `.` or
 /// `..`), so nothing outside the directory is ever read or removed.
+/// Whether `path` may be listed in a manifest: a plain file name, or in a partitioned run's
+/// manifest `part-NNNNN/` and a plain file name.
+pub(crate) fn is_listed_path(path: &str, partitioned: bool) -> bool {
+    if partitioned {
+        if let Some((part, rest)) = path.split_once('/') {
+            return part.len() >= 10
+                && part.starts_with("part-")
+                && part[5..].bytes().all(|b| b.is_ascii_digit())
+                && is_plain_file_name(rest);
+        }
+    }
+    is_plain_file_name(path)
+}
+
 pub(crate) fn is_plain_file_name(path: &str) -> bool {
     !path.is_empty()
         && path != "."

@@ -249,6 +249,9 @@ pub fn verify_dir_with(
     let Some(manifest) = load_manifest(dir, &mut v, &mut counted) else {
         return Err(v.into_error(dir));
     };
+    if let Some(partitions) = &manifest.partitions {
+        return verify_partitioned(dir, &manifest, partitions, tokenizer, counted.bytes);
+    }
     if let Some(tok) = tokenizer {
         if let Err(e) = super::check_tokenizer(&manifest.tokenizer, tok) {
             v.add(
@@ -1457,5 +1460,109 @@ impl Documents {
             self.open.remove(&doc);
             self.mark_ended(doc);
         }
+    }
+}
+
+/// A partitioned run's directory (`partitions` in the manifest): each partition is checked as a
+/// shard directory of its own, and the manifest must be exactly what its partitions' manifests
+/// make ([`crate::data::partition::merge_manifests`]).
+fn verify_partitioned(
+    dir: &Path,
+    manifest: &Manifest,
+    partitions: &[super::PartitionEntry],
+    tokenizer: Option<&crate::Tokenizer>,
+    manifest_bytes: u64,
+) -> Result<VerifyReport, VerifyError> {
+    let mut v = Violations::default();
+    let mut report = VerifyReport {
+        shards: 0,
+        samples: 0,
+        segments: 0,
+        documents: 0,
+        bytes: manifest_bytes,
+        peak_open_documents: 0,
+    };
+    let mut parts = Vec::new();
+    for (i, entry) in partitions.iter().enumerate() {
+        let expected = crate::data::partition::partition_name(i);
+        if entry.name != expected {
+            v.manifest(format!(
+                "partitions[{i}].name is {:?}, expected {expected:?}",
+                entry.name
+            ));
+            continue;
+        }
+        let sub = dir.join(&entry.name);
+        match verify_dir_with(&sub, tokenizer) {
+            Ok(r) => {
+                report.shards += r.shards;
+                report.samples += r.samples;
+                report.segments += r.segments;
+                report.documents += r.documents;
+                report.bytes += r.bytes;
+                report.peak_open_documents = report.peak_open_documents.max(r.peak_open_documents);
+            }
+            Err(e) => {
+                for violation in e.violations {
+                    let file = format!("{}/{}", entry.name, violation.file);
+                    v.add(
+                        violation.kind,
+                        &file,
+                        violation.sample,
+                        violation.segment,
+                        violation.message,
+                    );
+                }
+                v.omitted += e.omitted;
+            }
+        }
+        match fs::read(sub.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|b| Manifest::from_json(&b).ok())
+        {
+            Some(m) => parts.push((entry.name.clone(), m)),
+            None => v.manifest(format!("partition {} has no readable manifest", entry.name)),
+        }
+    }
+    if parts.len() == partitions.len() {
+        match crate::data::partition::merge_manifests(&parts) {
+            None => v.manifest(
+                "the partitions disagree on the tokenizer, the options or the token dtype"
+                    .to_owned(),
+            ),
+            Some(merged) => {
+                let fields: [(&str, bool); 7] = [
+                    (
+                        "format",
+                        merged.format == manifest.format
+                            && merged.format_version == manifest.format_version,
+                    ),
+                    ("tokenizer", merged.tokenizer == manifest.tokenizer),
+                    ("options", merged.options == manifest.options),
+                    ("inputs", merged.inputs == manifest.inputs),
+                    ("partitions", merged.partitions == manifest.partitions),
+                    ("shards", merged.shards == manifest.shards),
+                    ("totals", merged.totals == manifest.totals),
+                ];
+                for (field, same) in fields {
+                    if !same {
+                        v.manifest(format!(
+                            "{field} is not what the partitions' manifests make together"
+                        ));
+                    }
+                }
+                if merged.token_dtype != manifest.token_dtype {
+                    v.manifest("token_dtype is not the partitions' one".to_owned());
+                }
+            }
+        }
+        if manifest.options.partition_size.is_none() {
+            v.manifest("a manifest with partitions has no options.partition_size".to_owned());
+        }
+    }
+    if v.is_empty() {
+        Ok(report)
+    } else {
+        Err(v.into_error(dir))
     }
 }

@@ -248,6 +248,8 @@ pub struct ManifestInfo {
     pub stats: PackStats,
     /// Conversations: how they were encoded (`options.chat`); `None` for documents of text.
     pub chat: Option<ChatOptions>,
+    /// One partition of a partitioned run: the run's partition size (`options.partition_size`).
+    pub partition_size: Option<u64>,
 }
 
 /// Writes packed samples into a shard directory (`docs/shard-format.md`).
@@ -264,7 +266,7 @@ pub struct ManifestInfo {
 /// let tokenizer = TokenizerInfo { sha256: "0".repeat(64), vocab_size: 32000, bos_id: Some(1), eos_id: Some(2) };
 /// writer.finish(ManifestInfo {
 ///     tokenizer, pack: opts, bos: true, eos: true,
-///     input_options: Default::default(), inputs: vec![], stats, chat: None,
+///     input_options: Default::default(), inputs: vec![], stats, chat: None, partition_size: None,
 /// })?;
 /// # Ok(()) }
 /// ```
@@ -922,6 +924,7 @@ impl ShardWriter {
             tokenizer: info.tokenizer,
             options: ManifestOptions {
                 chat: info.chat,
+                partition_size: info.partition_size,
                 ..ManifestOptions::new(
                     pack,
                     info.bos,
@@ -932,6 +935,7 @@ impl ShardWriter {
             },
             token_dtype: self.dtype,
             inputs: info.inputs,
+            partitions: None,
             shards: std::mem::take(&mut self.shards),
             totals: Totals {
                 documents: stats.documents,
@@ -1115,7 +1119,7 @@ impl Drop for Temporary {
 
 /// Writes `name` in `dir` through `.name.tmp`: `write` fills a buffered, hashing writer; then the
 /// file is flushed, fsynced and renamed. Returns the file's digest.
-pub(super) fn write_atomically(
+pub(crate) fn write_atomically(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut BufWriter<HashingWriter<File>>) -> io::Result<()>,
@@ -1157,7 +1161,7 @@ fn write_npy<T: LittleEndian>(
 }
 
 /// Makes the renames in `dir` durable (a no-op where directories cannot be opened as files).
-pub(super) fn sync_dir(dir: &Path) -> Result<(), ShardError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ShardError> {
     #[cfg(unix)]
     {
         File::open(dir)
