@@ -306,6 +306,13 @@ pub fn plan_partitions(
     serde_json::to_string(&plan).map_err(|e| json_err("partitions", e))
 }
 
+/// The format and compression a file name says (`("jsonl", "gzip")`, ...), or `None`: what
+/// decides which files of a directory are inputs (`docs/cli.md`, "Inputs").
+#[pyfunction]
+pub fn input_kind(name: &str) -> Option<(&'static str, &'static str)> {
+    input::kind_of(name).map(|(format, compression)| (format.name(), compression.name()))
+}
+
 fn partitions_of(json: &str) -> PyResult<Vec<Partition>> {
     serde_json::from_str(json).map_err(|e| json_err("partitions", e))
 }

@@ -15,6 +15,7 @@ fn _bpetok(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(data::megatron_dtype_for, m)?)?;
     m.add_function(wrap_pyfunction!(data::pack, m)?)?;
     m.add_function(wrap_pyfunction!(data::plan_partitions, m)?)?;
+    m.add_function(wrap_pyfunction!(data::input_kind, m)?)?;
     m.add_function(wrap_pyfunction!(data::prepare_partitioned, m)?)?;
     m.add_function(wrap_pyfunction!(data::pack_partition, m)?)?;
     m.add_function(wrap_pyfunction!(data::finish_partitions, m)?)?;

@@ -479,6 +479,62 @@ impl PyTokenizer {
         PyByteArray::new(py, &data)
     }
 
+    /// Encodes the texts `data[offsets[i]..offsets[i + 1]]` (the bytes of an Arrow string
+    /// column's values, and its offsets as little-endian int64 bytes) into one flat id buffer
+    /// and int64 offsets, as `encode_batch_flat`, without a Python object per text. The offsets
+    /// must not decrease and must lie inside `data`.
+    #[pyo3(signature = (data, offsets, add_bos, add_eos, num_threads))]
+    fn encode_offsets_flat<'py>(
+        &self,
+        py: Python<'py>,
+        data: PyBackedBytes,
+        offsets: PyBackedBytes,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let bytes: &[u8] = &data;
+        if offsets.len() % 8 != 0 || offsets.is_empty() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "offsets must be little-endian int64 values, at least one",
+            ));
+        }
+        let bounds: Vec<i64> = offsets
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let mut slices = Vec::with_capacity(bounds.len() - 1);
+        for (k, pair) in bounds.windows(2).enumerate() {
+            let (a, b) = (pair[0], pair[1]);
+            if a < 0 || b < a || b as usize > bytes.len() {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "offsets[{k}..{}] = {a}..{b} is not a range inside the {} bytes of data",
+                    k + 1,
+                    bytes.len()
+                )));
+            }
+            slices.push(&bytes[a as usize..b as usize]);
+        }
+        let itemsize = self.inner.id_bytes();
+        let (ids, ends) = py.detach(|| {
+            let batch = self
+                .inner
+                .encode_batch(&slices, add_bos, add_eos, num_threads);
+            let total: usize = batch.iter().map(Vec::len).sum();
+            let mut ids = Vec::with_capacity(total * itemsize);
+            let mut ends = Vec::with_capacity((batch.len() + 1) * 8);
+            let mut end = 0i64;
+            ends.extend_from_slice(&end.to_le_bytes());
+            for one in &batch {
+                pack_ids(one.iter(), itemsize, &mut ids);
+                end += one.len() as i64;
+                ends.extend_from_slice(&end.to_le_bytes());
+            }
+            (ids, ends)
+        });
+        Ok((PyByteArray::new(py, &ids), PyByteArray::new(py, &ends)))
+    }
+
     /// Encodes a batch to one buffer of little-endian ids of [`Self::token_dtype`] and one
     /// buffer of `len(texts) + 1` little-endian int64 offsets, for numpy.
     fn encode_batch_flat<'py>(
