@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bpetok import _bpetok
@@ -63,8 +63,10 @@ _WORKER_TOKENIZERS: dict[str, Tokenizer] = {}
 many tasks and loads each model once."""
 
 
-def _worker_tokenizer(sha256: str, model: list[Any]) -> Tokenizer:
+def _worker_tokenizer(sha256: str, model: list[Any]) -> tuple[Tokenizer, bool]:
+    """The tokenizer of this SHA-256, and whether this call loaded it."""
     tok = _WORKER_TOKENIZERS.get(sha256)
+    loaded = tok is None
     if tok is None:
         if model[0] is None:
             tok = _default_tokenizer()
@@ -72,12 +74,7 @@ def _worker_tokenizer(sha256: str, model: list[Any]) -> Tokenizer:
             data = model[0] if isinstance(model[0], bytes) else _ray().get(model[0])
             tok = Tokenizer.from_bytes(data)
         _WORKER_TOKENIZERS[sha256] = tok
-    return tok
-
-
-def _loads_in_process() -> int:
-    """How many tokenizers this process has loaded (for tests of the once-per-process rule)."""
-    return len(_WORKER_TOKENIZERS)
+    return tok, loaded
 
 
 # --- files named by URL -----------------------------------------------------------------------
@@ -202,7 +199,7 @@ def _pack_task(
 ) -> dict[str, Any]:
     """One partition, on a worker: ``output/NAME/`` written through a temporary directory of
     this attempt's own, renamed into place (a copy already there wins)."""
-    tok = _worker_tokenizer(sha256, model)
+    tok, loaded = _worker_tokenizer(sha256, model)
     pieces = json.loads(partition)["pieces"]
     start = time.perf_counter()
     if not any(_is_url(p["path"]) for p in pieces):
@@ -215,6 +212,8 @@ def _pack_task(
             )
     report["seconds"] = time.perf_counter() - start
     report["pid"] = os.getpid()
+    report["node"] = _ray().get_runtime_context().get_node_id()
+    report["loaded_tokenizer"] = loaded
     return report
 
 
@@ -252,6 +251,7 @@ def pack(
     num_cpus: int = 1,
     max_retries: int = 3,
     progress: bool = True,
+    on_partition: Callable[[dict[str, Any]], object] | None = None,
 ) -> PackResult:
     """Packs ``inputs`` into training shards in ``output`` on a Ray cluster: one task per
     partition (``num_cpus`` CPUs and encoding threads each), the result byte for byte that of
@@ -268,7 +268,14 @@ def pack(
     A task whose worker process dies or whose node is lost is run again by Ray (up to
     ``max_retries`` times); an error of the inputs (:class:`bpetok.InputError`) is not retried
     and stops the run. After the driver itself was killed, ``resume=True`` packs only the
-    partitions that were not complete. Connects with ``ray.init()`` if Ray is not initialised.
+    partitions that were not complete (``resumed.shards`` of the result counts the shards kept).
+    Connects with ``ray.init()`` if Ray is not initialised.
+
+    ``on_partition`` is called on the driver with a dict for each partition as it finishes:
+    ``name``, ``documents``, ``samples``, ``input_bytes``, ``seconds`` (on the worker),
+    ``already_complete`` (kept from an earlier run), ``lost_race`` (another attempt's copy was
+    in place first), ``pid`` and ``node`` of the worker, ``loaded_tokenizer`` (this task loaded
+    the model: once per worker process).
     """
     ray = _ray()
     tok = _tokenizer(tokenizer)
@@ -328,10 +335,11 @@ def pack(
     worker_options = dict(options, resume=False, overwrite=False)
     if not ray.is_initialized():
         ray.init()
-    model: list[Any] = [None] if tok is _default_tokenizer() else [ray.put(tok.model_bytes())]
+    model: list[Any] = [None] if tok is _default_tokenizer() else [ray.put(tok.model_bytes)]
     task = ray.remote(_pack_task).options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)
     pending = {task.remote(tok.sha256, model, out, json.dumps(p), worker_options): p for p in partitions}
     total = sum(piece["size"] for p in partitions for piece in p["pieces"])
+    kept_shards = kept_samples = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -345,12 +353,17 @@ def pack(
             for ref in ready:
                 partition = pending.pop(ref)
                 try:
-                    ray.get(ref)
+                    task_report = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:
                     cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else None
                     if cause is not None:
                         raise cause from None
                     raise
+                if task_report["already_complete"]:
+                    kept_shards += task_report["shards"]
+                    kept_samples += task_report["samples"]
+                if on_partition is not None:
+                    on_partition(task_report)
                 if bar is not None:
                     bar.update(sum(piece["size"] for piece in partition["pieces"]))
     except BaseException:
@@ -362,6 +375,8 @@ def pack(
             bar.close()
     _remove_temporaries(out)
     report = _bpetok.finish_partitions(tok._core, out, plan_json, options)
+    if resume and kept_shards + kept_samples > 0:
+        report["resumed"] = {"shards": kept_shards, "samples": kept_samples, "complete": False}
     return pack_result(report, time.perf_counter() - started)
 
 

@@ -390,6 +390,7 @@ pub fn pack_partition<'py>(
     result.set_item("lost_race", outcome.lost_race)?;
     result.set_item("documents", outcome.manifest.totals.documents)?;
     result.set_item("samples", outcome.manifest.totals.samples)?;
+    result.set_item("shards", outcome.manifest.shards.len())?;
     let bytes: u64 = outcome.manifest.inputs.iter().map(|i| i.size).sum();
     result.set_item("input_bytes", bytes)?;
     Ok(result)
