@@ -30,9 +30,8 @@ import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
-
 from conftest import MODEL_FILES  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -175,10 +174,17 @@ def test_partitions_of_the_corpus(reference: Path) -> None:
     assert bpetok.verify(reference).ok
 
 
-def test_identical_to_the_command_line(cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path) -> None:
+def test_identical_to_the_command_line(
+    cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path
+) -> None:
     reports: list[dict[str, Any]] = []
     result = bpetok.ray.pack(
-        corpus, tmp_path / "out", partition_size=PARTITION_SIZE, progress=False, on_partition=reports.append, **OPTIONS
+        corpus,
+        tmp_path / "out",
+        partition_size=PARTITION_SIZE,
+        progress=False,
+        on_partition=reports.append,
+        **OPTIONS,
     )
     assert_same_tree(tmp_path / "out", reference)
     manifest = json.loads((reference / "manifest.json").read_text())
@@ -219,7 +225,8 @@ def test_remote_inputs_by_url(cluster: Cluster, corpus: list[Path], reference: P
     assert [i["path"] for i in got["inputs"]] == [f"file://{i['path']}" for i in expected["inputs"]]
     for key in ("shards", "totals", "partitions", "options"):
         assert got[key] == expected[key]
-    assert [(i["size"], i["sha256"]) for i in got["inputs"]] == [(i["size"], i["sha256"]) for i in expected["inputs"]]
+    digests = [(i["size"], i["sha256"]) for i in expected["inputs"]]
+    assert [(i["size"], i["sha256"]) for i in got["inputs"]] == digests
 
 
 def _kill_when(condition: Any, action: Any, timeout: float = 60.0) -> threading.Thread:
@@ -236,7 +243,9 @@ def _kill_when(condition: Any, action: Any, timeout: float = 60.0) -> threading.
     return thread
 
 
-def test_worker_killed_mid_task(cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path) -> None:
+def test_worker_killed_mid_task(
+    cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     killed: list[int] = []
 
@@ -255,7 +264,8 @@ def test_worker_killed_mid_task(cluster: Cluster, corpus: list[Path], reference:
     assert_same_tree(out, reference)
     assert not any(os.path.exists(f"/proc/{pid}") for pid in killed)
     names = [r["name"] for r in reports]
-    assert len(names) == len(set(names)) == len(json.loads((reference / "manifest.json").read_text())["partitions"])
+    partitions = json.loads((reference / "manifest.json").read_text())["partitions"]
+    assert len(names) == len(set(names)) == len(partitions)
 
 
 def test_node_removed_mid_run(cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path) -> None:
@@ -290,7 +300,9 @@ bpetok.ray.pack(sys.argv[3:], sys.argv[2], partition_size={size!r}, progress=Fal
 """
 
 
-def test_driver_killed_then_resumed(cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path) -> None:
+def test_driver_killed_then_resumed(
+    cluster: Cluster, corpus: list[Path], reference: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(size=PARTITION_SIZE, options=OPTIONS))
@@ -332,7 +344,9 @@ def test_driver_killed_then_resumed(cluster: Cluster, corpus: list[Path], refere
     assert result.resumed is not None and result.resumed.shards > 0
     assert_same_tree(out, reference)
     # A finished run resumed again is reported complete and left as it is.
-    again = bpetok.ray.pack(corpus, out, partition_size=PARTITION_SIZE, progress=False, resume=True, **OPTIONS)
+    again = bpetok.ray.pack(
+        corpus, out, partition_size=PARTITION_SIZE, progress=False, resume=True, **OPTIONS
+    )
     assert again.resumed is not None and again.resumed.complete
     assert_same_tree(out, reference)
 
@@ -342,7 +356,7 @@ def test_driver_killed_then_resumed(cluster: Cluster, corpus: list[Path], refere
 
 def texts_for_ray_data() -> list[str | None]:
     rng = np.random.default_rng(7)
-    texts: list[str | None] = ["", " ", "  leading spaces", "trailing  ", "\n\t", "日本語のテキスト", "😀" * 5]
+    texts: list[str | None] = ["", " ", "  leading spaces", "trailing  ", "\n\t", "日本語の文", "😀" * 5]
     texts += [" ".join(rng.choice(WORDS, size=int(rng.integers(0, 300)))) for _ in range(500)]
     texts += [None, "after a null"]
     return texts
@@ -363,11 +377,12 @@ def test_tokenize_in_map_batches(cluster: Cluster, large: bool) -> None:
     out = ds.to_arrow_refs()
     result = pa.concat_tables(ray.get(out))
     assert result.schema.field("ids").type == pa.list_(pa.uint16())
-    got = dict(zip(range(len(result)), zip(result.column("text").to_pylist(), result.column("ids").to_pylist())))
-    assert len(got) == len(texts)
-    by_text = sorted((t if t is not None else "\0null", ids) for t, ids in got.values())
+    pairs = list(zip(result.column("text").to_pylist(), result.column("ids").to_pylist(), strict=True))
+    assert len(pairs) == len(texts)
+    by_text = sorted((t if t is not None else "\0null", ids) for t, ids in pairs)
     expected = sorted(
-        (t if t is not None else "\0null", None if t is None else bpetok.encode(t, add_bos=True)) for t in texts
+        (t if t is not None else "\0null", None if t is None else bpetok.encode(t, add_bos=True))
+        for t in texts
     )
     assert by_text == expected
 
