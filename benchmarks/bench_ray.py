@@ -192,7 +192,8 @@ def main() -> int:
         ("bpetok.ray.pack, 2 worker processes", ray_times[2]),
     ]
     print(
-        f"\n{size / MB:.1f} MB of JSONL ({', '.join(p.stem for p in found)}, x{args.copies}), {partitions} partitions of "
+        f"\n{size / MB:.1f} MB of JSONL ({', '.join(p.stem for p in found)}, x{args.copies}), "
+        f"{partitions} partitions of "
         f"{args.partition_size}, seq_len {OPTIONS['seq_len']}, medians of {args.repeat}"
     )
     print(f"{'':44} {'seconds':>8} {'MB/s':>7} {'vs CLI 1 thread':>16}")
