@@ -20,8 +20,13 @@ __all__ = [
     "default_threads",
     "encode_files",
     "inspect_shards",
+    "finish_partitions",
+    "input_kind",
     "megatron_dtype_for",
     "pack",
+    "pack_partition",
+    "plan_partitions",
+    "prepare_partitioned",
     "verify_shards",
 ]
 
@@ -64,6 +69,9 @@ class Tokenizer:
     def encode_batch_flat(
         self, texts: list[str | bytes], add_bos: bool, add_eos: bool, num_threads: int
     ) -> tuple[bytearray, bytearray]: ...
+    def encode_offsets_flat(
+        self, data: bytes, offsets: bytes, add_bos: bool, add_eos: bool, num_threads: int
+    ) -> tuple[bytearray, bytearray]: ...
     def decode(self, ids: list[int]) -> str: ...
     def decode_flat(self, data: bytes, itemsize: int) -> str: ...
     def decode_batch(self, batch: list[list[int]], num_threads: int) -> list[str]: ...
@@ -93,27 +101,32 @@ def pack(
     tokenizer: Tokenizer,
     inputs: Sequence[_Path],
     output: _Path,
-    *,
-    seq_len: int,
-    window: int,
-    overlap: int | None,
-    pack_buffer: int,
-    seed: int,
-    pad_id: int | None,
-    samples_per_shard: int,
-    bos: bool,
-    eos: bool,
-    field: str,
-    lines: bool,
-    errors: str,
-    input_format: str,
-    skip_bad_records: bool,
-    overwrite: bool,
-    resume: bool,
-    num_threads: int,
+    options: dict[str, Any],
     progress: _Progress,
-    chat: str | None = None,
-    train_on: str = "assistant",
+) -> dict[str, Any]: ...
+def plan_partitions(
+    inputs: Sequence[str],
+    *,
+    input_format: str,
+    lines: bool,
+    partition_size: int,
+    layouts: str | None = None,
+) -> str: ...
+def input_kind(name: str) -> tuple[str, str] | None: ...
+def prepare_partitioned(
+    tokenizer: Tokenizer, output: _Path, partitions: str, options: dict[str, Any]
+) -> dict[str, Any] | None: ...
+def pack_partition(
+    tokenizer: Tokenizer,
+    output: _Path,
+    partition: str,
+    options: dict[str, Any],
+    *,
+    local: Sequence[_Path] | None = None,
+    attempt: str | None = None,
+) -> dict[str, Any]: ...
+def finish_partitions(
+    tokenizer: Tokenizer, output: _Path, partitions: str, options: dict[str, Any]
 ) -> dict[str, Any]: ...
 def encode_files(
     tokenizer: Tokenizer,

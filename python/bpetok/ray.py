@@ -38,7 +38,7 @@ from bpetok._data import (
 from bpetok._tokenizer import Tokenizer, _default_tokenizer
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     from bpetok._chat import ChatFormat, TrainOn
 
@@ -87,13 +87,14 @@ def _is_url(path: str) -> bool:
 def _filesystem(url: str) -> tuple[Any, str]:
     """A ``pyarrow.fs`` file system and the path in it for ``url`` (fsspec's protocols too,
     when fsspec is installed)."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # type: ignore[import-untyped]
 
     try:
-        return pafs.FileSystem.from_uri(url)
+        fs, path = pafs.FileSystem.from_uri(url)
+        return fs, str(path)
     except (ValueError, TypeError, OSError) as arrow_error:
         try:
-            import fsspec
+            import fsspec  # type: ignore[import-untyped]
         except ImportError:
             raise ValueError(f"{url}: no pyarrow file system for this URL ({arrow_error})") from None
         fs, path = fsspec.core.url_to_fs(url)
@@ -113,7 +114,7 @@ def _remote_inputs(urls: list[str], input_format: str) -> tuple[list[str], list[
     path components, hidden names skipped, those whose name says their format) and their
     layouts (size, Parquet row group sizes)."""
     import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     names: list[str] = []
     layouts: list[dict[str, Any]] = []
@@ -342,7 +343,7 @@ def pack(
     kept_shards = kept_samples = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(
             total=total, unit="B", unit_scale=True, desc=f"bpetok.ray.pack {len(partitions)} partitions"
@@ -439,8 +440,9 @@ class Tokenize:
         """The ids of one Arrow ``string`` / ``large_string`` array, as a ``list`` array."""
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
+        import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+        offset_type: np.dtype[Any]
         if pa.types.is_string(texts.type):
             offset_type = np.dtype("<i4")
         elif pa.types.is_large_string(texts.type):
