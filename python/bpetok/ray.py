@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -218,13 +217,6 @@ def _pack_task(
     return report
 
 
-def _remove_temporaries(output: str) -> None:
-    """Removes what attempts that did not finish left (``.part-*.tmp`` directories)."""
-    for name in os.listdir(output):
-        if name.startswith(".part-") and name.endswith(".tmp"):
-            shutil.rmtree(os.path.join(output, name), ignore_errors=True)
-
-
 def pack(
     inputs: Sequence[PathArg] | PathArg,
     output: PathArg,
@@ -374,7 +366,6 @@ def pack(
     finally:
         if bar is not None:
             bar.close()
-    _remove_temporaries(out)
     report = _bpetok.finish_partitions(tok._core, out, plan_json, options)
     if resume and kept_shards + kept_samples > 0:
         report["resumed"] = {"shards": kept_shards, "samples": kept_samples, "complete": False}

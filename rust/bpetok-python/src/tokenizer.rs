@@ -274,6 +274,32 @@ impl PyTokenizer {
     }
 
     /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
+    /// The ids of a batch as one buffer of little-endian ids of [`Self::token_dtype`] and one
+    /// of `len + 1` little-endian int64 offsets (`encode_batch_flat`, `encode_offsets_flat`).
+    fn flat_batch(
+        &self,
+        slices: &[&[u8]],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let itemsize = self.inner.id_bytes();
+        let batch = self
+            .inner
+            .encode_batch(slices, add_bos, add_eos, num_threads);
+        let total: usize = batch.iter().map(Vec::len).sum();
+        let mut data = Vec::with_capacity(total * itemsize);
+        let mut offsets = Vec::with_capacity((batch.len() + 1) * 8);
+        let mut end = 0i64;
+        offsets.extend_from_slice(&end.to_le_bytes());
+        for ids in &batch {
+            pack_ids(ids.iter(), itemsize, &mut data);
+            end += ids.len() as i64;
+            offsets.extend_from_slice(&end.to_le_bytes());
+        }
+        (data, offsets)
+    }
+
     fn control_tokens(&self, add_bos: bool, add_eos: bool) -> usize {
         usize::from(add_bos && self.inner.bos_id().is_some())
             + usize::from(add_eos && self.inner.eos_id().is_some())
@@ -515,23 +541,7 @@ impl PyTokenizer {
             }
             slices.push(&bytes[a as usize..b as usize]);
         }
-        let itemsize = self.inner.id_bytes();
-        let (ids, ends) = py.detach(|| {
-            let batch = self
-                .inner
-                .encode_batch(&slices, add_bos, add_eos, num_threads);
-            let total: usize = batch.iter().map(Vec::len).sum();
-            let mut ids = Vec::with_capacity(total * itemsize);
-            let mut ends = Vec::with_capacity((batch.len() + 1) * 8);
-            let mut end = 0i64;
-            ends.extend_from_slice(&end.to_le_bytes());
-            for one in &batch {
-                pack_ids(one.iter(), itemsize, &mut ids);
-                end += one.len() as i64;
-                ends.extend_from_slice(&end.to_le_bytes());
-            }
-            (ids, ends)
-        });
+        let (ids, ends) = py.detach(|| self.flat_batch(&slices, add_bos, add_eos, num_threads));
         Ok((PyByteArray::new(py, &ids), PyByteArray::new(py, &ends)))
     }
 
@@ -545,24 +555,8 @@ impl PyTokenizer {
         add_eos: bool,
         num_threads: usize,
     ) -> (Bound<'py, PyByteArray>, Bound<'py, PyByteArray>) {
-        let itemsize = self.inner.id_bytes();
         let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-        let (data, offsets) = py.detach(|| {
-            let batch = self
-                .inner
-                .encode_batch(&slices, add_bos, add_eos, num_threads);
-            let total: usize = batch.iter().map(Vec::len).sum();
-            let mut data = Vec::with_capacity(total * itemsize);
-            let mut offsets = Vec::with_capacity((batch.len() + 1) * 8);
-            let mut end = 0i64;
-            offsets.extend_from_slice(&end.to_le_bytes());
-            for ids in &batch {
-                pack_ids(ids.iter(), itemsize, &mut data);
-                end += ids.len() as i64;
-                offsets.extend_from_slice(&end.to_le_bytes());
-            }
-            (data, offsets)
-        });
+        let (data, offsets) = py.detach(|| self.flat_batch(&slices, add_bos, add_eos, num_threads));
         (PyByteArray::new(py, &data), PyByteArray::new(py, &offsets))
     }
 

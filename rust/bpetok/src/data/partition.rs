@@ -592,7 +592,8 @@ pub fn merge_manifests(parts: &[(String, Manifest)]) -> Option<Manifest> {
 }
 
 /// Writes `out_dir/manifest.json` for the whole run once every partition is complete (each is
-/// checked: its tokenizer, options and pieces). The run's report, its `input_bytes` the bytes
+/// checked: its tokenizer, options and pieces), after removing the temporary directories of
+/// attempts that did not finish. The run's report, its `input_bytes` the bytes
 /// of every piece read.
 pub fn finish_partitions(
     tok: &Tokenizer,
@@ -628,6 +629,7 @@ pub fn finish_partitions(
         }
         parts.push((partition.name.clone(), manifest));
     }
+    remove_temporaries(out_dir)?;
     let manifest = merge_manifests(&parts).ok_or_else(|| {
         DataError::from(ShardError::ManifestMismatch(
             "the run has no partitions".to_owned(),
@@ -643,6 +645,33 @@ pub fn finish_partitions(
         input_bytes,
         resumed: None,
     })
+}
+
+/// Removes what attempts that did not finish left: the `.part-*.tmp` directories.
+fn remove_temporaries(out_dir: &Path) -> Result<(), DataError> {
+    let io = |source| ShardError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(out_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(".part-") && name.ends_with(".tmp") {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ShardError::Io {
+                        path: entry.path(),
+                        source,
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Everything a partitioned run does on one machine: plan, prepare, pack each partition in turn
