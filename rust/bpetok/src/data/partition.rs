@@ -311,6 +311,20 @@ pub fn prepare_output(
     if ours.is_empty() {
         return Ok(Prepared::Ready);
     }
+    let partitions_only = ours
+        .iter()
+        .all(|n| is_partition_dir_name(n) || (n.starts_with(".part-") && n.ends_with(".tmp")));
+    if !config.overwrite && partitions_only {
+        // The partitions of a run stopped before its manifest.
+        return Err(ShardError::UnfinishedRun {
+            dir: out_dir.to_path_buf(),
+            found: Some(format!(
+                "{} partition directories and no {MANIFEST_FILE}",
+                ours.len()
+            )),
+        }
+        .into());
+    }
     if !config.overwrite {
         let found = if ours.len() == 1 {
             ours[0].clone()
@@ -378,7 +392,7 @@ fn entries_of_this_format(dir: &Path) -> Result<Vec<String>, DataError> {
 }
 
 /// Whether `name` is `part-` and five or more digits.
-fn is_partition_dir_name(name: &str) -> bool {
+pub(crate) fn is_partition_dir_name(name: &str) -> bool {
     name.strip_prefix("part-")
         .is_some_and(|digits| digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -176,10 +176,7 @@ pub(crate) fn is_temporary_name(name: &str) -> bool {
 pub(crate) fn is_listed_path(path: &str, partitioned: bool) -> bool {
     if partitioned {
         if let Some((part, rest)) = path.split_once('/') {
-            return part.len() >= 10
-                && part.starts_with("part-")
-                && part[5..].bytes().all(|b| b.is_ascii_digit())
-                && is_plain_file_name(rest);
+            return crate::data::partition::is_partition_dir_name(part) && is_plain_file_name(rest);
         }
     }
     is_plain_file_name(path)

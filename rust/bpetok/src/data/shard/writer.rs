@@ -48,8 +48,12 @@ pub enum ShardError {
 
     /// The directory holds an unfinished packing run (`resume.json`), and neither resuming nor
     /// replacing it was asked for.
-    #[error("{} holds an unfinished packing run ({RESUME_FILE})", dir.display())]
-    UnfinishedRun { dir: PathBuf },
+    #[error("{} holds an unfinished packing run ({})", dir.display(), found.as_deref().unwrap_or(RESUME_FILE))]
+    UnfinishedRun {
+        dir: PathBuf,
+        /// What shows it, when not `resume.json` (the partitions of a partitioned run).
+        found: Option<String>,
+    },
 
     /// A resume found the directory or its inputs not as the interrupted run left them.
     #[error("cannot resume the run in {}: {reason}", dir.display())]
@@ -1030,6 +1034,7 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
     if !overwrite && unfinished {
         return Err(ShardError::UnfinishedRun {
             dir: dir.to_path_buf(),
+            found: None,
         });
     }
     if !overwrite {
@@ -1054,7 +1059,12 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
         sync_dir(dir)?;
         for name in listed {
             let path = dir.join(&name);
-            match fs::remove_file(&path) {
+            let removed = if name.starts_with("part-") {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error(&path)(e)),
@@ -1081,9 +1091,19 @@ fn prepare_directory(dir: &Path, overwrite: bool) -> Result<(), ShardError> {
 }
 
 /// The shard files an old manifest lists, read loosely (any format version), keeping only plain
-/// shard file names so nothing outside the directory, or not of this format, is removed.
+/// shard file names so nothing outside the directory, or not of this format, is removed; and the
+/// partition directories (`part-NNNNN`) of a partitioned run's manifest.
 fn listed_files(manifest: &[u8]) -> Result<Vec<String>, String> {
     let value: serde_json::Value = serde_json::from_slice(manifest).map_err(|e| e.to_string())?;
+    if let Some(partitions) = value.get("partitions").and_then(|p| p.as_array()) {
+        let names = partitions
+            .iter()
+            .filter_map(|p| p.get("name").and_then(|n| n.as_str()))
+            .filter(|n| crate::data::partition::is_partition_dir_name(n))
+            .map(str::to_owned)
+            .collect();
+        return Ok(names);
+    }
     let shards = value
         .get("shards")
         .and_then(|s| s.as_array())
