@@ -741,3 +741,120 @@ pub fn pack_partitioned(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, format: InputFormat, compression: Compression) -> InputSpec {
+        InputSpec {
+            path: Some(PathBuf::from(name)),
+            name: name.to_owned(),
+            format,
+            compression: Some(compression),
+            size: None,
+            range: None,
+        }
+    }
+
+    fn layout(size: u64) -> FileLayout {
+        FileLayout {
+            size,
+            row_groups: None,
+        }
+    }
+
+    /// Each partition as (piece path, range) pairs.
+    fn shape(parts: &[Partition]) -> Vec<Vec<(&str, Option<InputRange>)>> {
+        parts
+            .iter()
+            .map(|p| {
+                p.pieces
+                    .iter()
+                    .map(|x| (x.path.as_str(), x.range))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_files_are_grouped_and_large_ones_cut() {
+        let inputs = [
+            spec("a.jsonl", InputFormat::Jsonl, Compression::None),
+            spec("b.jsonl", InputFormat::Jsonl, Compression::None),
+            spec("c.jsonl", InputFormat::Jsonl, Compression::None),
+            spec("d.jsonl.gz", InputFormat::Jsonl, Compression::Gzip),
+            spec("e.txt", InputFormat::Text, Compression::None),
+        ];
+        let layouts = [
+            layout(40),
+            layout(50),
+            layout(250),
+            layout(500),
+            layout(300),
+        ];
+        let parts = plan_partitions(&inputs, &layouts, false, 100).unwrap();
+        let bytes = |a, b| Some(InputRange::Bytes([a, b]));
+        assert_eq!(
+            shape(&parts),
+            vec![
+                vec![("a.jsonl", None), ("b.jsonl", None)],
+                vec![("c.jsonl", bytes(0, 100))],
+                vec![("c.jsonl", bytes(100, 200))],
+                vec![("c.jsonl", bytes(200, 250))],
+                // Compressed, and a text file read whole: never cut.
+                vec![("d.jsonl.gz", None)],
+                vec![("e.txt", None)],
+            ]
+        );
+        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names[..2], ["part-00000", "part-00001"]);
+        // With --lines a text file is cut too.
+        let parts = plan_partitions(&inputs[4..], &layouts[4..], true, 100).unwrap();
+        assert_eq!(parts.len(), 3);
+        // Sizes of the pieces add up to the file's.
+        let total: u64 = parts.iter().flat_map(|p| &p.pieces).map(|p| p.size).sum();
+        assert_eq!(total, 300);
+    }
+
+    #[test]
+    fn parquet_is_cut_by_row_groups() {
+        let inputs = [spec("a.parquet", InputFormat::Parquet, Compression::None)];
+        let layouts = [FileLayout {
+            size: 1000,
+            row_groups: Some(vec![60, 60, 10, 200, 30]),
+        }];
+        let parts = plan_partitions(&inputs, &layouts, false, 100).unwrap();
+        let groups = |a, b| Some(InputRange::RowGroups([a, b]));
+        assert_eq!(
+            shape(&parts),
+            vec![
+                vec![("a.parquet", groups(0, 2))],
+                vec![("a.parquet", groups(2, 4))],
+                vec![("a.parquet", groups(4, 5))],
+            ]
+        );
+        // One row group, or a file within the size: whole.
+        let one = [FileLayout {
+            size: 1000,
+            row_groups: Some(vec![900]),
+        }];
+        assert_eq!(
+            shape(&plan_partitions(&inputs, &one, false, 100).unwrap()),
+            vec![vec![("a.parquet", None)]]
+        );
+    }
+
+    #[test]
+    fn standard_input_and_a_zero_size_are_refused() {
+        let stdin = InputSpec {
+            path: None,
+            ..spec("<stdin>", InputFormat::Jsonl, Compression::None)
+        };
+        let err = plan_partitions(&[stdin], &[layout(0)], false, 100).unwrap_err();
+        assert!(err.to_string().contains("standard input"), "{err}");
+        let file = spec("a.jsonl", InputFormat::Jsonl, Compression::None);
+        let err = plan_partitions(&[file], &[layout(10)], false, 0).unwrap_err();
+        assert!(err.to_string().contains("at least 1 byte"), "{err}");
+    }
+}
