@@ -409,3 +409,41 @@ def test_tokenize_directly_on_slices_and_v3() -> None:
         bpetok.ray.Tokenize()(pa.table({"text": pa.array([1, 2])}))
     with pytest.raises(ValueError, match="already has"):
         bpetok.ray.Tokenize(output_column="text")(table)
+
+
+@pytest.mark.parametrize("name", ["en", "code", "ja", "zh", "multi"])
+def test_tokenize_on_the_test_corpora(cluster: Cluster, name: str) -> None:
+    """On the real-text corpora (``$BPETOK_CORPORA``, built by ``.ci/run``), through
+    ``map_batches`` with both vocabularies: exactly ``bpetok.encode``'s ids."""
+    from test_parity_corpora import corpora_dir
+
+    path = corpora_dir() / f"{name}.jsonl"
+    if not path.is_file() or not path.stat().st_size:
+        pytest.skip(f"{path} is not built (.ci/run builds it)")
+    texts: list[str] = []
+    size = 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            size += len(line)
+            if size > 1_000_000:
+                break
+    table = pa.table({"text": texts})
+    step = max(1, len(table) // 4)  # at least as many blocks as actors
+    blocks = [table.slice(k, step) for k in range(0, len(table), step)]
+    models: list[Any] = [None]
+    if MODEL_FILES["v3"].exists():
+        models.append(str(MODEL_FILES["v3"]))
+    for model in models:
+        tok = bpetok.Tokenizer.default() if model is None else bpetok.Tokenizer.from_file(model)
+        ds = ray.data.from_arrow(blocks).map_batches(
+            bpetok.ray.Tokenize,
+            batch_format="pyarrow",
+            batch_size=64,
+            concurrency=2,
+            fn_constructor_kwargs={"tokenizer": model},
+        )
+        result = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+        got = sorted(zip(result.column("text").to_pylist(), result.column("ids").to_pylist(), strict=True))
+        expected = sorted(zip(texts, tok.encode_batch(texts), strict=True))
+        assert got == expected
