@@ -204,7 +204,7 @@ def test_bad_partition_sizes(tmp_path: Path, size: str, message: str) -> None:
     path.write_text("hello\n")
     result = cli("pack", str(path), "-o", str(tmp_path / "out"), "--partition-size", size, *PACK, check=False)
     assert result.returncode != 0
-    assert "partition_size" in result.stderr and message in result.stderr
+    assert "--partition-size" in result.stderr and message in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -283,6 +283,7 @@ _OPTION_FLAGS: dict[str, str] = {
     "eos": "--eos",
     "output": "-o",
     "resume": "--resume",
+    "partition_size": "--partition-size",
 }
 
 _OPTION_HINTS: dict[str, str] = {"bos": "pass --no-bos", "eos": "pass --no-eos"}

@@ -414,6 +414,22 @@ pub fn read_records<E: From<InputError>>(
     })
 }
 
+/// The size and SHA-256 of the raw bytes that reading `input` records (its summary's), read
+/// again without decoding a record: how a resumed run checks an input it had read to its end,
+/// a part of a file included.
+pub fn hash_input(input: &InputSpec, bytes_read: &AtomicU64) -> Result<(u64, String), InputError> {
+    if let Some(InputRange::RowGroups([first, end])) = input.range {
+        return parquet::hash_row_groups(input, (first, end), bytes_read);
+    }
+    let mut hashed = Hashed::default();
+    {
+        let mut raw = stream::open_raw(input, &mut hashed, bytes_read)?;
+        std::io::copy(&mut raw, &mut std::io::sink())
+            .map_err(|err| read_error(&input.name, None, Compression::None, &err))?;
+    }
+    Ok(hashed.finish())
+}
+
 /// Refuses a part of a file that cannot be read alone.
 fn check_range(input: &InputSpec, opts: &ReadOptions) -> Result<(), InputError> {
     let reason = match (input.range, input.format) {

@@ -92,7 +92,18 @@ fn read_row_groups<E: From<InputError>>(
         ))
         .into());
     }
-    let metadata = texts.reader.metadata();
+    let span = row_group_span(&texts.reader, first, end);
+    hash_span(name, &mut spanned, span, &mut hashed, bytes_read)?;
+    texts.next_group = first as usize;
+    texts.end_group = end as usize;
+    read_rows(name, texts, column, errors, skip, &mut each)?;
+    let (size, sha256) = hashed.finish();
+    Ok((size, sha256, Compression::None))
+}
+
+/// The bytes the column chunks of row groups `first..end` span (`None` for no chunk).
+fn row_group_span(reader: &SerializedFileReader<File>, first: u64, end: u64) -> Option<(u64, u64)> {
+    let metadata = reader.metadata();
     let mut span: Option<(u64, u64)> = None;
     for g in first..end {
         for chunk in metadata.row_group(g as usize).columns() {
@@ -101,33 +112,75 @@ fn read_row_groups<E: From<InputError>>(
             span = Some((lo.min(offset), hi.max(offset + length)));
         }
     }
-    if let Some((lo, hi)) = span {
-        spanned
-            .seek(io::SeekFrom::Start(lo))
+    span
+}
+
+/// Reads `span` of `file` into `hashed` (and `bytes_read`).
+fn hash_span(
+    name: &str,
+    file: &mut File,
+    span: Option<(u64, u64)>,
+    hashed: &mut Hashed,
+    bytes_read: &AtomicU64,
+) -> Result<(), InputError> {
+    let Some((lo, hi)) = span else {
+        return Ok(());
+    };
+    file.seek(io::SeekFrom::Start(lo))
+        .map_err(|err| read_error(name, None, Compression::None, &err))?;
+    let mut left = hi - lo;
+    let mut buf = vec![0u8; super::stream::READ_SIZE];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = io::Read::read(file, &mut buf[..want])
             .map_err(|err| read_error(name, None, Compression::None, &err))?;
-        let mut left = hi - lo;
-        let mut buf = vec![0u8; super::stream::READ_SIZE];
-        while left > 0 {
-            let want = buf.len().min(left as usize);
-            let n = io::Read::read(&mut spanned, &mut buf[..want])
-                .map_err(|err| read_error(name, None, Compression::None, &err))?;
-            if n == 0 {
-                let err = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file ends inside a row group",
-                );
-                return Err(read_error(name, None, Compression::None, &err).into());
-            }
-            hashed.update(&buf[..n]);
-            bytes_read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            left -= n as u64;
+        if n == 0 {
+            let err = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ends inside a row group",
+            );
+            return Err(read_error(name, None, Compression::None, &err));
         }
+        hashed.update(&buf[..n]);
+        bytes_read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        left -= n as u64;
     }
-    texts.next_group = first as usize;
-    texts.end_group = end as usize;
-    read_rows(name, texts, column, errors, skip, &mut each)?;
-    let (size, sha256) = hashed.finish();
-    Ok((size, sha256, Compression::None))
+    Ok(())
+}
+
+/// The size and SHA-256 that reading the row groups `first..end` of `input` records, without
+/// reading its rows (a resumed run checks a piece it had read to its end).
+pub(super) fn hash_row_groups(
+    input: &InputSpec,
+    (first, end): (u64, u64),
+    bytes_read: &AtomicU64,
+) -> Result<(u64, String), InputError> {
+    let name = input.name.as_str();
+    let path = input.path.as_ref().ok_or_else(|| {
+        let reason = "row groups of standard input".to_owned();
+        InputError::new(InputErrorKind::Unsplittable { reason }, name)
+    })?;
+    let file = File::open(path).map_err(|err| open_error(name, &err))?;
+    let mut spanned = file.try_clone().map_err(|err| open_error(name, &err))?;
+    let reader = guarded(|| SerializedFileReader::new(file).map_err(parquet_error))
+        .map_err(|kind| InputError::new(kind, name))?;
+    let groups = reader.num_row_groups() as u64;
+    if first > end || end > groups {
+        let reason = format!("row groups {first} to {end} asked for, the file has {groups}");
+        return Err(InputError::new(
+            InputErrorKind::Unsplittable { reason },
+            name,
+        ));
+    }
+    let mut hashed = Hashed::default();
+    hash_span(
+        name,
+        &mut spanned,
+        row_group_span(&reader, first, end),
+        &mut hashed,
+        bytes_read,
+    )?;
+    Ok(hashed.finish())
 }
 
 /// Hands `each` the rows of `texts` from index `skip` on.

@@ -95,14 +95,13 @@ pub(super) fn read_error(
     }
 }
 
-/// Opens `input`: its compression (detected from the first bytes when not given) and its
-/// decompressed bytes. Everything read through the stream is counted into `hashed` and
-/// `progress`.
-pub(super) fn open<'a>(
+/// The raw (still compressed) bytes of `input`, counted into `hashed` and `progress` as they are
+/// read: the file, the lines of its byte range, or stdin.
+pub(super) fn open_raw<'a>(
     input: &InputSpec,
     hashed: &'a mut Hashed,
     progress: &'a AtomicU64,
-) -> Result<(Compression, Box<dyn BufRead + 'a>), InputError> {
+) -> Result<impl Read + 'a, InputError> {
     let raw: Box<dyn Read> = match (&input.path, input.range) {
         (Some(path), Some(InputRange::Bytes([start, end]))) => {
             if input.compression != Some(Compression::None) {
@@ -120,11 +119,22 @@ pub(super) fn open<'a>(
         (Some(path), _) => Box::new(File::open(path).map_err(|err| open_error(&input.name, &err))?),
         (None, _) => Box::new(io::stdin()),
     };
-    let mut hashing = HashingReader {
+    Ok(HashingReader {
         inner: raw,
         hashed,
         progress,
-    };
+    })
+}
+
+/// Opens `input`: its compression (detected from the first bytes when not given) and its
+/// decompressed bytes. Everything read through the stream is counted into `hashed` and
+/// `progress`.
+pub(super) fn open<'a>(
+    input: &InputSpec,
+    hashed: &'a mut Hashed,
+    progress: &'a AtomicU64,
+) -> Result<(Compression, Box<dyn BufRead + 'a>), InputError> {
+    let mut hashing = open_raw(input, hashed, progress)?;
     // Detection needs the first 4 bytes, which a pipe may deliver over several reads.
     let mut head = Vec::new();
     if input.compression.is_none() {
