@@ -1,17 +1,15 @@
-"""``bpetok pack --partition-size`` on one machine: byte ranges of a file share out its lines with
-none lost or read twice wherever the cuts fall, every document's tokens are those of the
-unpartitioned run, the output is deterministic, ``verify`` checks it (and catches damage), a
-killed run resumes to the same bytes, and bad sizes are refused with a clear message."""
+"""``bpetok pack --partition-size`` on text lines cut at awkward places: byte ranges of a file
+share out its lines with none lost or read twice wherever the cuts fall (CRLF, a U+FEFF starting
+a line, no final newline), every document's tokens are those of the unpartitioned run, grouping
+of small files, gzip kept whole and Parquet cut by row groups, and ``verify`` catches damage to a
+partitioned output. (Resume, refusals and overwrite: ``test_partition.py``.)"""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import bpetok
@@ -164,81 +162,3 @@ def test_verify_catches_damage(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     report = bpetok.verify(out)
     assert not report.ok and any("part-00001/shard-00000.tokens.npy" in str(v) for v in report.violations)
-
-
-def test_resume_after_a_kill(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_bytes(tricky_lines(5) * 400)
-    args = ["pack", str(path), "--lines", "--quiet", "--partition-size", "16KiB", *PACK, "--threads", "1"]
-    cli(*args, "-o", str(tmp_path / "expected"))
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bpetok", *args, "-o", str(out)])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and len([n for n in os.listdir(out) if n.startswith("part-")]) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.001)
-    proc.wait()
-    if proc.returncode == 0:
-        pytest.skip("the run finished before it could be killed")
-    assert not (out / "manifest.json").exists()
-    refused = cli(*args, "-o", str(out), check=False)
-    assert refused.returncode != 0 and "--resume" in refused.stderr
-    resumed = cli(*args, "-o", str(out), "--resume", "--json")
-    assert json.loads(resumed.stdout)["resumed"]["shards"] > 0
-    assert tree(out) == tree(tmp_path / "expected")
-
-
-@pytest.mark.parametrize(
-    ("size", "message"),
-    [
-        ("0", "at least 1 byte"),
-        ("abc", "a size such as"),
-        ("12XB", "a size such as"),
-        ("-5", "a size such as"),
-    ],
-)
-def test_bad_partition_sizes(tmp_path: Path, size: str, message: str) -> None:
-    path = tmp_path / "in.txt"
-    path.write_text("hello\n")
-    result = cli("pack", str(path), "-o", str(tmp_path / "out"), "--partition-size", size, *PACK, check=False)
-    assert result.returncode != 0
-    assert "--partition-size" in result.stderr and message in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_standard_input_cannot_be_partitioned(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bpetok",
-            "pack",
-            "-",
-            "-o",
-            str(tmp_path / "out"),
-            "--partition-size",
-            "1MiB",
-            *PACK,
-        ],
-        input='{"text": "hello"}\n',
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0 and "standard input" in result.stderr
-
-
-def test_an_output_in_the_way(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_bytes(tricky_lines(1))
-    out = tmp_path / "out"
-    base = ["pack", str(path), "--lines", "-o", str(out), "--quiet", *PACK]
-    cli(*base)  # an unpartitioned output
-    refused = cli(*base, "--partition-size", "1KiB", check=False)
-    assert refused.returncode != 0 and "already holds" in refused.stderr
-    cli(*base, "--partition-size", "1KiB", "--overwrite")
-    assert not list(out.glob("shard-*")) and bpetok.verify(out).ok
-    cli(*base, "--overwrite")  # and back: the partitions go
-    assert not list(out.glob("part-*")) and bpetok.verify(out).ok
