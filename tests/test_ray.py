@@ -351,6 +351,19 @@ def test_driver_killed_then_resumed(
     assert_same_tree(out, reference)
 
 
+def test_an_input_error_stops_the_run_with_its_location(cluster: Cluster, tmp_path: Path) -> None:
+    """A bad record is the worker's bpetok.InputError, raised on the driver as it is (kind, file,
+    line), not retried; no manifest is written."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 5}\n')
+    good = write_jsonl(tmp_path / "good.jsonl", 50, 2)
+    with pytest.raises(bpetok.InputError) as caught:
+        bpetok.ray.pack([good, bad], tmp_path / "out", partition_size="1KiB", progress=False, **OPTIONS)
+    assert caught.value.kind == "not_a_string" and caught.value.line == 2
+    assert str(bad) in str(caught.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 # --- Ray Data ---------------------------------------------------------------------------------
 
 
