@@ -334,21 +334,7 @@ pub fn prepare_partitioned<'py>(
     let prepared = py.detach(|| partition::prepare_output(tok, &output, &config, &partitions));
     match prepared.map_err(|err| data_err(err, &raised))? {
         partition::Prepared::Ready => Ok(None),
-        partition::Prepared::Complete(manifest) => {
-            let input_bytes = manifest.inputs.iter().map(|i| i.size).sum();
-            let resumed = bpetok::data::Resumed {
-                shards: manifest.shards.len() as u64,
-                samples: manifest.totals.samples,
-                complete: true,
-            };
-            let report = PackReport {
-                manifest: *manifest,
-                output: output.clone(),
-                input_bytes,
-                resumed: Some(resumed),
-            };
-            Ok(Some(pack_report(py, &report)?))
-        }
+        partition::Prepared::Complete(report) => Ok(Some(pack_report(py, &report)?)),
     }
 }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::error::{DataError, OptionsError};
 use crate::data::input::{row_group_sizes, Compression, InputFormat, InputRange, InputSpec};
 use crate::data::pipeline::Counters;
-use crate::data::session::{PackConfig, PackReport, PackSession};
+use crate::data::session::{PackConfig, PackReport, PackSession, Resumed};
 use crate::data::shard::{
     sync_dir, write_atomically, Manifest, PartitionEntry, ShardEntry, ShardError, TokenizerInfo,
     Totals, MANIFEST_FILE, RESUME_FILE,
@@ -243,14 +243,42 @@ pub fn plan_partitions(
     Ok(partitions)
 }
 
+/// What every partition's manifest of a run must record: the tokenizer and the options.
+struct RunIdentity {
+    tokenizer: TokenizerInfo,
+    options: crate::data::shard::ManifestOptions,
+}
+
+impl RunIdentity {
+    /// Checks `config` (a partitioned run's: `partition_size` set) against `tok`.
+    fn of(tok: &Tokenizer, config: &PackConfig) -> Result<Self, DataError> {
+        let (pack, _) = config.validate(tok)?;
+        if config.partition_size.is_none() {
+            return Err(OptionsError::new("partition_size", "is not set").into());
+        }
+        Ok(RunIdentity {
+            tokenizer: TokenizerInfo::of(tok),
+            options: crate::data::session::manifest_options(config, &pack),
+        })
+    }
+
+    /// Whether `manifest` is of this run and its inputs are `pieces` (path and range, in order).
+    fn made<'a>(&self, manifest: &Manifest, pieces: impl Iterator<Item = &'a Piece>) -> bool {
+        let listed = manifest.inputs.iter().map(|i| (i.path.as_str(), i.range));
+        manifest.tokenizer == self.tokenizer
+            && manifest.options == self.options
+            && listed.eq(pieces.map(|p| (p.path.as_str(), p.range)))
+    }
+}
+
 /// The whole run's output as a new output or a resume finds it: what a partitioned run must do
 /// before its partitions are packed.
 #[derive(Debug)]
 pub enum Prepared {
     /// The directory is ready (empty of this format, or holding a resumable run).
     Ready,
-    /// `resume` of a run that had finished: its manifest.
-    Complete(Box<Manifest>),
+    /// `resume` of a run that had finished: its report.
+    Complete(Box<PackReport>),
 }
 
 /// Opens `out_dir` for a partitioned run of `partitions` with `config` (whose `partition_size`
@@ -264,10 +292,7 @@ pub fn prepare_output(
     config: &PackConfig,
     partitions: &[Partition],
 ) -> Result<Prepared, DataError> {
-    let (pack, _) = config.validate(tok)?;
-    if config.partition_size.is_none() {
-        return Err(OptionsError::new("partition_size", "is not set").into());
-    }
+    let identity = RunIdentity::of(tok, config)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ShardError::Io { path, source }
@@ -290,11 +315,7 @@ pub fn prepare_output(
     if config.resume {
         if manifest_path.exists() {
             let manifest = read_manifest(&manifest_path)?;
-            let expected = crate::data::session::manifest_options(config, &pack);
-            let same = manifest.tokenizer == TokenizerInfo::of(tok)
-                && manifest.options == expected
-                && pieces_match(&manifest, partitions.iter().flat_map(|p| &p.pieces));
-            if !same {
+            if !identity.made(&manifest, partitions.iter().flat_map(|p| &p.pieces)) {
                 return Err(ShardError::CannotResume {
                     dir: out_dir.to_path_buf(),
                     reason: "the run there has finished, with another tokenizer, other options \
@@ -303,7 +324,17 @@ pub fn prepare_output(
                 }
                 .into());
             }
-            return Ok(Prepared::Complete(Box::new(manifest)));
+            let resumed = Resumed {
+                shards: manifest.shards.len() as u64,
+                samples: manifest.totals.samples,
+                complete: true,
+            };
+            return Ok(Prepared::Complete(Box::new(PackReport {
+                input_bytes: manifest.inputs.iter().map(|i| i.size).sum(),
+                manifest,
+                output: out_dir.to_path_buf(),
+                resumed: Some(resumed),
+            })));
         }
         return Ok(Prepared::Ready);
     }
@@ -313,7 +344,7 @@ pub fn prepare_output(
     }
     let partitions_only = ours
         .iter()
-        .all(|n| is_partition_dir_name(n) || (n.starts_with(".part-") && n.ends_with(".tmp")));
+        .all(|n| is_partition_dir_name(n) || is_partition_temporary(n));
     if !config.overwrite && partitions_only {
         // The partitions of a run stopped before its manifest.
         return Err(ShardError::UnfinishedRun {
@@ -397,6 +428,11 @@ pub(crate) fn is_partition_dir_name(name: &str) -> bool {
         .is_some_and(|digits| digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether `name` is the temporary directory of an attempt at a partition (`.part-*.tmp`).
+fn is_partition_temporary(name: &str) -> bool {
+    name.starts_with(".part-") && name.ends_with(".tmp")
+}
+
 fn read_manifest(path: &Path) -> Result<Manifest, DataError> {
     let bytes = fs::read(path).map_err(|source| ShardError::Io {
         path: path.to_path_buf(),
@@ -408,18 +444,6 @@ fn read_manifest(path: &Path) -> Result<Manifest, DataError> {
             reason: e.to_string(),
         })?,
     )
-}
-
-/// Whether a manifest's inputs are `pieces` (path and range, in order).
-fn pieces_match<'a>(manifest: &Manifest, pieces: impl Iterator<Item = &'a Piece>) -> bool {
-    let listed: Vec<(&str, Option<InputRange>)> = manifest
-        .inputs
-        .iter()
-        .map(|i| (i.path.as_str(), i.range))
-        .collect();
-    let planned: Vec<(&str, Option<InputRange>)> =
-        pieces.map(|p| (p.path.as_str(), p.range)).collect();
-    listed == planned
 }
 
 /// What [`pack_partition`] did.
@@ -449,10 +473,7 @@ pub fn pack_partition(
     counters: &Counters,
     tick: impl FnMut() -> Result<(), DataError>,
 ) -> Result<PartitionOutcome, DataError> {
-    let (pack, _) = config.validate(tok)?;
-    if config.partition_size.is_none() {
-        return Err(OptionsError::new("partition_size", "is not set").into());
-    }
+    let identity = RunIdentity::of(tok, config)?;
     if !is_partition_dir_name(&partition.name) {
         return Err(OptionsError::new(
             "partition",
@@ -460,14 +481,9 @@ pub fn pack_partition(
         )
         .into());
     }
-    let expected = crate::data::session::manifest_options(config, &pack);
-    let tokenizer = TokenizerInfo::of(tok);
     let check = |dir: &Path| -> Result<Manifest, DataError> {
         let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
-        if manifest.tokenizer != tokenizer
-            || manifest.options != expected
-            || !pieces_match(&manifest, partition.pieces.iter())
-        {
+        if !identity.made(&manifest, partition.pieces.iter()) {
             return Err(ShardError::CannotResume {
                 dir: dir.to_path_buf(),
                 reason: "this partition was packed with another tokenizer, other options or \
@@ -615,9 +631,7 @@ pub fn finish_partitions(
     config: &PackConfig,
     partitions: &[Partition],
 ) -> Result<PackReport, DataError> {
-    let (pack, _) = config.validate(tok)?;
-    let expected = crate::data::session::manifest_options(config, &pack);
-    let tokenizer = TokenizerInfo::of(tok);
+    let identity = RunIdentity::of(tok, config)?;
     let mut parts = Vec::with_capacity(partitions.len());
     for partition in partitions {
         let dir = out_dir.join(&partition.name);
@@ -631,10 +645,7 @@ pub fn finish_partitions(
             .into());
         }
         let manifest = read_manifest(&path)?;
-        if manifest.tokenizer != tokenizer
-            || manifest.options != expected
-            || !pieces_match(&manifest, partition.pieces.iter())
-        {
+        if !identity.made(&manifest, partition.pieces.iter()) {
             return Err(ShardError::ManifestMismatch(format!(
                 "partition {} was packed with another tokenizer, other options or other inputs",
                 partition.name
@@ -671,7 +682,7 @@ fn remove_temporaries(out_dir: &Path) -> Result<(), DataError> {
         let entry = entry.map_err(io)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(".part-") && name.ends_with(".tmp") {
+        if is_partition_temporary(name) {
             match fs::remove_dir_all(entry.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -703,19 +714,8 @@ pub fn pack_partitioned(
         .ok_or_else(|| OptionsError::new("partition_size", "is not set"))?;
     let layouts = file_layouts(inputs)?;
     let partitions = plan_partitions(inputs, &layouts, config.read.lines, size)?;
-    if let Prepared::Complete(manifest) = prepare_output(tok, out_dir, config, &partitions)? {
-        let input_bytes = manifest.inputs.iter().map(|i| i.size).sum();
-        let resumed = crate::data::session::Resumed {
-            shards: manifest.shards.len() as u64,
-            samples: manifest.totals.samples,
-            complete: true,
-        };
-        return Ok(PackReport {
-            manifest: *manifest,
-            output: out_dir.to_path_buf(),
-            input_bytes,
-            resumed: Some(resumed),
-        });
+    if let Prepared::Complete(report) = prepare_output(tok, out_dir, config, &partitions)? {
+        return Ok(*report);
     }
     let mut done_before = (0u64, 0u64);
     for partition in &partitions {
@@ -733,7 +733,7 @@ pub fn pack_partitioned(
     }
     let mut report = finish_partitions(tok, out_dir, config, &partitions)?;
     if config.resume && done_before.0 + done_before.1 > 0 {
-        report.resumed = Some(crate::data::session::Resumed {
+        report.resumed = Some(Resumed {
             shards: done_before.0,
             samples: done_before.1,
             complete: false,

@@ -12,9 +12,9 @@ use crate::data::input::{FormatChoice, InputSpec, ReadOptions};
 use crate::data::pack::{PackOptions, Packer, ResumePoint};
 use crate::data::pipeline::{encode_inputs, Counters, EncodeOptions, Event};
 use crate::data::shard::{
-    check_pad_id, input_stats, ChatOptions, Checkpoint, HashingReader, InputFile, InputOptions,
-    InputStat, Manifest, ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter,
-    ShardWriterOptions, TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
+    check_pad_id, input_stats, ChatOptions, Checkpoint, InputFile, InputOptions, InputStat,
+    Manifest, ManifestInfo, ManifestOptions, Position, ShardError, ShardWriter, ShardWriterOptions,
+    TokenizerInfo, WriterTotals, DEFAULT_SAMPLES_PER_SHARD, MANIFEST_FILE,
 };
 use crate::Tokenizer;
 
@@ -736,39 +736,8 @@ fn check_done_inputs(
     counters: &Counters,
     tick: &mut impl FnMut() -> Result<(), DataError>,
 ) -> Result<(), DataError> {
-    use std::io::Read;
     for (spec, done) in inputs.iter().zip(done) {
-        if spec.range.is_some() {
-            // A part of a file (a partition's piece): its hash is that of the bytes it read.
-            tick()?;
-            let (_, sha256) = crate::data::input::hash_input(spec, &counters.bytes_read)?;
-            if sha256 != done.sha256 {
-                return Err(changed_since(dir, spec, done, &sha256));
-            }
-            continue;
-        }
-        let path = spec.path.as_ref().expect("a resumable run reads files");
-        let io = |source| ShardError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = HashingReader::new(std::fs::File::open(path).map_err(io)?);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut last = std::time::Instant::now();
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            counters
-                .bytes_read
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            if last.elapsed() >= crate::data::pipeline::TICK {
-                tick()?;
-                last = std::time::Instant::now();
-            }
-        }
-        let sha256 = file.hash().sha256;
+        let (_, sha256) = crate::data::input::hash_input(spec, &counters.bytes_read, &mut *tick)?;
         if sha256 != done.sha256 {
             return Err(changed_since(dir, spec, done, &sha256));
         }

@@ -415,17 +415,35 @@ pub fn read_records<E: From<InputError>>(
 }
 
 /// The size and SHA-256 of the raw bytes that reading `input` records (its summary's), read
-/// again without decoding a record: how a resumed run checks an input it had read to its end,
-/// a part of a file included.
-pub fn hash_input(input: &InputSpec, bytes_read: &AtomicU64) -> Result<(u64, String), InputError> {
+/// again without decoding a record: how a resumed run checks an input it had read to its end, a
+/// part of a file included. `tick` is called about every [`crate::data::pipeline::TICK`] (an
+/// error from it stops the reading).
+pub fn hash_input<E: From<InputError>>(
+    input: &InputSpec,
+    bytes_read: &AtomicU64,
+    mut tick: impl FnMut() -> Result<(), E>,
+) -> Result<(u64, String), E> {
     if let Some(InputRange::RowGroups([first, end])) = input.range {
-        return parquet::hash_row_groups(input, (first, end), bytes_read);
+        tick()?;
+        return Ok(parquet::hash_row_groups(input, (first, end), bytes_read)?);
     }
     let mut hashed = Hashed::default();
     {
         let mut raw = stream::open_raw(input, &mut hashed, bytes_read)?;
-        std::io::copy(&mut raw, &mut std::io::sink())
-            .map_err(|err| read_error(&input.name, None, Compression::None, &err))?;
+        let mut buf = vec![0u8; stream::READ_SIZE];
+        let mut last = std::time::Instant::now();
+        loop {
+            let n = raw
+                .read(&mut buf)
+                .map_err(|err| read_error(&input.name, None, Compression::None, &err))?;
+            if n == 0 {
+                break;
+            }
+            if last.elapsed() >= crate::data::pipeline::TICK {
+                tick()?;
+                last = std::time::Instant::now();
+            }
+        }
     }
     Ok(hashed.finish())
 }

@@ -32,11 +32,11 @@ pub(super) fn read_parquet<E: From<InputError>>(
     skip: u64,
     mut each: impl FnMut(u64, Result<Option<String>, InputError>) -> Result<(), E>,
 ) -> Result<(u64, String, Compression), E> {
-    let name = input.name.as_str();
-    let mut hashed = Hashed::default();
     if let Some(InputRange::RowGroups([first, end])) = input.range {
         return read_row_groups(input, column, errors, bytes_read, skip, (first, end), each);
     }
+    let name = input.name.as_str();
+    let mut hashed = Hashed::default();
     let (compression, file) = {
         let (compression, mut stream) = open(input, &mut hashed, bytes_read)?;
         let file = match (&input.path, compression) {
@@ -62,7 +62,8 @@ pub(super) fn read_parquet<E: From<InputError>>(
 }
 
 /// [`read_parquet`] of the row groups `first..end` of an uncompressed file: its size and SHA-256
-/// are those of the bytes the groups' column chunks span.
+/// are those of the bytes the groups' column chunks span ([`hash_row_groups`], a first pass over
+/// those bytes, as every input is hashed before Parquet reads it).
 fn read_row_groups<E: From<InputError>>(
     input: &InputSpec,
     column: &str,
@@ -73,31 +74,16 @@ fn read_row_groups<E: From<InputError>>(
     mut each: impl FnMut(u64, Result<Option<String>, InputError>) -> Result<(), E>,
 ) -> Result<(u64, String, Compression), E> {
     let name = input.name.as_str();
-    let unsplittable =
-        |reason: String| InputError::new(InputErrorKind::Unsplittable { reason }, name);
-    let (Some(path), Some(Compression::None)) = (&input.path, input.compression) else {
-        return Err(unsplittable(
-            "row groups of a compressed file or of standard input".to_owned(),
-        )
-        .into());
-    };
+    let (size, sha256) = hash_row_groups(input, (first, end), bytes_read)?;
+    let path = input
+        .path
+        .as_ref()
+        .expect("hash_row_groups checked the path");
     let file = File::open(path).map_err(|err| open_error(name, &err))?;
-    let mut hashed = Hashed::default();
-    let mut spanned = file.try_clone().map_err(|err| open_error(name, &err))?;
     let mut texts = StringColumn::open(file, column).map_err(|kind| InputError::new(kind, name))?;
-    let groups = texts.reader.num_row_groups() as u64;
-    if first > end || end > groups {
-        return Err(unsplittable(format!(
-            "row groups {first} to {end} asked for, the file has {groups}"
-        ))
-        .into());
-    }
-    let span = row_group_span(&texts.reader, first, end);
-    hash_span(name, &mut spanned, span, &mut hashed, bytes_read)?;
     texts.next_group = first as usize;
     texts.end_group = end as usize;
     read_rows(name, texts, column, errors, skip, &mut each)?;
-    let (size, sha256) = hashed.finish();
     Ok((size, sha256, Compression::None))
 }
 
@@ -156,10 +142,13 @@ pub(super) fn hash_row_groups(
     bytes_read: &AtomicU64,
 ) -> Result<(u64, String), InputError> {
     let name = input.name.as_str();
-    let path = input.path.as_ref().ok_or_else(|| {
-        let reason = "row groups of standard input".to_owned();
-        InputError::new(InputErrorKind::Unsplittable { reason }, name)
-    })?;
+    let (Some(path), Some(Compression::None)) = (&input.path, input.compression) else {
+        let reason = "row groups of a compressed file or of standard input".to_owned();
+        return Err(InputError::new(
+            InputErrorKind::Unsplittable { reason },
+            name,
+        ));
+    };
     let file = File::open(path).map_err(|err| open_error(name, &err))?;
     let mut spanned = file.try_clone().map_err(|err| open_error(name, &err))?;
     let reader = guarded(|| SerializedFileReader::new(file).map_err(parquet_error))
