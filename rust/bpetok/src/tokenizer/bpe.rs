@@ -71,7 +71,7 @@ struct Symbol {
 const FROZEN: u32 = 1 << 31;
 
 /// Ids of short segments by their raw bytes (`ShortKey`), stored as ranges of one arena.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default, Debug, PartialEq)]
 struct SegmentCache {
     map: FxHashMap<ShortKey, (u32, u32)>,
     arena: Vec<u32>,
@@ -292,6 +292,17 @@ pub(crate) struct EncoderTables {
     char_info: Box<[u32]>,
 }
 
+/// The tables of `EncoderTables` that cost the most to derive: `self_encoding` and `char_info`
+/// (by running the plain algorithm over the vocabulary) and the two bigram tables (from every
+/// character of every piece).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RecordedTables {
+    pub(crate) raw_ascii_bigrams: Box<[bool]>,
+    pub(crate) other_bigrams: FxHashSet<u64>,
+    pub(crate) self_encoding: Vec<bool>,
+    pub(crate) char_info: Box<[u32]>,
+}
+
 /// `char_info`: the character occurs, followed by another character, inside a mergeable piece.
 const CHAR_LEFT: u32 = 1 << 31;
 /// `char_info`: the character occurs, preceded by another character, inside a mergeable piece.
@@ -317,50 +328,34 @@ impl EncoderTables {
         Self::build_with(model, None)
     }
 
-    /// `build`, with which pieces encode to themselves given as a bitset (bit `id % 8` of byte
-    /// `id / 8`) instead of computed: the table of the embedded model, recorded by
-    /// `the_recorded_self_encoding_table_is_the_derived_one`, which checks it against the
-    /// derivation. A bitset of the wrong size is ignored.
-    pub(crate) fn build_with(model: &Model, recorded_self_encoding: Option<&[u8]>) -> Self {
-        // Bigrams inside mergeable pieces.
-        let mut ascii_bigrams = [0u128; 128];
-        let mut other_bigrams = FxHashSet::default();
-        for (text, _) in model.mergeable_pieces() {
-            let mut chars = text.chars();
-            let Some(mut prev) = chars.next() else {
-                continue;
-            };
-            for c in chars {
-                if prev.is_ascii() && c.is_ascii() {
-                    ascii_bigrams[prev as usize] |= 1u128 << (c as u32);
-                } else {
-                    other_bigrams.insert(char_pair_key(prev, c));
-                }
-                prev = c;
-            }
-        }
-        let char_info = char_info_table(model);
-        let mut raw_ascii_bigrams = vec![false; 128 * 128].into_boxed_slice();
-        for a in 0..128u8 {
-            for b in 0..128u8 {
-                let (ca, cb) = (raw_char(a as char), raw_char(b as char));
-                let inside = if ca.is_ascii() && cb.is_ascii() {
-                    ascii_bigrams[a as usize] & (1u128 << b) != 0
-                } else {
-                    other_bigrams.contains(&char_pair_key(ca, cb))
-                };
-                raw_ascii_bigrams[a as usize * 128 + b as usize] = inside;
-            }
-        }
-
-        // Which pieces encode to themselves when they are a whole segment.
+    /// `build`, with the two tables that cost the most to derive (which pieces encode to
+    /// themselves, and `char_info`, both by running the plain algorithm) taken from `recorded`
+    /// instead: the tables of the embedded model, recorded beside it (see `snapshot`), which the
+    /// tests check against the derivation. Recorded tables of the wrong size are ignored.
+    pub(crate) fn build_with(model: &Model, recorded: Option<RecordedTables>) -> Self {
+        let recorded = recorded.filter(|r| {
+            r.self_encoding.len() == model.vocab_size()
+                && r.char_info.len() == CHAR_TABLE_LEN
+                && r.raw_ascii_bigrams.len() == 128 * 128
+        });
         let mut ws = Workspace::default();
         let mut out = Vec::new();
-        let self_encoding = match recorded_self_encoding {
-            Some(bits) if bits.len() == model.vocab_size().div_ceil(8) => (0..model.vocab_size())
-                .map(|id| bits[id / 8] & (1 << (id % 8)) != 0)
-                .collect(),
-            _ => self_encoding_pieces(model, &mut ws),
+        let RecordedTables {
+            raw_ascii_bigrams,
+            other_bigrams,
+            self_encoding,
+            char_info,
+        } = match recorded {
+            Some(recorded) => recorded,
+            None => {
+                let (raw_ascii_bigrams, other_bigrams) = bigram_tables(model);
+                RecordedTables {
+                    raw_ascii_bigrams,
+                    other_bigrams,
+                    self_encoding: self_encoding_pieces(model, &mut ws),
+                    char_info: char_info_table(model),
+                }
+            }
         };
         // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
         // every worker reads first: a word that is a piece is a hit from its first occurrence.
@@ -371,12 +366,13 @@ impl EncoderTables {
             let pieces = model.vocab_size();
             seed_cache.map.reserve(pieces + pieces / 2);
             seed_cache.arena.reserve(pieces + pieces / 2);
+            let mut raw = Vec::new();
             for (text, id) in model.mergeable_pieces() {
                 if self_encoding[id as usize] {
-                    let raw = text.replace(SPACE_SYMBOL, " ");
-                    seed_cache.insert_raw(raw.as_bytes(), false, &[id]);
-                    if let Some(rest) = raw.strip_prefix(' ') {
-                        seed_cache.insert_raw(rest.as_bytes(), true, &[id]);
+                    raw_text(text, &mut raw);
+                    seed_cache.insert_raw(&raw, false, &[id]);
+                    if let Some(rest) = raw.strip_prefix(b" ") {
+                        seed_cache.insert_raw(rest, true, &[id]);
                     }
                 }
             }
@@ -397,6 +393,36 @@ impl EncoderTables {
             raw_ascii_ids,
             char_info,
         }
+    }
+
+    /// The tables `build_with` can take instead of deriving them.
+    #[cfg(test)]
+    pub(crate) fn recorded(&self) -> RecordedTables {
+        RecordedTables {
+            raw_ascii_bigrams: self.raw_ascii_bigrams.clone(),
+            other_bigrams: self.other_bigrams.clone(),
+            self_encoding: self.self_encoding.clone(),
+            char_info: self.char_info.clone(),
+        }
+    }
+
+    /// Panics unless `self` and `other` agree in every field.
+    #[cfg(test)]
+    pub(crate) fn assert_same(&self, other: &EncoderTables) {
+        let EncoderTables {
+            raw_ascii_bigrams,
+            other_bigrams,
+            self_encoding,
+            seed_cache,
+            raw_ascii_ids,
+            char_info,
+        } = self;
+        assert_eq!(raw_ascii_bigrams, &other.raw_ascii_bigrams);
+        assert_eq!(other_bigrams, &other.other_bigrams);
+        assert_eq!(self_encoding, &other.self_encoding);
+        assert_eq!(seed_cache, &other.seed_cache);
+        assert_eq!(raw_ascii_ids, &other.raw_ascii_ids);
+        assert_eq!(char_info, &other.char_info);
     }
 
     /// The `char_info` word of a code point of raw text.
@@ -420,6 +446,61 @@ impl EncoderTables {
     }
 }
 
+/// The character bigrams inside mergeable pieces, as `EncoderTables` keeps them: for ASCII
+/// pairs of raw text (' ' standing for `▁`) a table, for the others (all non-ASCII bigrams of
+/// normalized text) a set.
+fn bigram_tables(model: &Model) -> (Box<[bool]>, FxHashSet<u64>) {
+    let mut ascii_bigrams = [0u128; 128];
+    let mut other_bigrams = FxHashSet::default();
+    for (text, _) in model.mergeable_pieces() {
+        let mut chars = text.chars();
+        let Some(mut prev) = chars.next() else {
+            continue;
+        };
+        for c in chars {
+            if prev.is_ascii() && c.is_ascii() {
+                ascii_bigrams[prev as usize] |= 1u128 << (c as u32);
+            } else {
+                other_bigrams.insert(char_pair_key(prev, c));
+            }
+            prev = c;
+        }
+    }
+    let mut raw_ascii_bigrams = vec![false; 128 * 128].into_boxed_slice();
+    for a in 0..128u8 {
+        for b in 0..128u8 {
+            let (ca, cb) = (raw_char(a as char), raw_char(b as char));
+            let inside = if ca.is_ascii() && cb.is_ascii() {
+                ascii_bigrams[a as usize] & (1u128 << b) != 0
+            } else {
+                other_bigrams.contains(&char_pair_key(ca, cb))
+            };
+            raw_ascii_bigrams[a as usize * 128 + b as usize] = inside;
+        }
+    }
+    (raw_ascii_bigrams, other_bigrams)
+}
+
+/// The raw text of a piece's text: every `▁` a ' ', into `raw` (emptied first).
+fn raw_text(text: &str, raw: &mut Vec<u8>) {
+    raw.clear();
+    let mut rest = text.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == SPACE_SYMBOL_UTF8[0]) {
+        raw.extend_from_slice(&rest[..at]);
+        if rest[at..].starts_with(&SPACE_SYMBOL_UTF8) {
+            raw.push(b' ');
+            rest = &rest[at + SPACE_SYMBOL_UTF8.len()..];
+        } else {
+            raw.push(rest[at]);
+            rest = &rest[at + 1..];
+        }
+    }
+    raw.extend_from_slice(rest);
+}
+
+/// `▁` in UTF-8.
+const SPACE_SYMBOL_UTF8: [u8; 3] = [0xE2, 0x96, 0x81];
+
 /// For every piece, whether encoding its text as a segment of its own gives exactly that piece
 /// (by running the plain algorithm on every mergeable piece; the other pieces never are).
 fn self_encoding_pieces(model: &Model, ws: &mut Workspace) -> Vec<bool> {
@@ -431,21 +512,6 @@ fn self_encoding_pieces(model: &Model, ws: &mut Workspace) -> Vec<bool> {
         self_encoding[id as usize] = out.len() == 1 && out[0] == id;
     }
     self_encoding
-}
-
-/// `self_encoding_pieces` as the bitset `EncoderTables::build_with` reads.
-#[cfg(test)]
-fn self_encoding_bits(model: &Model) -> Vec<u8> {
-    let mut bits = vec![0u8; model.vocab_size().div_ceil(8)];
-    for (id, yes) in self_encoding_pieces(model, &mut Workspace::default())
-        .into_iter()
-        .enumerate()
-    {
-        if yes {
-            bits[id / 8] |= 1 << (id % 8);
-        }
-    }
-    bits
 }
 
 /// `EncoderTables::char_info`: for every BMP character of raw text, the neighbour flags (from the
@@ -835,8 +901,8 @@ fn encode_segment_uncached(
     ws: &mut Workspace,
     out: &mut Vec<u32>,
 ) {
-    match model.mergeable.get(segment) {
-        Some(&id) if tables.self_encoding[id as usize] => out.push(id),
+    match model.mergeable_id(segment) {
+        Some(id) if tables.self_encoding[id as usize] => out.push(id),
         _ => encode_segment(model, segment, ws, out),
     }
 }
@@ -1189,7 +1255,7 @@ pub(crate) fn encode_segment_textbook(model: &Model, text: &str, out: &mut Vec<u
         }
         let (l, r) = (&symbols[left], &symbols[right]);
         let merged = &text[l.start..r.start + r.len];
-        let Some(&id) = model.mergeable.get(merged) else {
+        let Some(id) = model.mergeable_id(merged) else {
             return;
         };
         let score = model.scores[id as usize];
@@ -1234,8 +1300,8 @@ pub(crate) fn encode_segment_textbook(model: &Model, text: &str, out: &mut Vec<u
         let id = model
             .reserved
             .get(piece)
-            .or_else(|| model.mergeable.get(piece))
             .copied()
+            .or_else(|| model.mergeable_id(piece))
             .unwrap_or(model.unk_id);
         if model.types[id as usize] == PieceType::Unused {
             if let Some((left, right)) = rev_merge.get(piece) {
@@ -1391,28 +1457,6 @@ mod tests {
             assert_eq!(fast(m, text, &mut ws), ids, "{text:?}");
             assert_eq!(reference(m, text), ids, "{text:?}");
         }
-    }
-
-    /// The recorded table of which pieces of the embedded model encode to themselves
-    /// (`data/mixtral-8x7b-v0.1.self-encoding`, read when that model is loaded so that loading
-    /// does not run the algorithm on 32,000 pieces) is the one `EncoderTables::build` derives.
-    /// `BPETOK_WRITE_TABLES=1` writes it anew.
-    #[test]
-    fn the_recorded_self_encoding_table_is_the_derived_one() {
-        let derived = self_encoding_bits(model());
-        if std::env::var_os("BPETOK_WRITE_TABLES").is_some() {
-            let path = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/data/mixtral-8x7b-v0.1.self-encoding"
-            );
-            std::fs::write(path, &derived).unwrap();
-        }
-        assert!(
-            derived == crate::tokenizer::MIXTRAL_8X7B_SELF_ENCODING,
-            "data/mixtral-8x7b-v0.1.self-encoding is stale: run this test with BPETOK_WRITE_TABLES=1"
-        );
-        let recorded = EncoderTables::build_with(model(), Some(&derived));
-        assert_eq!(recorded.self_encoding, tables().self_encoding);
     }
 
     /// `char_info` against the plain algorithm, for every character of the BMP as a segment of

@@ -68,7 +68,7 @@ pub(crate) fn decode(model: &Model, ids: &[u32]) -> Result<String> {
             PieceType::Control => {}
             PieceType::Unknown => text.push_str(&model.unk_surface),
             _ => {
-                let mut piece = model.pieces[id].as_str();
+                let mut piece = model.piece(id);
                 if is_bos_ws && model.add_dummy_prefix {
                     if let Some(rest) = piece.strip_prefix(SPACE_SYMBOL) {
                         piece = rest;
@@ -175,7 +175,7 @@ impl Decoder {
                 continue;
             }
             surface.clear();
-            let piece = model.pieces[id].as_str();
+            let piece = model.piece(id);
             let kind = match model.types[id] {
                 PieceType::Control => Kind::Text,
                 PieceType::Unknown => {

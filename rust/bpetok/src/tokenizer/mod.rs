@@ -7,6 +7,7 @@ pub(crate) mod error;
 pub(crate) mod model;
 pub(crate) mod normalize;
 pub(crate) mod proto;
+pub(crate) mod snapshot;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -19,10 +20,8 @@ use bpe::{EncoderTables, Workspace};
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
-/// Which pieces of the embedded model encode to themselves, one bit per piece (see
-/// `bpe::EncoderTables::build_with`).
-pub(crate) const MIXTRAL_8X7B_SELF_ENCODING: &[u8] =
-    include_bytes!("../../data/mixtral-8x7b-v0.1.self-encoding");
+/// The derived tables of the embedded model, recorded beside it (see `snapshot`).
+pub(crate) const MIXTRAL_8X7B_TABLES: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.tables");
 
 /// Batches smaller than this many bytes of text are encoded on the calling thread only.
 const MIN_BYTES_PER_THREAD: usize = 32 * 1024;
@@ -57,7 +56,7 @@ pub struct Tokenizer {
     model: Model,
     /// Derived from `model` alone, once it is complete (see `EncoderTables::build`).
     tables: EncoderTables,
-    model_bytes: Vec<u8>,
+    model_bytes: Cow<'static, [u8]>,
     workspaces: Mutex<Vec<Workspace>>,
 }
 
@@ -70,18 +69,38 @@ impl std::fmt::Debug for Workspace {
 impl Tokenizer {
     /// Loads a model from the bytes of a SentencePiece `.model` file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        // The embedded model's costly tables are read from the snapshot recorded (and checked by
+        // the tests) beside it, not derived again.
+        if bytes == MIXTRAL_8X7B_MODEL {
+            if let Some(tokenizer) = Self::from_snapshot(MIXTRAL_8X7B_TABLES, MIXTRAL_8X7B_MODEL) {
+                return Ok(tokenizer);
+            }
+        }
         // First the model, complete; then the encoder's tables, derived from the finished model.
         let model = Model::from_bytes(bytes)?;
-        // For the embedded model, which pieces encode to themselves is read from the table
-        // recorded (and checked by the tests) beside it, not computed again.
-        let recorded = (bytes == MIXTRAL_8X7B_MODEL).then_some(MIXTRAL_8X7B_SELF_ENCODING);
-        let tables = EncoderTables::build_with(&model, recorded);
-        Ok(Self {
+        let tables = EncoderTables::build_with(&model, None);
+        Ok(Self::from_parts(model, tables, Cow::Owned(bytes.to_vec())))
+    }
+
+    /// The tokenizer of `model_bytes` from its recorded snapshot (`None` if it is not one).
+    fn from_snapshot(snapshot: &[u8], model_bytes: &'static [u8]) -> Option<Self> {
+        let snapshot::Snapshot {
+            spec,
+            merges,
+            tables,
+        } = snapshot::read(snapshot)?;
+        let model = Model::assemble(spec, Some(merges)).ok()?;
+        let tables = EncoderTables::build_with(&model, Some(tables));
+        Some(Self::from_parts(model, tables, Cow::Borrowed(model_bytes)))
+    }
+
+    fn from_parts(model: Model, tables: EncoderTables, model_bytes: Cow<'static, [u8]>) -> Self {
+        Self {
             model,
             tables,
-            model_bytes: bytes.to_vec(),
+            model_bytes,
             workspaces: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Loads a model from a SentencePiece `.model` file.
@@ -378,7 +397,7 @@ impl Tokenizer {
     pub fn encode_bytes_as_pieces(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<&str> {
         self.encode_bytes(text, add_bos, add_eos)
             .into_iter()
-            .map(|id| self.model.pieces[id as usize].as_str())
+            .map(|id| self.model.piece(id as usize))
             .collect()
     }
 
@@ -390,10 +409,8 @@ impl Tokenizer {
 
     /// The text of piece `id`.
     pub fn id_to_piece(&self, id: u32) -> Result<&str> {
-        self.model
-            .pieces
-            .get(id as usize)
-            .map(String::as_str)
+        ((id as usize) < self.vocab_size())
+            .then(|| self.model.piece(id as usize))
             .ok_or(Error::IdOutOfRange {
                 id: i64::from(id),
                 vocab_size: self.vocab_size(),
@@ -405,8 +422,8 @@ impl Tokenizer {
         self.model
             .reserved
             .get(piece)
-            .or_else(|| self.model.mergeable.get(piece))
             .copied()
+            .or_else(|| self.model.mergeable_id(piece))
             .unwrap_or(self.model.unk_id)
     }
 

@@ -88,6 +88,19 @@ impl PieceType {
         })
     }
 
+    /// The type's number in the proto schema (the inverse of `from_proto`).
+    #[cfg(test)]
+    pub(crate) fn to_proto(self) -> i32 {
+        match self {
+            Self::Normal => 1,
+            Self::Unknown => 2,
+            Self::Control => 3,
+            Self::UserDefined => 4,
+            Self::Unused => 5,
+            Self::Byte => 6,
+        }
+    }
+
     /// NORMAL, USER_DEFINED and UNUSED pieces are the ones a merge can produce (SentencePiece's
     /// `pieces_` map); the others live in its `reserved_id_map_`.
     pub fn is_mergeable(self) -> bool {
