@@ -248,6 +248,21 @@ def test_encode_batch_to_numpy(vocab: Vocab) -> None:
     assert ids.shape == (0,) and offsets.tolist() == [0]
 
 
+def test_encode_batch_to_numpy_of_a_long_text_on_threads(vocab: Vocab) -> None:
+    """A text of several MB beside a short one: the long one is cut and its parts are written into
+    the output by the threads in place, with sentencepiece's ids."""
+    tok = vocab.tok
+    long_text = "\n".join(TEXTS) * (5_000_000 // len("\n".join(TEXTS).encode()) + 1)
+    texts = [long_text, TEXTS[3]]
+    expected = vocab.sp.encode(texts, add_bos=True, add_eos=True)
+    for num_threads in (1, 2, 3):
+        ids, offsets = tok.encode_batch_to_numpy(texts, add_bos=True, add_eos=True, num_threads=num_threads)
+        assert ids.dtype == tok.dtype
+        assert offsets.tolist() == [0, len(expected[0]), len(expected[0]) + len(expected[1])]
+        assert ids[: offsets[1]].tolist() == expected[0]
+        assert ids[offsets[1] :].tolist() == expected[1]
+
+
 def test_decode_accepts_numpy(vocab: Vocab) -> None:
     ids = vocab.tok.encode_to_numpy(TEXTS[7])
     assert vocab.tok.decode(ids) == vocab.sp.decode(ids.tolist())

@@ -215,6 +215,56 @@ fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut V
     }
 }
 
+/// Output buffers smaller than this are filled by the calling thread alone.
+const MIN_PARALLEL_PACK_BYTES: usize = 1 << 22;
+
+/// Writes `parts`, one after another, into `out` (exactly their ids' size) as little-endian ids
+/// of `itemsize` bytes, on up to `num_threads` threads taking parts in turn, so that the pages
+/// of a huge output are first touched, and filled, in parallel.
+fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [u8], num_threads: usize) {
+    let mut jobs = Vec::with_capacity(parts.len());
+    let mut rest = out;
+    for &ids in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(ids.len() * itemsize);
+        jobs.push((ids, head));
+        rest = tail;
+    }
+    let pack = |(ids, out): (&[u32], &mut [u8])| {
+        if itemsize == 2 {
+            for (dst, &id) in out.chunks_exact_mut(2).zip(ids) {
+                dst.copy_from_slice(&(id as u16).to_le_bytes());
+            }
+        } else {
+            for (dst, &id) in out.chunks_exact_mut(4).zip(ids) {
+                dst.copy_from_slice(&id.to_le_bytes());
+            }
+        }
+    };
+    let threads = num_threads.min(jobs.len());
+    let total: usize = jobs.iter().map(|(_, out)| out.len()).sum();
+    if threads <= 1 || total < MIN_PARALLEL_PACK_BYTES {
+        jobs.into_iter().for_each(pack);
+        return;
+    }
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    let worker = || loop {
+        let job = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next();
+        match job {
+            Some(job) => pack(job),
+            None => break,
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+}
+
 /// The native tokenizer. Use `bpetok.Tokenizer`, which wraps it.
 #[pyclass(module = "bpetok._bpetok", name = "Tokenizer", frozen)]
 pub struct PyTokenizer {
@@ -276,28 +326,36 @@ impl PyTokenizer {
     /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
     /// The ids of a batch as one buffer of little-endian ids of [`Self::token_dtype`] and one
     /// of `len + 1` little-endian int64 offsets (`encode_batch_flat`, `encode_offsets_flat`).
-    fn flat_batch(
+    /// Encodes a batch into one bytearray of little-endian ids of `id_bytes` each and one of
+    /// `len(texts) + 1` little-endian int64 offsets. The ids are written into the bytearray by
+    /// up to `num_threads` threads, straight from the parts they were encoded in: a huge text's
+    /// ids are never joined into one vector first (a serial copy of the whole).
+    fn flat_batch<'py>(
         &self,
+        py: Python<'py>,
         slices: &[&[u8]],
         add_bos: bool,
         add_eos: bool,
         num_threads: usize,
-    ) -> (Vec<u8>, Vec<u8>) {
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let itemsize = self.inner.id_bytes();
-        let batch = self
-            .inner
-            .encode_batch(slices, add_bos, add_eos, num_threads);
-        let total: usize = batch.iter().map(Vec::len).sum();
-        let mut data = Vec::with_capacity(total * itemsize);
+        let batch = py.detach(|| {
+            self.inner
+                .encode_batch_parts(slices, add_bos, add_eos, num_threads)
+        });
         let mut offsets = Vec::with_capacity((batch.len() + 1) * 8);
         let mut end = 0i64;
         offsets.extend_from_slice(&end.to_le_bytes());
-        for ids in &batch {
-            pack_ids(ids.iter(), itemsize, &mut data);
-            end += ids.len() as i64;
+        for parts in &batch {
+            end += parts.iter().map(Vec::len).sum::<usize>() as i64;
             offsets.extend_from_slice(&end.to_le_bytes());
         }
-        (data, offsets)
+        let parts: Vec<&[u32]> = batch.iter().flatten().map(Vec::as_slice).collect();
+        let data = PyByteArray::new_with(py, end as usize * itemsize, |buf| {
+            py.detach(|| pack_parts(&parts, itemsize, buf, num_threads));
+            Ok(())
+        })?;
+        Ok((data, PyByteArray::new(py, &offsets)))
     }
 
     fn control_tokens(&self, add_bos: bool, add_eos: bool) -> usize {
@@ -541,8 +599,7 @@ impl PyTokenizer {
             }
             slices.push(&bytes[a as usize..b as usize]);
         }
-        let (ids, ends) = py.detach(|| self.flat_batch(&slices, add_bos, add_eos, num_threads));
-        Ok((PyByteArray::new(py, &ids), PyByteArray::new(py, &ends)))
+        self.flat_batch(py, &slices, add_bos, add_eos, num_threads)
     }
 
     /// Encodes a batch to one buffer of little-endian ids of [`Self::token_dtype`] and one
@@ -554,10 +611,9 @@ impl PyTokenizer {
         add_bos: bool,
         add_eos: bool,
         num_threads: usize,
-    ) -> (Bound<'py, PyByteArray>, Bound<'py, PyByteArray>) {
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-        let (data, offsets) = py.detach(|| self.flat_batch(&slices, add_bos, add_eos, num_threads));
-        (PyByteArray::new(py, &data), PyByteArray::new(py, &offsets))
+        self.flat_batch(py, &slices, add_bos, add_eos, num_threads)
     }
 
     fn decode<'py>(

@@ -324,6 +324,13 @@ fn a_long_text_on_several_threads_gives_the_same_ids() {
             let batch = tok.encode_batch(&[&text[..], b"short"], false, false, 4);
             assert_eq!(batch[0], whole[1..whole.len() - 1]);
             assert_eq!(batch[1], tok.encode_bytes(b"short", false, false));
+            // The parts, unjoined: several of them, and together the whole text's ids.
+            let parts = tok.encode_bytes_parts(&text, true, true, 2);
+            assert!(parts.len() > 1, "{}", parts.len());
+            assert_eq!(parts.concat(), whole);
+            let batch = tok.encode_batch_parts(&[&text[..], b"short"], false, false, 4);
+            assert_eq!(batch[0].concat(), whole[1..whole.len() - 1]);
+            assert_eq!(batch[1].concat(), tok.encode_bytes(b"short", false, false));
         }
     }
 }

@@ -180,6 +180,21 @@ impl Tokenizer {
         self.parallel_with(Text::Str(text), add_bos, add_eos, num_threads)
     }
 
+    /// [`Tokenizer::encode_bytes_parallel`] as the parts it encodes on the threads, not joined:
+    /// their concatenation is the ids of `text` (`<s>` at the start of the first part, `</s>` at
+    /// the end of the last one). For callers that write the ids somewhere else, such as one
+    /// output buffer that the threads fill in place, without a joined copy first. A text that is
+    /// not cut is one part.
+    pub fn encode_bytes_parts(
+        &self,
+        text: &[u8],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<Vec<u32>> {
+        self.parts_with(Text::Bytes(text), add_bos, add_eos, num_threads)
+    }
+
     fn parallel_with(
         &self,
         text: Text<'_>,
@@ -187,8 +202,27 @@ impl Tokenizer {
         add_eos: bool,
         num_threads: usize,
     ) -> Vec<u32> {
+        let mut parts = self.parts_with(text, add_bos, add_eos, num_threads);
+        if parts.len() == 1 {
+            return parts.pop().unwrap_or_default();
+        }
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let mut ids = Vec::with_capacity(total);
+        for part in parts {
+            ids.extend_from_slice(&part);
+        }
+        ids
+    }
+
+    fn parts_with(
+        &self,
+        text: Text<'_>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<Vec<u32>> {
         if num_threads <= 1 || text.len() < PARALLEL_MIN_BYTES {
-            return self.encoder().encode_text(text, add_bos, add_eos);
+            return vec![self.encoder().encode_text(text, add_bos, add_eos)];
         }
         let text = text.valid();
         let part = PARALLEL_PART_BYTES.max(text.len() / (num_threads * PARTS_PER_THREAD));
@@ -196,8 +230,9 @@ impl Tokenizer {
         bounds.extend(bpe::cut_points(&self.model, &self.tables, &text, part));
         bounds.push(text.len());
         if bounds.len() <= 2 {
-            return self.encode(&text, add_bos, add_eos);
+            return vec![self.encode(&text, add_bos, add_eos)];
         }
+        let last = bounds.len() - 2;
         let parts: Vec<OnceLock<Vec<u32>>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
         run_parallel(
             num_threads.min(parts.len()),
@@ -206,6 +241,9 @@ impl Tokenizer {
             |k, encoder| {
                 let piece = &text[bounds[k]..bounds[k + 1]];
                 let mut ids = Vec::with_capacity(piece.len() / 3 + 2);
+                if k == 0 && add_bos {
+                    ids.extend(self.model.bos_id);
+                }
                 let ws = encoder.workspace();
                 bpe::encode_text_part(
                     &self.model,
@@ -216,21 +254,16 @@ impl Tokenizer {
                     &mut ids,
                 );
                 ws.release_large_buffers();
+                if k == last && add_eos {
+                    ids.extend(self.model.eos_id);
+                }
                 let _ = parts[k].set(ids);
             },
         );
-        let total: usize = parts.iter().filter_map(OnceLock::get).map(Vec::len).sum();
-        let mut ids = Vec::with_capacity(total + 2);
-        if add_bos {
-            ids.extend(self.model.bos_id);
-        }
-        for part in parts {
-            ids.extend(part.into_inner().unwrap_or_default());
-        }
-        if add_eos {
-            ids.extend(self.model.eos_id);
-        }
-        ids
+        parts
+            .into_iter()
+            .map(|part| part.into_inner().unwrap_or_default())
+            .collect()
     }
 
     /// Encodes text to ids. `add_bos` / `add_eos` put `<s>` / `</s>` around the result (also for
@@ -286,6 +319,29 @@ impl Tokenizer {
             .collect()
     }
 
+    /// [`Tokenizer::encode_batch`] with each text's ids as the consecutive parts they were
+    /// encoded in (see [`Tokenizer::encode_bytes_parts`]): one part per text, except when there
+    /// are fewer texts than threads and one of them is long, when each text gets every thread and
+    /// a long one is cut. For writing all ids to one buffer without joining them first.
+    pub fn encode_batch_parts<T: AsRef<[u8]> + Sync>(
+        &self,
+        texts: &[T],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: usize,
+    ) -> Vec<Vec<Vec<u32>>> {
+        if splits_texts(texts, num_threads) {
+            return texts
+                .iter()
+                .map(|text| self.encode_bytes_parts(text.as_ref(), add_bos, add_eos, num_threads))
+                .collect();
+        }
+        self.encode_batch(texts, add_bos, add_eos, num_threads)
+            .into_iter()
+            .map(|ids| vec![ids])
+            .collect()
+    }
+
     /// Encodes many texts on up to `num_threads` threads (the calling one included) and hands
     /// each result to `each(index, ids)` on the thread that made it, as soon as it is made, in no
     /// particular order. For consumers that want to overlap their own work with encoding.
@@ -297,10 +353,7 @@ impl Tokenizer {
         num_threads: usize,
         each: impl Fn(usize, Vec<u32>) + Sync,
     ) {
-        if texts.len() < num_threads && texts.iter().any(|t| t.as_ref().len() >= PARALLEL_MIN_BYTES)
-        {
-            // Fewer texts than threads, and a long one: each text gets them all (a long one is
-            // cut into parts).
+        if splits_texts(texts, num_threads) {
             for (i, text) in texts.iter().enumerate() {
                 each(
                     i,
@@ -493,6 +546,12 @@ impl<'a> Text<'a> {
             },
         }
     }
+}
+
+/// Whether a batch is encoded one text at a time on all threads, a long text cut into parts:
+/// when there are fewer texts than threads and one of them is long.
+fn splits_texts<T: AsRef<[u8]>>(texts: &[T], num_threads: usize) -> bool {
+    texts.len() < num_threads && texts.iter().any(|t| t.as_ref().len() >= PARALLEL_MIN_BYTES)
 }
 
 /// Runs `work(i, &mut state)` for every `i` in `0..n` on `threads` threads (the caller's
