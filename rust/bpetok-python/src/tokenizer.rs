@@ -269,8 +269,9 @@ fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [u8], num_threads: us
 #[pyclass(module = "bpetok._bpetok", name = "Tokenizer", frozen)]
 pub struct PyTokenizer {
     pub inner: bpetok::Tokenizer,
-    /// The table of piece texts, made once per model: decoding is a copy per id.
-    decoder: bpetok::Decoder,
+    /// The table of piece texts, made once per model on the first decode (a tokenizer that only
+    /// encodes never makes it): decoding is a copy per id.
+    decoder: std::sync::OnceLock<bpetok::Decoder>,
     /// One Python int per id, made once: a result list then costs a reference count per id
     /// instead of an int allocation per id (that allocation was ~40% of `encode_batch`).
     ints: Vec<Py<PyInt>>,
@@ -281,12 +282,15 @@ impl PyTokenizer {
         let ints = (0..inner.vocab_size() as u32)
             .map(|id| PyInt::new(py, id).unbind())
             .collect();
-        let decoder = inner.decoder();
         Ok(Self {
             inner,
             ints,
-            decoder,
+            decoder: std::sync::OnceLock::new(),
         })
+    }
+
+    fn decoder(&self) -> &bpetok::Decoder {
+        self.decoder.get_or_init(|| self.inner.decoder())
     }
 
     /// Decodes ids already checked against the vocabulary, without the GIL when worth it, into a
@@ -294,9 +298,9 @@ impl PyTokenizer {
     fn decode_checked<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyString>> {
         let mut text = Vec::new();
         let decoded = if ids.len() < RELEASE_GIL_IDS {
-            self.decoder.decode_into(ids, &mut text)
+            self.decoder().decode_into(ids, &mut text)
         } else {
-            py.detach(|| self.decoder.decode_into(ids, &mut text))
+            py.detach(|| self.decoder().decode_into(ids, &mut text))
         };
         decoded.map_err(to_py_err)?;
         PyString::from_bytes(py, &text)
@@ -317,7 +321,7 @@ impl PyTokenizer {
             .map(|ids| {
                 let mut text = Vec::new();
                 // Checked when the list was read: cannot fail.
-                let _ = self.decoder.decode_into(ids, &mut text);
+                let _ = self.decoder().decode_into(ids, &mut text);
                 text
             })
             .collect()
