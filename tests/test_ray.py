@@ -230,11 +230,13 @@ def test_remote_inputs_by_url(cluster: Cluster, corpus: list[Path], reference: P
 
 
 def _kill_when(condition: Any, action: Any, timeout: float = 60.0) -> threading.Thread:
+    """Runs ``action`` once ``condition`` holds, in a thread; an action that returns False found
+    nothing to act on (the task it saw ended in between) and the watch goes on."""
+
     def run() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if condition():
-                action()
+            if condition() and action() is not False:
                 return
             time.sleep(0.002)
 
@@ -249,10 +251,14 @@ def test_worker_killed_mid_task(
     out = tmp_path / "out"
     killed: list[int] = []
 
-    def kill() -> None:
+    def kill() -> bool:
         for pid in task_pids():
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
             killed.append(pid)
+        return bool(killed)
 
     watcher = _kill_when(lambda: temporaries(out) and task_pids(), kill)
     reports: list[dict[str, Any]] = []
