@@ -22,12 +22,10 @@ pub(crate) fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
 
 fn first_out_of_range(vocab_size: usize, ids: &[u32]) -> Result<()> {
     // The maximum first: a loop the compiler vectorizes, where the search for the first id out
-    // of range is one comparison and branch per id (15% of the table decoder's time).
-    if ids
-        .iter()
-        .max()
-        .is_none_or(|&max| (max as usize) < vocab_size)
-    {
+    // of range is one comparison and branch per id (15% of the table decoder's time). A fold,
+    // not `Iterator::max`, which compiled to a scalar loop with a branch per id.
+    let max = ids.iter().fold(0, |max, &id| max.max(id));
+    if ids.is_empty() || (max as usize) < vocab_size {
         return Ok(());
     }
     match ids.iter().find(|&&id| id as usize >= vocab_size) {
@@ -110,34 +108,50 @@ pub struct Decoder {
 
 /// Output texts of at most this many bytes are held in the entry itself.
 const INLINE: usize = 14;
+/// `Entry::len` of a BYTE piece: consecutive ones are decoded together as UTF-8.
+const BYTE: u8 = u8::MAX - 1;
 /// `Entry::len` of an output text longer than [`INLINE`].
 const LONG: u8 = u8::MAX;
 
-/// One id's output, 16 bytes: decoding reads one entry per id from a table that, for 32,000
-/// pieces, fits the L2 cache, and copies its text in one fixed-size move. (A table of offsets into
-/// one string of all texts cost two cache misses per id, one for the entry and one for the text,
-/// and made decoding twice as slow.)
+/// One id's output, 16 bytes, aligned: decoding reads one entry per id from a table that, for
+/// 32,000 pieces, fits the L2 cache, and copies its text in one fixed-size move. (A table of
+/// offsets into one string of all texts cost two cache misses per id, one for the entry and one
+/// for the text, and made decoding twice as slow.)
+///
+/// Bytes 0 to 13 are the output text when it fits, padded with zeros (the byte of a byte piece;
+/// the index into `Decoder::long`, little-endian u32, of a long text); byte 14 is the text's
+/// length, or [`BYTE`] or [`LONG`]; byte 15 is 1 for a piece that starts with `▁` in a model that
+/// adds the dummy prefix (while SentencePiece's `is_bos_ws` holds, that space is dropped). The
+/// decoding loop copies all 16 bytes and moves on by the length: a single comparison tells an
+/// inline text from the rest, and what is copied past the text is overwritten by the next piece
+/// or cut off at the end.
 #[derive(Clone, Copy)]
+#[repr(C, align(16))]
 struct Entry {
-    /// The output text when it fits, padded with zeros; the byte of a byte piece; the index into
-    /// `Decoder::long` (little-endian u32) of a long text.
-    text: [u8; INLINE],
-    /// Length of the output text in bytes, or [`LONG`].
-    len: u8,
-    kind: Kind,
+    bytes: [u8; 16],
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Text that is output as it is: control (empty), unknown (the unknown surface) and
-    /// user-defined pieces, and pieces that do not start with `▁` (or every piece, when the model
-    /// adds no dummy prefix).
-    Text,
-    /// A piece that starts with `▁` (its output text with a space), in a model that adds the
-    /// dummy prefix: while SentencePiece's `is_bos_ws` holds, that space is dropped.
-    SpaceFirst,
-    /// A BYTE piece: consecutive ones are decoded together as UTF-8.
-    Byte,
+impl Entry {
+    fn new(text: &[u8], len: u8, space_first: bool) -> Self {
+        let mut bytes = [0; 16];
+        bytes[..text.len()].copy_from_slice(text);
+        bytes[INLINE] = len;
+        bytes[INLINE + 1] = u8::from(space_first);
+        Entry { bytes }
+    }
+
+    /// The text's length ([`INLINE`] or less), or [`BYTE`] or [`LONG`].
+    fn len(&self) -> u8 {
+        self.bytes[INLINE]
+    }
+
+    fn is_byte(&self) -> bool {
+        self.len() == BYTE
+    }
+
+    fn space_first(&self) -> bool {
+        self.bytes[INLINE + 1] != 0
+    }
 }
 
 impl std::fmt::Debug for Decoder {
@@ -165,70 +179,49 @@ impl Decoder {
         let mut surface = String::new();
         for id in 0..model.vocab_size() {
             if let Some(b) = model.byte_of_id[id] {
-                let mut text = [0; INLINE];
-                text[0] = b;
-                decoder.entries.push(Entry {
-                    text,
-                    len: 1,
-                    kind: Kind::Byte,
-                });
+                decoder.entries.push(Entry::new(&[b], BYTE, false));
                 continue;
             }
             surface.clear();
             let piece = model.piece(id);
-            let kind = match model.types[id] {
-                PieceType::Control => Kind::Text,
+            let space_first = match model.types[id] {
+                PieceType::Control => false,
                 PieceType::Unknown => {
                     surface.push_str(&model.unk_surface);
-                    Kind::Text
+                    false
                 }
                 _ => {
                     push_unescaped(&mut surface, piece);
-                    if model.add_dummy_prefix && piece.starts_with(SPACE_SYMBOL) {
-                        Kind::SpaceFirst
-                    } else {
-                        Kind::Text
-                    }
+                    model.add_dummy_prefix && piece.starts_with(SPACE_SYMBOL)
                 }
             };
-            let entry = decoder.entry(&surface, kind);
+            let entry = decoder.entry(&surface, space_first);
             decoder.entries.push(entry);
         }
         decoder
     }
 
-    fn entry(&mut self, surface: &str, kind: Kind) -> Entry {
-        let mut text = [0; INLINE];
+    fn entry(&mut self, surface: &str, space_first: bool) -> Entry {
         if surface.len() <= INLINE {
-            text[..surface.len()].copy_from_slice(surface.as_bytes());
-            return Entry {
-                text,
-                len: surface.len() as u8,
-                kind,
-            };
+            return Entry::new(surface.as_bytes(), surface.len() as u8, space_first);
         }
         // Ids are u32, so there are fewer long texts than u32 values.
         let index = self.long.len() as u32;
-        text[..4].copy_from_slice(&index.to_le_bytes());
         let start = self.long_text.len();
         self.long_text.push_str(surface);
         self.long.push((start, self.long_text.len()));
-        Entry {
-            text,
-            len: LONG,
-            kind,
-        }
+        Entry::new(&index.to_le_bytes(), LONG, space_first)
     }
 
-    /// The output text of an entry of [`Kind::Text`] or [`Kind::SpaceFirst`].
+    /// The output text of an entry that is not a byte piece's.
     fn text_of<'a>(&'a self, entry: &'a Entry) -> &'a [u8] {
-        if entry.len == LONG {
-            let index =
-                u32::from_le_bytes([entry.text[0], entry.text[1], entry.text[2], entry.text[3]]);
+        if entry.len() == LONG {
+            let b = &entry.bytes;
+            let index = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let (start, end) = self.long[index as usize];
             &self.long_text.as_bytes()[start..end]
         } else {
-            &entry.text[..usize::from(entry.len)]
+            &entry.bytes[..usize::from(entry.len())]
         }
     }
 
@@ -262,8 +255,10 @@ impl Decoder {
         let mut bos_ws_seen = false;
         while let Some(&id) = ids.get(i) {
             let entry = &self.entries[id as usize];
-            if entry.kind == Kind::Byte {
-                i = self.push_byte_run(ids, i, text, &mut run);
+            if entry.is_byte() {
+                let mut pos = text.len();
+                i = self.push_byte_run(ids, i, text, &mut pos, &mut run);
+                text.truncate(pos);
                 continue;
             }
             i += 1;
@@ -272,7 +267,7 @@ impl Decoder {
                 text.extend_from_slice(surface);
                 break;
             }
-            if entry.kind == Kind::SpaceFirst {
+            if entry.space_first() {
                 // The text starts with the space the `▁` became: one byte.
                 text.extend_from_slice(&surface[1..]);
                 bos_ws_seen = true;
@@ -286,67 +281,89 @@ impl Decoder {
 
     /// Appends the text of `ids` once no rule of the dummy prefix is left to apply.
     ///
-    /// `text` is kept longer than what is written (zeros, cut off at the end), so that an inline
-    /// text is one fixed-size copy to `text[pos..]` and the only bookkeeping per piece is `pos`
-    /// in a register. (Appending with `extend_from_slice` kept the length in the `Vec`, in memory,
-    /// and each piece waited for the one before to store it.) The room is made [`ROOM`] bytes at a
-    /// time, so the zeros written are about the text's length, not `INLINE` per id.
+    /// The text is written to a `Vec` kept longer than what is written (zeros, cut off at the
+    /// end), so that an inline text is one 16-byte copy to `text[pos..]` and the only bookkeeping
+    /// per piece is `pos` in a register; the room is made [`ROOM`] bytes at a time, so the zeros
+    /// written are about the text's length. Byte runs and long texts, a few in a hundred pieces,
+    /// are handed to [`Decoder::push_other`], out of line, so that the loop keeps its state in
+    /// registers. (With them inline, the loop kept its index and `pos` on the stack, and every
+    /// id waited for the store of the one before.)
     fn push_pieces(&self, ids: &[u32], text: &mut Vec<u8>, run: &mut Vec<u8>) {
-        /// Room made at a time, in bytes.
-        const ROOM: usize = 4096;
-        let room = |text: &mut Vec<u8>, pos: usize, bytes: usize| {
-            if pos + bytes > text.len() {
-                text.resize(pos + bytes + ROOM, 0);
-            }
-        };
-        let mut pos = text.len();
+        let mut out = std::mem::take(text);
+        let mut pos = out.len();
         let mut i = 0;
         while let Some(&id) = ids.get(i) {
+            if pos + 16 > out.len() {
+                out.resize(pos + ROOM, 0);
+            }
             let entry = &self.entries[id as usize];
-            if entry.kind == Kind::Byte {
-                i = self.byte_run(ids, i, run);
-                for_each_utf8_run(run, |valid| {
-                    room(text, pos, valid.len());
-                    text[pos..pos + valid.len()].copy_from_slice(valid.as_bytes());
-                    pos += valid.len();
-                });
-            } else if entry.len == LONG {
-                let long = self.text_of(entry);
-                room(text, pos, long.len());
-                text[pos..pos + long.len()].copy_from_slice(long);
-                pos += long.len();
+            let len = entry.len();
+            if usize::from(len) <= INLINE {
+                out[pos..pos + 16].copy_from_slice(&entry.bytes);
+                pos += usize::from(len);
                 i += 1;
             } else {
-                room(text, pos, INLINE);
-                text[pos..pos + INLINE].copy_from_slice(&entry.text);
-                pos += usize::from(entry.len);
-                i += 1;
+                (i, pos) = self.push_other(ids, i, &mut out, pos, run);
             }
         }
-        text.truncate(pos);
+        out.truncate(pos);
+        *text = out;
     }
 
-    /// Collects the bytes of the run of byte pieces that starts at `ids[i]` into `run` and
-    /// returns the index after it.
-    fn byte_run(&self, ids: &[u32], mut i: usize, run: &mut Vec<u8>) -> usize {
-        run.clear();
-        while let Some(&id) = ids.get(i) {
-            let entry = &self.entries[id as usize];
-            if entry.kind != Kind::Byte {
-                break;
-            }
-            run.push(entry.text[0]);
-            i += 1;
+    /// [`Decoder::push_pieces`] for the piece at `ids[i]`, a long text or the start of a byte
+    /// run: writes it (the whole run) at `out[pos..]`, making room as needed, and returns the
+    /// index after it and the position after its text. (`pos` goes by value: a `&mut` to it
+    /// would keep the loop's `pos` in memory.)
+    #[inline(never)]
+    fn push_other(
+        &self,
+        ids: &[u32],
+        i: usize,
+        out: &mut Vec<u8>,
+        mut pos: usize,
+        run: &mut Vec<u8>,
+    ) -> (usize, usize) {
+        let entry = &self.entries[ids[i] as usize];
+        if entry.is_byte() {
+            let end = self.push_byte_run(ids, i, out, &mut pos, run);
+            return (end, pos);
         }
-        i
+        put(out, &mut pos, self.text_of(entry));
+        (i + 1, pos)
     }
 
     /// Decodes the run of byte pieces that starts at `ids[i]` as UTF-8 (U+FFFD per byte that
-    /// starts no valid character) and returns the index after it.
-    fn push_byte_run(&self, ids: &[u32], i: usize, text: &mut Vec<u8>, run: &mut Vec<u8>) -> usize {
-        let end = self.byte_run(ids, i, run);
-        for_each_utf8_run(run, |valid| text.extend_from_slice(valid.as_bytes()));
-        end
+    /// starts no valid character) to `out[*pos..]` (see [`put`]) and returns the index after it.
+    /// The bytes are written as they are and checked there (a run is mostly one character);
+    /// only an invalid run is copied to `run` and written again, corrected.
+    fn push_byte_run(
+        &self,
+        ids: &[u32],
+        mut i: usize,
+        out: &mut Vec<u8>,
+        pos: &mut usize,
+        run: &mut Vec<u8>,
+    ) -> usize {
+        let start = *pos;
+        while let Some(&id) = ids.get(i) {
+            let entry = &self.entries[id as usize];
+            if !entry.is_byte() {
+                break;
+            }
+            if *pos >= out.len() {
+                out.resize(*pos + ROOM, 0);
+            }
+            out[*pos] = entry.bytes[0];
+            *pos += 1;
+            i += 1;
+        }
+        if std::str::from_utf8(&out[start..*pos]).is_err() {
+            run.clear();
+            run.extend_from_slice(&out[start..*pos]);
+            *pos = start;
+            for_each_utf8_run(run, |valid| put(out, pos, valid.as_bytes()));
+        }
+        i
     }
 
     /// Decodes many id lists on up to `num_threads` threads, in input order. Every id is checked
@@ -407,4 +424,17 @@ fn threads_for(lengths: impl Iterator<Item = usize>, requested: usize) -> usize 
         .min(total / MIN_IDS_PER_THREAD + 1)
         .min(count)
         .max(1)
+}
+
+/// Room made at a time at the end of the text [`Decoder::push_pieces`] writes, in bytes.
+const ROOM: usize = 4096;
+
+/// Writes `bytes` at `out[*pos..]`, making room (zeros) as needed, and moves `*pos` past them.
+fn put(out: &mut Vec<u8>, pos: &mut usize, bytes: &[u8]) {
+    let end = *pos + bytes.len();
+    if end > out.len() {
+        out.resize(end + ROOM, 0);
+    }
+    out[*pos..end].copy_from_slice(bytes);
+    *pos = end;
 }
