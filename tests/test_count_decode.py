@@ -158,3 +158,24 @@ def test_decode_of_lists_that_are_not_all_plain_ints(vocab: Vocab) -> None:
         tok.decode([5, -1])
     with pytest.raises(IndexError, match=str(2**63)):
         tok.decode([5, 2**63])
+
+
+def test_decode_of_encode_lists_and_of_equal_fresh_ints_agree(vocab: Vocab) -> None:
+    """The ints ``encode`` puts in its lists are the tokenizer's cached ones, read by their
+    address; equal ints made elsewhere (and lists mixing both, or another tokenizer's cached ints)
+    are read by value, with the same result and the same errors."""
+    tok = vocab.tok
+    text = "Hello \u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \U0001f916 world " * 50
+    ids = tok.encode(text)
+    fresh = [int(str(i)) for i in ids]  # equal values, other objects (above the small ints)
+    assert any(a is not b for a, b in zip(ids, fresh, strict=True))
+    theirs = bpetok.Tokenizer.from_file(vocab.path).encode(text)  # its own cached ints
+    mixed = [a if k % 2 else b for k, (a, b) in enumerate(zip(ids, fresh, strict=True))]
+    expected = vocab.sp.decode(ids)
+    for case in (ids, fresh, mixed, theirs):
+        assert tok.decode(case) == expected
+    assert tok.decode_batch([ids, fresh, mixed]) == [expected] * 3
+    for bad in (vocab.size, -1, 2**63):
+        for case in (ids, fresh):
+            with pytest.raises(IndexError, match=str(bad)):
+                tok.decode([*case, bad])

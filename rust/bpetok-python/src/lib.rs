@@ -4,6 +4,7 @@
 
 mod data;
 mod errors;
+mod int_ids;
 mod tokenizer;
 
 use pyo3::prelude::*;

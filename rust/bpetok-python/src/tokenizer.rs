@@ -11,6 +11,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, PyTupleMethods};
 
 use crate::errors::model_err as to_py_err;
+use crate::int_ids::IntIds;
 use bpetok::PARALLEL_MIN_BYTES;
 
 const RELEASE_GIL_BYTES: usize = 2048;
@@ -64,13 +65,19 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
 /// else that is not an int (or has no `__index__`) a `TypeError`.
 ///
 /// Reading the list is most of what decoding it costs. A list of plain ints in range (what
-/// `encode` returns) is read by [`ids_of_exact_ints`], two C calls per id. Any other list is
-/// copied to a tuple (one C loop) and read through borrowed references, with `__index__` and the
-/// errors of pyo3's conversion: with the stable ABI every item of a list costs a call for the
-/// item, one for its reference count and one to give it back, where a tuple's borrowed item is
-/// one call. Per id on the en corpus: 7.5 ns through the tuple, 4 to 5 ns the direct way.
-fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
-    if let Some(ids) = ids_of_exact_ints(tok, list) {
+/// `encode` returns) is read by [`ids_of_exact_ints`], one C call per id for the items `encode`
+/// made (the tokenizer's cached ints, told by their address) and three for other ints. Any
+/// other list is copied to a tuple (one C loop) and read through borrowed references, with
+/// `__index__` and the errors of pyo3's conversion: with the stable ABI every item of a list
+/// costs a call for the item, one for its reference count and one to give it back, where a
+/// tuple's borrowed item is one call. Per id on the en corpus: 7.5 ns through the tuple, 4 to 5
+/// ns the direct way before the cached ints were told by their address.
+fn ids_of_list(
+    tok: &bpetok::Tokenizer,
+    cached: Option<&IntIds>,
+    list: &Bound<'_, PyList>,
+) -> PyResult<Vec<u32>> {
+    if let Some(ids) = ids_of_exact_ints(tok, cached, list) {
         return Ok(ids);
     }
     let items = list.to_tuple();
@@ -82,11 +89,17 @@ fn ids_of_list(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> PyResult<Ve
 }
 
 /// The ids of a list whose items are all exact `int`s in the vocabulary's range, read through
-/// borrowed references without a reference count change or any other call per item than the
-/// two below; `None` at the first item that is anything else (the caller then reads the list
-/// the general way, which gives the error or the `__index__` conversion).
+/// borrowed references without a reference count change; `None` at the first item that is
+/// anything else (the caller then reads the list the general way, which gives the error or the
+/// `__index__` conversion). An item that is one of the tokenizer's cached ints (`cached`, by its
+/// address) is its id without a call or a read of the object; any other is checked to be an
+/// exact `int` and read with `PyLong_AsLongAndOverflow`.
 #[allow(unsafe_code)]
-fn ids_of_exact_ints(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> Option<Vec<u32>> {
+fn ids_of_exact_ints(
+    tok: &bpetok::Tokenizer,
+    cached: Option<&IntIds>,
+    list: &Bound<'_, PyList>,
+) -> Option<Vec<u32>> {
     use pyo3::ffi;
     let vocab_size = tok.vocab_size() as std::os::raw::c_long;
     let n = list.len();
@@ -95,13 +108,18 @@ fn ids_of_exact_ints(tok: &bpetok::Tokenizer, list: &Bound<'_, PyList>) -> Optio
     // SAFETY: `list` is a live list and the GIL is held (`Bound`), so no other thread runs
     // Python code meanwhile. Each `i` is below the list's length `n`, and the list cannot change
     // during the loop: nothing in it runs Python code, allocates or releases the GIL (an exact
-    // `int` has no `__index__` to call; `PyLong_AsLongAndOverflow` of one only reads it). So
-    // every item pointer is a live object borrowed from the list for the whole loop, and reading
-    // its type through `Py_TYPE` is reading a field every object has.
+    // `int` has no `__index__` to call; `PyLong_AsLongAndOverflow` of one only reads it; the
+    // look-up of a cached int compares addresses). So every item pointer is a live object
+    // borrowed from the list for the whole loop, and reading its type through `Py_TYPE` is
+    // reading a field every object has.
     unsafe {
         let int_type = std::ptr::addr_of_mut!(ffi::PyLong_Type);
         for i in 0..n {
             let item = ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t);
+            if let Some(id) = cached.and_then(|c| c.id_at(item as usize)) {
+                ids.push(id);
+                continue;
+            }
             if item.is_null() || ffi::Py_TYPE(item) != int_type {
                 return None;
             }
@@ -275,22 +293,37 @@ pub struct PyTokenizer {
     /// One Python int per id, made once: a result list then costs a reference count per id
     /// instead of an int allocation per id (that allocation was ~40% of `encode_batch`).
     ints: Vec<Py<PyInt>>,
+    /// Which of `ints` an object is, by its address: decoding a list `encode` made reads its
+    /// ids without a call per id (see [`IntIds`]). Made on the first decode of a list, as
+    /// `decoder`; `None` inside if the ints are spread too thin.
+    cached_ints: std::sync::OnceLock<Option<IntIds>>,
 }
 
 impl PyTokenizer {
     fn new(py: Python<'_>, inner: bpetok::Tokenizer) -> PyResult<Self> {
-        let ints = (0..inner.vocab_size() as u32)
+        let ints: Vec<Py<PyInt>> = (0..inner.vocab_size() as u32)
             .map(|id| PyInt::new(py, id).unbind())
             .collect();
         Ok(Self {
             inner,
             ints,
             decoder: std::sync::OnceLock::new(),
+            cached_ints: std::sync::OnceLock::new(),
         })
     }
 
     fn decoder(&self) -> &bpetok::Decoder {
         self.decoder.get_or_init(|| self.inner.decoder())
+    }
+
+    fn cached_ints(&self) -> Option<&IntIds> {
+        self.cached_ints
+            .get_or_init(|| {
+                let addresses: Vec<usize> =
+                    self.ints.iter().map(|int| int.as_ptr() as usize).collect();
+                IntIds::new(&addresses)
+            })
+            .as_ref()
     }
 
     /// Decodes ids already checked against the vocabulary, without the GIL when worth it, into a
@@ -310,7 +343,7 @@ impl PyTokenizer {
     fn read_lists(&self, lists: &[Bound<'_, PyList>]) -> PyResult<Vec<Vec<u32>>> {
         lists
             .iter()
-            .map(|ids| ids_of_list(&self.inner, ids))
+            .map(|ids| ids_of_list(&self.inner, self.cached_ints(), ids))
             .collect()
     }
 
@@ -625,7 +658,7 @@ impl PyTokenizer {
         py: Python<'py>,
         ids: &Bound<'_, PyList>,
     ) -> PyResult<Bound<'py, PyString>> {
-        let ids = ids_of_list(&self.inner, ids)?;
+        let ids = ids_of_list(&self.inner, self.cached_ints(), ids)?;
         self.decode_checked(py, &ids)
     }
 
