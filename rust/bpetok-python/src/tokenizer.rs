@@ -221,18 +221,6 @@ fn push_strs<'py>(
 
 /// Writes ids as little-endian integers of `itemsize` bytes (2 or 4: the tokenizer's
 /// [`bpetok::Tokenizer::id_bytes`]).
-fn pack_ids<'a>(ids: impl Iterator<Item = &'a u32>, itemsize: usize, out: &mut Vec<u8>) {
-    if itemsize == 2 {
-        for &id in ids {
-            out.extend_from_slice(&(id as u16).to_le_bytes());
-        }
-    } else {
-        for &id in ids {
-            out.extend_from_slice(&id.to_le_bytes());
-        }
-    }
-}
-
 /// Output buffers smaller than this are filled by the calling thread alone.
 const MIN_PARALLEL_PACK_BYTES: usize = 1 << 22;
 
@@ -589,15 +577,13 @@ impl PyTokenizer {
         text: TextArg,
         add_bos: bool,
         add_eos: bool,
-    ) -> Bound<'py, PyByteArray> {
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         let itemsize = self.inner.id_bytes();
-        let data = py.detach(|| {
-            let ids = self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos);
-            let mut data = Vec::with_capacity(ids.len() * itemsize);
-            pack_ids(ids.iter(), itemsize, &mut data);
-            data
-        });
-        PyByteArray::new(py, &data)
+        let ids = py.detach(|| self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos));
+        PyByteArray::new_with(py, ids.len() * itemsize, |buf| {
+            pack_parts(&[&ids], itemsize, buf, 1);
+            Ok(())
+        })
     }
 
     /// Encodes the texts `data[offsets[i]..offsets[i + 1]]` (the bytes of an Arrow string

@@ -203,15 +203,10 @@ impl Tokenizer {
         num_threads: usize,
     ) -> Vec<u32> {
         let mut parts = self.parts_with(text, add_bos, add_eos, num_threads);
-        if parts.len() == 1 {
-            return parts.pop().unwrap_or_default();
+        match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => parts.concat(),
         }
-        let total: usize = parts.iter().map(Vec::len).sum();
-        let mut ids = Vec::with_capacity(total);
-        for part in parts {
-            ids.extend_from_slice(&part);
-        }
-        ids
     }
 
     fn parts_with(

@@ -296,8 +296,15 @@ impl Model {
         if n == 0 {
             return Err(Error::Parse("the model has no pieces".into()));
         }
-        if n >= (u32::MAX / 2) as usize || types.len() != n || scores.len() != n {
+        if n >= (u32::MAX / 2) as usize {
             return Err(Error::Inconsistent(format!("{n} pieces is too many")));
+        }
+        if types.len() != n || scores.len() != n {
+            return Err(Error::Inconsistent(format!(
+                "{n} pieces but {} types and {} scores",
+                types.len(),
+                scores.len()
+            )));
         }
         let mut mergeable: HashTable<u32> = HashTable::with_capacity(n);
         let mut reserved = FxHashMap::default();
@@ -309,22 +316,17 @@ impl Model {
             // SentencePiece keeps two maps and would accept the same text in both, always
             // answering with the reserved one; such a model is broken, so it is refused here.
             let hash = text_hash(text);
-            let defined_twice = if ty.is_mergeable() {
-                let seen = reserved.contains_key(text)
-                    || mergeable
-                        .find(hash, |&other| pieces.get(other as usize) == text)
-                        .is_some();
-                if !seen {
-                    mergeable
-                        .insert_unique(hash, id, |&other| text_hash(pieces.get(other as usize)));
-                }
-                seen
-            } else {
-                reserved.insert(text.to_string(), id).is_some()
-                    || mergeable
-                        .find(hash, |&other| pieces.get(other as usize) == text)
-                        .is_some()
-            };
+            let defined_twice = mergeable
+                .find(hash, |&other| pieces.get(other as usize) == text)
+                .is_some()
+                || if ty.is_mergeable() {
+                    reserved.contains_key(text)
+                } else {
+                    reserved.insert(text.to_string(), id).is_some()
+                };
+            if !defined_twice && ty.is_mergeable() {
+                mergeable.insert_unique(hash, id, |&other| text_hash(pieces.get(other as usize)));
+            }
             if defined_twice {
                 return Err(Error::Inconsistent(format!(
                     "piece {text:?} (id {i}) is defined twice"
