@@ -203,10 +203,18 @@ impl Tokenizer {
         num_threads: usize,
     ) -> Vec<u32> {
         let mut parts = self.parts_with(text, add_bos, add_eos, num_threads);
-        match parts.len() {
-            1 => parts.pop().unwrap_or_default(),
-            _ => parts.concat(),
+        if parts.len() == 1 {
+            return parts.pop().unwrap_or_default();
         }
+        // Each part is freed as soon as it is copied, so the peak is the parts and the part of
+        // the result written so far, not twice the ids (`concat` would keep every part to the
+        // end: tests/test_memory.py's huge document went over its bound with it).
+        let total = parts.iter().map(Vec::len).sum();
+        let mut ids = Vec::with_capacity(total);
+        for part in parts {
+            ids.extend_from_slice(&part);
+        }
+        ids
     }
 
     fn parts_with(
