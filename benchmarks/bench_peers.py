@@ -5,6 +5,7 @@ Run from anywhere (see benchmarks/README.md)::
 
     python3 benchmarks/bench_peers.py --mb 3 --repeat 3 --json /tmp/peers.json
     python3 benchmarks/bench_peers.py --startup
+    python3 benchmarks/bench_peers.py --huge 200
 
 For each corpus three disjoint seeded samples of ``--mb`` MB of whole documents are drawn: the cold
 set, the warm-up set and the warm set. Every engine runs each of its modes in its own fresh subprocess,
@@ -17,6 +18,11 @@ segment caches). Figures are medians over ``--fresh`` such processes; MB are 10*
 The ids of every pass that is checked (fresh, warm, the last again) must equal sentencepiece's; an
 engine whose ids differ on a corpus is reported as not exact there and is not a candidate for "fastest
 exact peer" on it. The script exits with status 1 only if bpetok's ids differ from sentencepiece's.
+
+``--startup`` measures import, load and the first calls instead. ``--huge MB`` measures one document of
+MB MB (the en, code and ja corpora's documents joined, repeated to that size): bpetok's
+``encode_batch_to_numpy([text], num_threads=N)`` for N = 1 and 2, each in its own fresh process pinned
+to CPUs 0 and 1; it exits with status 1 if the ids of any call differ from those of the first.
 """
 
 from __future__ import annotations
@@ -377,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     ap.add_argument("--startup", action="store_true", help="measure load and first-call times instead")
     ap.add_argument("--startup-runs", type=int, default=7, help="fresh processes per engine for --startup")
+    ap.add_argument(
+        "--huge", type=float, default=None, metavar="MB", help="time one document of MB MB on 1 and 2 threads"
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a worker is stopped")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     ap.add_argument("--_config", help=argparse.SUPPRESS)
@@ -386,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if args._worker:
         with open(args._config) as f:
             cfg = json.load(f)
-        result = {"throughput": worker, "startup": startup_worker}[args._worker](cfg)
+        result = {"throughput": worker, "startup": startup_worker, "huge": huge_worker}[args._worker](cfg)
         with open(args._out, "w") as f:
             json.dump(result, f)
         return 0
@@ -499,6 +508,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.startup:
         return run_startup(args, engines, base, bpetok_model, header, load0, t_start)
+    if args.huge is not None:
+        return run_huge(args, work, bpetok_model, header, load0, t_start)
 
     cores_list = [int(c) for c in args.cores.split(",") if c]
     if 2 in cores_list and (0 not in allowed or 1 not in allowed):
@@ -897,6 +908,121 @@ def run_startup(
             )
         print(f"figures written to {args.json}")
     return 0
+
+
+# ---- one huge document ----------------------------------------------------------------------------
+
+HUGE_SETS = ("en", "code", "ja")
+
+
+def huge_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One huge text into numpy on ``threads`` threads: the first call (which includes CPython's UTF-8
+    copy of the ``str``, made once per string) and ``repeat`` more; the ids' digest of each call."""
+    import hashlib
+
+    import bpetok
+
+    with open(cfg["text"], encoding="utf-8") as f:
+        text = f.read()
+    model = cfg["model"]
+    tok = bpetok.Tokenizer.default() if model == "embedded" else bpetok.Tokenizer.from_file(model)
+    walls, digests = [], set()
+    for _ in range(1 + cfg["repeat"]):
+        t0 = time.perf_counter()
+        ids, _ = tok.encode_batch_to_numpy([text], num_threads=cfg["threads"])
+        walls.append(time.perf_counter() - t0)
+        digests.add(hashlib.sha256(ids.tobytes()).hexdigest())
+        n_ids = len(ids)
+        del ids
+    return {"walls": walls, "digests": sorted(digests), "ids": n_ids}
+
+
+def write_huge_text(args: argparse.Namespace, work: Path) -> tuple[Path, int]:
+    """The en, code and ja documents joined by newlines, repeated and cut to ``--huge`` MB."""
+    docs = []
+    for name in HUGE_SETS:
+        path = Path(args.corpora) / f"{name}.jsonl"
+        if not path.is_file():
+            sys.exit(
+                f"{path} not found; build it with: "
+                f"python3 ../shared/corpora/build.py {args.corpora} --install"
+            )
+        docs += load_corpus(path)
+    data = "\n".join(docs).encode("utf-8")
+    want = int(args.huge * MB)
+    data = (data * (want // len(data) + 1))[:want].decode("utf-8", errors="ignore")
+    path = work / "huge.txt"
+    path.write_text(data, encoding="utf-8")
+    return path, utf8_len(data)
+
+
+def run_huge(
+    args: argparse.Namespace,
+    work: Path,
+    bpetok_model: str,
+    header: list[str],
+    load0: tuple[float, float, float],
+    t_start: float,
+) -> int:
+    allowed = sorted(os.sched_getaffinity(0))
+    if 0 not in allowed or 1 not in allowed:
+        sys.exit(f"--huge needs CPUs 0 and 1 (usable here: {allowed})")
+    path, nbytes = write_huge_text(args, work)
+    cfg = {"text": str(path), "model": bpetok_model, "repeat": args.repeat}
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for _ in range(args.fresh):  # interleaved, so that a busy moment hits both alike
+        for threads in runs:
+            runs[threads].append(run_pinned("huge", {**cfg, "threads": threads}, "0,1", 2, args.timeout))
+    errors = [r["error"] for rs in runs.values() for r in rs if "error" in r]
+    if errors:
+        sys.exit(f"a worker failed: {errors[0]}")
+    digests = {d for rs in runs.values() for r in rs for d in r["digests"]}
+    mbs = nbytes / MB
+    fig = {
+        threads: {
+            "first": median([mbs / r["walls"][0] for r in rs]),
+            "again": median([mbs / w for r in rs for w in r["walls"][1:]]),
+        }
+        for threads, rs in runs.items()
+    }
+    lines = [
+        "",
+        f"ONE HUGE DOCUMENT: {mbs:,.0f} MB ({', '.join(HUGE_SETS)} joined and repeated), "
+        f"{runs[1][0]['ids']:,} ids; bpetok encode_batch_to_numpy([text], num_threads=N)",
+        f"  MB/s, medians: {args.fresh} fresh processes pinned to CPUs 0,1 (taskset -c 0,1) per N; "
+        f"'first' = each process's first call (with CPython's UTF-8 copy of the str), "
+        f"'again' = its {args.repeat} calls after it",
+        md_row(["threads", "first call", "again", "again / 1 thread"]),
+        md_row(["---"] * 4),
+    ]
+    for threads, f in fig.items():
+        lines.append(
+            md_row(
+                [
+                    str(threads),
+                    f"{f['first']:.1f}",
+                    f"{f['again']:.1f}",
+                    f"{f['again'] / fig[1]['again']:.2f}x",
+                ]
+            )
+        )
+    same = len(digests) == 1
+    lines.append(
+        f"  ids: {'the same in every call' if same else 'DIFFER between calls'} ({len(digests)} digest(s))"
+    )
+    load1 = os.getloadavg()
+    print("\n".join(header + lines))
+    print(
+        f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; "
+        f"the run took {time.perf_counter() - t_start:.0f} s"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"huge": {"mb": mbs, "figures": fig, "runs": runs, "loadavg": [load0, load1]}}, f, indent=1
+            )
+        print(f"figures written to {args.json}")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -293,7 +293,8 @@ def test_encode_batch_order_and_threads(vocab: Vocab) -> None:
 
 # ---- bad inputs -----------------------------------------------------------------------------------------
 
-SURROGATE_TEXTS = ["\ud800", "abc\udfffdef", "ok \udc80"]
+# The last is long enough (over 2**20 characters) to be read through CPython's UTF-8 cache, not copied.
+SURROGATE_TEXTS = ["\ud800", "abc\udfffdef", "ok \udc80", "long " * 250_000 + "\ud800"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 //! the GIL released around real work).
 
 use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
@@ -20,11 +21,23 @@ const RELEASE_GIL_IDS: usize = 1024;
 /// Ids `decode_batch` decodes at a time (on its threads) before making their `str`s.
 const DECODE_CHUNK_IDS: usize = 64 * 1024;
 
+/// Texts of at least this many characters are read through CPython's UTF-8 cache (see
+/// [`TextArg`]): at least [`PARALLEL_MIN_BYTES`] of UTF-8, long enough to be cut and encoded on
+/// several threads, where a serial copy of the whole would be the part that does not scale.
+const CACHED_UTF8_CHARS: usize = PARALLEL_MIN_BYTES;
+
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
-/// byte). A `str` is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache
-/// (`PyUnicode_AsUTF8AndSize`), which would keep a UTF-8 copy of every non-ASCII text alive as long
-/// as the caller keeps the text: for a corpus held in memory, that doubled it.
-pub struct TextArg(PyBackedBytes);
+/// byte). A `str` shorter than [`CACHED_UTF8_CHARS`] characters is encoded into a temporary
+/// `bytes` rather than through CPython's UTF-8 cache (`PyUnicode_AsUTF8AndSize`), which would keep
+/// a UTF-8 copy of every non-ASCII text alive as long as the caller keeps the text: for a corpus
+/// held in memory, that doubled it. A longer one is read through the cache: the copy is made once
+/// per `str` (none for an ASCII one, whose characters are its UTF-8), not on every call, where it
+/// was 0.25 s of serial work per 200 MB on one thread, while the encoding itself is spread over
+/// threads.
+pub enum TextArg {
+    Copied(PyBackedBytes),
+    Cached(pyo3::pybacked::PyBackedStr),
+}
 
 impl<'py> FromPyObject<'_, 'py> for TextArg {
     type Error = PyErr;
@@ -32,10 +45,13 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
     fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(s) = ob.cast::<PyString>() {
             // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
-            return Ok(TextArg(PyBackedBytes::from(s.encode_utf8()?)));
+            if s.len()? >= CACHED_UTF8_CHARS {
+                return Ok(TextArg::Cached(s.to_owned().try_into()?));
+            }
+            return Ok(TextArg::Copied(PyBackedBytes::from(s.encode_utf8()?)));
         }
         if let Ok(b) = ob.cast::<PyBytes>() {
-            return Ok(TextArg(PyBackedBytes::from(b.to_owned())));
+            return Ok(TextArg::Copied(PyBackedBytes::from(b.to_owned())));
         }
         Err(PyTypeError::new_err(format!(
             "expected str or bytes, got {}",
@@ -46,7 +62,10 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
 
 impl TextArg {
     fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match self {
+            TextArg::Copied(bytes) => bytes,
+            TextArg::Cached(text) => text.as_bytes(),
+        }
     }
 }
 
@@ -219,15 +238,14 @@ fn push_strs<'py>(
     Ok(())
 }
 
-/// Writes ids as little-endian integers of `itemsize` bytes (2 or 4: the tokenizer's
-/// [`bpetok::Tokenizer::id_bytes`]).
 /// Output buffers smaller than this are filled by the calling thread alone.
 const MIN_PARALLEL_PACK_BYTES: usize = 1 << 22;
 
 /// Writes `parts`, one after another, into `out` (exactly their ids' size) as little-endian ids
-/// of `itemsize` bytes, on up to `num_threads` threads taking parts in turn, so that the pages
-/// of a huge output are first touched, and filled, in parallel.
-fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [u8], num_threads: usize) {
+/// of `itemsize` bytes (2 or 4: the tokenizer's [`bpetok::Tokenizer::id_bytes`]), on up to
+/// `num_threads` threads taking parts in turn, so that the pages of a huge output are first
+/// touched, and filled, in parallel. Every byte of `out` is written.
+fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [MaybeUninit<u8>], num_threads: usize) {
     let mut jobs = Vec::with_capacity(parts.len());
     let mut rest = out;
     for &ids in parts {
@@ -235,14 +253,19 @@ fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [u8], num_threads: us
         jobs.push((ids, head));
         rest = tail;
     }
-    let pack = |(ids, out): (&[u32], &mut [u8])| {
+    fn put(dst: &mut [MaybeUninit<u8>], bytes: &[u8]) {
+        for (d, &b) in dst.iter_mut().zip(bytes) {
+            d.write(b);
+        }
+    }
+    let pack = |(ids, out): (&[u32], &mut [MaybeUninit<u8>])| {
         if itemsize == 2 {
             for (dst, &id) in out.chunks_exact_mut(2).zip(ids) {
-                dst.copy_from_slice(&(id as u16).to_le_bytes());
+                put(dst, &(id as u16).to_le_bytes());
             }
         } else {
             for (dst, &id) in out.chunks_exact_mut(4).zip(ids) {
-                dst.copy_from_slice(&id.to_le_bytes());
+                put(dst, &id.to_le_bytes());
             }
         }
     };
@@ -269,6 +292,38 @@ fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [u8], num_threads: us
         }
         worker();
     });
+}
+
+/// A new `bytearray` of `len` bytes, every one of them written by `fill` (without the GIL) and
+/// none written before: unlike `PyByteArray::new_with`, its memory is not zeroed first, so the
+/// pages of a huge buffer are first touched by `fill`'s threads, not by a serial `memset`.
+#[allow(unsafe_code)]
+fn filled_bytearray<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) + Send,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyMemoryError::new_err("output too large"))?;
+    // SAFETY: a NULL source makes CPython allocate `len` bytes (plus a trailing NUL) without
+    // initialising them; the new reference is owned (or NULL with an exception set).
+    let array = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size),
+        )?
+        .cast_into_unchecked::<PyByteArray>()
+    };
+    // SAFETY: the buffer holds `len` bytes and no one else can see the new bytearray yet; it
+    // is handed out as `MaybeUninit`, so nothing reads a byte before `fill` writes it.
+    let buffer = unsafe {
+        std::slice::from_raw_parts_mut(
+            pyo3::ffi::PyByteArray_AsString(array.as_ptr()).cast::<MaybeUninit<u8>>(),
+            len,
+        )
+    };
+    py.detach(|| fill(buffer));
+    Ok(array)
 }
 
 /// The native tokenizer. Use `bpetok.Tokenizer`, which wraps it.
@@ -348,9 +403,6 @@ impl PyTokenizer {
             .collect()
     }
 
-    /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
-    /// The ids of a batch as one buffer of little-endian ids of [`Self::token_dtype`] and one
-    /// of `len + 1` little-endian int64 offsets (`encode_batch_flat`, `encode_offsets_flat`).
     /// Encodes a batch into one bytearray of little-endian ids of `id_bytes` each and one of
     /// `len(texts) + 1` little-endian int64 offsets. The ids are written into the bytearray by
     /// up to `num_threads` threads, straight from the parts they were encoded in: a huge text's
@@ -376,13 +428,13 @@ impl PyTokenizer {
             offsets.extend_from_slice(&end.to_le_bytes());
         }
         let parts: Vec<&[u32]> = batch.iter().flatten().map(Vec::as_slice).collect();
-        let data = PyByteArray::new_with(py, end as usize * itemsize, |buf| {
-            py.detach(|| pack_parts(&parts, itemsize, buf, num_threads));
-            Ok(())
+        let data = filled_bytearray(py, end as usize * itemsize, |buf| {
+            pack_parts(&parts, itemsize, buf, num_threads);
         })?;
         Ok((data, PyByteArray::new(py, &offsets)))
     }
 
+    /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
     fn control_tokens(&self, add_bos: bool, add_eos: bool) -> usize {
         usize::from(add_bos && self.inner.bos_id().is_some())
             + usize::from(add_eos && self.inner.eos_id().is_some())
@@ -580,9 +632,8 @@ impl PyTokenizer {
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let itemsize = self.inner.id_bytes();
         let ids = py.detach(|| self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos));
-        PyByteArray::new_with(py, ids.len() * itemsize, |buf| {
+        filled_bytearray(py, ids.len() * itemsize, |buf| {
             pack_parts(&[&ids], itemsize, buf, 1);
-            Ok(())
         })
     }
 

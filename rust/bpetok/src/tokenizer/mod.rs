@@ -30,7 +30,7 @@ pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
 /// ... into parts of at least this many bytes ...
 pub const PARALLEL_PART_BYTES: usize = 256 * 1024;
 /// ... about this many per thread, so that parts of uneven cost balance.
-const PARTS_PER_THREAD: usize = 4;
+const PARTS_PER_THREAD: usize = 16;
 /// Scratch spaces kept for reuse; more threads than this still work, they just start cold.
 const MAX_POOLED_WORKSPACES: usize = 64;
 
