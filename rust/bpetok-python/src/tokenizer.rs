@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
@@ -238,6 +238,67 @@ fn push_strs<'py>(
     Ok(())
 }
 
+/// The texts of a batch's list, read to UTF-8 by the calling thread (which holds the GIL) one
+/// after another while other threads already encode those read: the copy of the texts then
+/// overlaps their encoding instead of coming before it (for Japanese or Chinese it was a fifth of
+/// a 2-thread batch, all of it on one thread).
+struct TextsRead {
+    texts: Vec<std::sync::OnceLock<TextArg>>,
+    failed: AtomicBool,
+}
+
+impl TextsRead {
+    fn new(n: usize) -> Self {
+        Self {
+            texts: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Reads every item of `list`, in order, each made visible to [`Self::wait`] at once. Stops
+    /// at the first item that is not a text with a UTF-8 form: its error, after which `wait`
+    /// gives `None` for the texts not read.
+    fn read_all(&self, list: &Bound<'_, PyList>) -> PyResult<()> {
+        for (i, slot) in self.texts.iter().enumerate() {
+            match list.get_item(i).and_then(|item| item.extract::<TextArg>()) {
+                Ok(text) => {
+                    let _ = slot.set(text);
+                }
+                Err(err) => {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Text `i` once it is read (waiting for it), or `None` if reading stopped before it.
+    fn wait(&self, i: usize) -> Option<&[u8]> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(text) = self.texts[i].get() {
+                return Some(text.as_bytes());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return None;
+            }
+            // The reader is far quicker than an encoder, so a wait is short and rare.
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The texts of a list, read at once (for the calls that do not overlap reading with encoding).
+fn read_texts(list: &Bound<'_, PyList>) -> PyResult<Vec<TextArg>> {
+    list.iter().map(|item| item.extract::<TextArg>()).collect()
+}
+
 /// Output buffers smaller than this are filled by the calling thread alone.
 const MIN_PARALLEL_PACK_BYTES: usize = 1 << 22;
 
@@ -404,9 +465,7 @@ impl PyTokenizer {
     }
 
     /// Encodes a batch into one bytearray of little-endian ids of `id_bytes` each and one of
-    /// `len(texts) + 1` little-endian int64 offsets. The ids are written into the bytearray by
-    /// up to `num_threads` threads, straight from the parts they were encoded in: a huge text's
-    /// ids are never joined into one vector first (a serial copy of the whole).
+    /// `len(texts) + 1` little-endian int64 offsets (see [`Self::flat_output`]).
     fn flat_batch<'py>(
         &self,
         py: Python<'py>,
@@ -415,23 +474,105 @@ impl PyTokenizer {
         add_eos: bool,
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
-        let itemsize = self.inner.id_bytes();
         let batch = py.detach(|| {
             self.inner
                 .encode_batch_parts(slices, add_bos, add_eos, num_threads)
         });
-        let mut offsets = Vec::with_capacity((batch.len() + 1) * 8);
+        let parts: Vec<Vec<&[u32]>> = batch
+            .iter()
+            .map(|parts| parts.iter().map(Vec::as_slice).collect())
+            .collect();
+        self.flat_output(py, &parts, num_threads)
+    }
+
+    /// Each text's ids, given as the consecutive parts they were encoded in, as one bytearray of
+    /// little-endian ids of `id_bytes` each and one of `len + 1` little-endian int64 offsets. The
+    /// ids are written into the bytearray by up to `num_threads` threads, straight from the
+    /// parts: a huge text's ids are never joined into one vector first (a serial copy of the
+    /// whole).
+    fn flat_output<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &[Vec<&[u32]>],
+        num_threads: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let itemsize = self.inner.id_bytes();
+        let mut offsets = Vec::with_capacity((texts.len() + 1) * 8);
         let mut end = 0i64;
         offsets.extend_from_slice(&end.to_le_bytes());
-        for parts in &batch {
-            end += parts.iter().map(Vec::len).sum::<usize>() as i64;
+        for parts in texts {
+            end += parts.iter().map(|ids| ids.len()).sum::<usize>() as i64;
             offsets.extend_from_slice(&end.to_le_bytes());
         }
-        let parts: Vec<&[u32]> = batch.iter().flatten().map(Vec::as_slice).collect();
+        let parts: Vec<&[u32]> = texts.iter().flatten().copied().collect();
         let data = filled_bytearray(py, end as usize * itemsize, |buf| {
             pack_parts(&parts, itemsize, buf, num_threads);
         })?;
         Ok((data, PyByteArray::new(py, &offsets)))
+    }
+
+    /// How many threads encode `list` with its reading overlapped (see [`TextsRead`]): 0 when
+    /// it is read first instead, because there are fewer texts than threads (a long one may be
+    /// cut and given every thread) or the batch is worth one thread only. The texts' lengths in
+    /// characters stand for their UTF-8 bytes here (never more than those).
+    fn overlapped_threads(&self, list: &Bound<'_, PyList>, num_threads: usize) -> usize {
+        if list.len() < num_threads || num_threads <= 1 {
+            return 0;
+        }
+        let lengths = list.iter().map(|item| item.len().unwrap_or(0));
+        match self.inner.batch_threads(lengths, num_threads) {
+            1 => 0,
+            threads => threads,
+        }
+    }
+
+    /// The ids of every text of `list`, encoded on `threads` threads (at least 2) while this one
+    /// reads the texts (see [`TextsRead`]), then encodes too, without the GIL.
+    fn encode_overlapped(
+        &self,
+        py: Python<'_>,
+        list: &Bound<'_, PyList>,
+        add_bos: bool,
+        add_eos: bool,
+        threads: usize,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let n = list.len();
+        let read = TextsRead::new(n);
+        let results: Vec<std::sync::OnceLock<Vec<u32>>> =
+            (0..n).map(|_| std::sync::OnceLock::new()).collect();
+        let next = AtomicUsize::new(0);
+        let tok = &self.inner;
+        let work = || {
+            let mut encoder = tok.encoder();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
+                    break;
+                };
+                let _ = results[i].set(encoder.encode_bytes(text, add_bos, add_eos));
+            }
+        };
+        let outcome = std::thread::scope(|scope| {
+            let workers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let outcome = read.read_all(list);
+            let read_ok = outcome.is_ok();
+            py.detach(|| {
+                if read_ok {
+                    work();
+                }
+                for worker in workers {
+                    if let Err(panic) = worker.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            });
+            outcome
+        });
+        outcome?;
+        Ok(results
+            .into_iter()
+            .map(|ids| ids.into_inner().unwrap_or_default())
+            .collect())
     }
 
     /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
@@ -489,19 +630,18 @@ impl PyTokenizer {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<TextArg>,
+        texts: &Bound<'_, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
         let tok = &self.inner;
-        let threads = tok.batch_threads(slices.iter().map(|s| s.len()), num_threads);
-        let long =
-            slices.len() < num_threads && slices.iter().any(|s| s.len() >= PARALLEL_MIN_BYTES);
-        if threads <= 1 || long {
-            // (Fewer texts than threads, and a long one: the core gives each text every thread,
-            // cutting the long ones into parts.)
+        let threads = self.overlapped_threads(texts, num_threads);
+        if threads == 0 {
+            // One thread, or fewer texts than threads (the core gives each text every thread,
+            // cutting the long ones into parts).
+            let texts = read_texts(texts)?;
+            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
             let batch = py.detach(|| tok.encode_batch(&slices, add_bos, add_eos, num_threads));
             let lists = batch
                 .iter()
@@ -509,10 +649,12 @@ impl PyTokenizer {
                 .collect::<PyResult<Vec<_>>>()?;
             return PyList::new(py, lists);
         }
-        // Building the Python lists needs the GIL and takes a fair share of the time. So this
-        // thread is one of the `threads` encoders (releasing the GIL for texts worth it) and, between
-        // two texts of its own, turns the results of the others into lists.
-        let n = slices.len();
+        // The other threads encode each text as soon as this one has read it (see `TextsRead`).
+        // Building the Python lists needs the GIL and takes a fair share of the time, so this
+        // thread, once every text is read, is one of the encoders (releasing the GIL for texts
+        // worth it) and, between two texts of its own, turns the others' results into lists.
+        let n = texts.len();
+        let read = TextsRead::new(n);
         let next = AtomicUsize::new(0);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
@@ -526,32 +668,32 @@ impl PyTokenizer {
                 }
             };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
-        std::thread::scope(|scope| {
+        let read_outcome = std::thread::scope(|scope| {
             for _ in 1..threads {
-                let (sender, next, slices) = (sender.clone(), &next, &slices);
+                let (sender, next, read) = (sender.clone(), &next, &read);
                 scope.spawn(move || {
                     let mut encoder = tok.encoder();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
+                        let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
                             break;
-                        }
+                        };
                         // The receiver outlives the workers: a send cannot fail.
-                        let _ = sender.send((i, encoder.encode_bytes(slices[i], add_bos, add_eos)));
+                        let _ = sender.send((i, encoder.encode_bytes(text, add_bos, add_eos)));
                     }
                 });
             }
             drop(sender);
+            let read_outcome = read.read_all(texts);
             let mut encoder = tok.encoder();
-            loop {
+            while read_outcome.is_ok() {
                 for (i, ids) in receiver.try_iter() {
                     keep(i, &ids, &mut lists);
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
+                let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
                     break;
-                }
-                let text = slices[i];
+                };
                 let ids = if text.len() < RELEASE_GIL_BYTES {
                     encoder.encode_bytes(text, add_bos, add_eos)
                 } else {
@@ -576,7 +718,9 @@ impl PyTokenizer {
                     keep(i, &ids, &mut lists);
                 }
             }
+            read_outcome
         });
+        read_outcome?;
         if let Some(err) = first_error {
             return Err(err);
         }
@@ -681,13 +825,20 @@ impl PyTokenizer {
     fn encode_batch_flat<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<TextArg>,
+        texts: &Bound<'_, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
-        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-        self.flat_batch(py, &slices, add_bos, add_eos, num_threads)
+        let threads = self.overlapped_threads(texts, num_threads);
+        if threads == 0 {
+            let texts = read_texts(texts)?;
+            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+            return self.flat_batch(py, &slices, add_bos, add_eos, num_threads);
+        }
+        let batch = self.encode_overlapped(py, texts, add_bos, add_eos, threads)?;
+        let parts: Vec<Vec<&[u32]>> = batch.iter().map(|ids| vec![ids.as_slice()]).collect();
+        self.flat_output(py, &parts, num_threads)
     }
 
     fn decode<'py>(
