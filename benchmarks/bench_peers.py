@@ -895,19 +895,28 @@ def run_startup(
         "  [j] fastokens and HF cannot read a SentencePiece .model: they load the tokenizer.json this script "
         "builds from it (bench_encode.spm_to_hf_tokenizer, not timed here)"
     )
+    print_report(args, header + lines, t_start, {"startup": out, "startup_runs": args.startup_runs}, load0)
+    return 0
+
+
+def print_report(
+    args: argparse.Namespace,
+    lines: list[str],
+    t_start: float,
+    figures: dict[str, Any],
+    load0: tuple[float, float, float],
+) -> None:
+    """Prints the report, then the load average and the run's length; writes ``--json``."""
     load1 = os.getloadavg()
-    print("\n".join(header + lines))
+    print("\n".join(lines))
     print(
         f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; "
         f"the run took {time.perf_counter() - t_start:.0f} s"
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"startup": out, "startup_runs": args.startup_runs, "loadavg": [load0, load1]}, f, indent=1
-            )
+            json.dump({**figures, "loadavg": [load0, load1]}, f, indent=1)
         print(f"figures written to {args.json}")
-    return 0
 
 
 # ---- one huge document ----------------------------------------------------------------------------
@@ -1010,18 +1019,7 @@ def run_huge(
     lines.append(
         f"  ids: {'the same in every call' if same else 'DIFFER between calls'} ({len(digests)} digest(s))"
     )
-    load1 = os.getloadavg()
-    print("\n".join(header + lines))
-    print(
-        f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; "
-        f"the run took {time.perf_counter() - t_start:.0f} s"
-    )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"huge": {"mb": mbs, "figures": fig, "runs": runs, "loadavg": [load0, load1]}}, f, indent=1
-            )
-        print(f"figures written to {args.json}")
+    print_report(args, header + lines, t_start, {"huge": {"mb": mbs, "figures": fig, "runs": runs}}, load0)
     return 0 if same else 1
 
 
