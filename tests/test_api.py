@@ -319,17 +319,18 @@ def test_lone_surrogate_raises_unicode_encode_error(
 
 @pytest.mark.parametrize("num_threads", [2, 5])
 def test_lone_surrogate_in_a_batch_read_while_encoding(vocab: Vocab, num_threads: int) -> None:
-    """A batch worth several threads is encoded while it is still being read to UTF-8: a text
+    """A batch worth several threads is encoded (or counted) while it is still being read to UTF-8: a text
     with no UTF-8 form in its middle still raises, whatever the other threads have done by then,
     and the same batch without it gives sentencepiece's ids."""
     texts = [f"{i} " + TEXTS[i % len(TEXTS)] * 50 for i in range(60)]
     assert sum(map(len, texts)) > 200_000  # enough for every thread
     bad = [*texts[:30], "abc\ud800", *texts[30:]]
-    for call in (vocab.tok.encode_batch, vocab.tok.encode_batch_to_numpy):
+    for call in (vocab.tok.encode_batch, vocab.tok.encode_batch_to_numpy, vocab.tok.count_batch):
         with pytest.raises(UnicodeEncodeError, match="surrogate"):
             call(bad, num_threads=num_threads)
     expected = vocab.sp.encode(texts)
     assert vocab.tok.encode_batch(texts, num_threads=num_threads) == expected
+    assert vocab.tok.count_batch(texts, num_threads=num_threads).tolist() == list(map(len, expected))
     ids, offsets = vocab.tok.encode_batch_to_numpy(texts, num_threads=num_threads)
     assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == expected
 

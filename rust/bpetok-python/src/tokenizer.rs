@@ -526,19 +526,18 @@ impl PyTokenizer {
         }
     }
 
-    /// The ids of every text of `list`, encoded on `threads` threads (at least 2) while this one
-    /// reads the texts (see [`TextsRead`]), then encodes too, without the GIL.
-    fn encode_overlapped(
+    /// `each(encoder, text)` of every text of `list`, in order, on `threads` threads (at least
+    /// 2) while this one reads the texts (see [`TextsRead`]), then works too, without the GIL.
+    fn overlapped<R: Send + Sync>(
         &self,
         py: Python<'_>,
         list: &Bound<'_, PyList>,
-        add_bos: bool,
-        add_eos: bool,
         threads: usize,
-    ) -> PyResult<Vec<Vec<u32>>> {
+        each: impl Fn(&mut bpetok::Encoder<'_>, &[u8]) -> R + Sync,
+    ) -> PyResult<Vec<R>> {
         let n = list.len();
         let read = TextsRead::new(n);
-        let results: Vec<std::sync::OnceLock<Vec<u32>>> =
+        let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
         let next = AtomicUsize::new(0);
         let tok = &self.inner;
@@ -549,7 +548,7 @@ impl PyTokenizer {
                 let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
                     break;
                 };
-                let _ = results[i].set(encoder.encode_bytes(text, add_bos, add_eos));
+                let _ = results[i].set(each(&mut encoder, text));
             }
         };
         let outcome = std::thread::scope(|scope| {
@@ -569,10 +568,8 @@ impl PyTokenizer {
             outcome
         });
         outcome?;
-        Ok(results
-            .into_iter()
-            .map(|ids| ids.into_inner().unwrap_or_default())
-            .collect())
+        // Every text was read, so every one has its result.
+        Ok(results.into_iter().filter_map(|r| r.into_inner()).collect())
     }
 
     /// The `<s>` and `</s>` that `encode` would add (none where the model has no such piece).
@@ -748,22 +745,25 @@ impl PyTokenizer {
     fn count_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<TextArg>,
+        texts: &Bound<'_, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: usize,
-    ) -> Bound<'py, PyByteArray> {
-        let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         let extra = self.control_tokens(add_bos, add_eos) as i64;
-        let data = py.detach(|| {
-            let counts = self.inner.count_batch(&slices, num_threads);
-            let mut data = Vec::with_capacity(counts.len() * 8);
-            for count in counts {
-                data.extend_from_slice(&(count as i64 + extra).to_le_bytes());
-            }
-            data
-        });
-        PyByteArray::new(py, &data)
+        let threads = self.overlapped_threads(texts, num_threads);
+        let counts = if threads == 0 {
+            let texts = read_texts(texts)?;
+            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
+            py.detach(|| self.inner.count_batch(&slices, num_threads))
+        } else {
+            self.overlapped(py, texts, threads, |encoder, text| encoder.count(text))?
+        };
+        let data: Vec<u8> = counts
+            .into_iter()
+            .flat_map(|count| (count as i64 + extra).to_le_bytes())
+            .collect();
+        Ok(PyByteArray::new(py, &data))
     }
 
     /// Encodes to little-endian ids of [`Self::token_dtype`], for numpy.
@@ -836,7 +836,9 @@ impl PyTokenizer {
             let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
             return self.flat_batch(py, &slices, add_bos, add_eos, num_threads);
         }
-        let batch = self.encode_overlapped(py, texts, add_bos, add_eos, threads)?;
+        let batch = self.overlapped(py, texts, threads, |encoder, text| {
+            encoder.encode_bytes(text, add_bos, add_eos)
+        })?;
         let parts: Vec<Vec<&[u32]>> = batch.iter().map(|ids| vec![ids.as_slice()]).collect();
         self.flat_output(py, &parts, num_threads)
     }
