@@ -45,7 +45,8 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
     fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(s) = ob.cast::<PyString>() {
             // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
-            if s.len()? >= CACHED_UTF8_CHARS {
+            // (A str subclass's own `__len__` that fails only means the copy.)
+            if s.len().unwrap_or(0) >= CACHED_UTF8_CHARS {
                 return Ok(TextArg::Cached(s.to_owned().try_into()?));
             }
             return Ok(TextArg::Copied(PyBackedBytes::from(s.encode_utf8()?)));
