@@ -46,6 +46,11 @@ class Tokenizer:
     Mistral 7B / Mixtral 8x7B one with :meth:`default`. A tokenizer is immutable, safe to share
     between threads, and picklable (so it can be sent to multiprocessing, ``datasets.map``,
     Dask or Ray workers).
+
+    Memory: a ``str`` is read as UTF-8 through a temporary copy, freed when the call returns,
+    except a ``str`` of 2**20 characters or more, which is read through CPython's UTF-8 cache of
+    that string: made once, it lives as long as the string does (for an ASCII string it is the
+    string itself, no copy), and later calls on the same string do not copy it again.
     """
 
     __slots__ = ("_core", "_is_default")
