@@ -246,6 +246,8 @@ fn push_strs<'py>(
 struct TextsRead {
     texts: Vec<std::sync::OnceLock<TextArg>>,
     failed: AtomicBool,
+    /// The next text an encoder takes (see [`Self::take`]).
+    next: AtomicUsize,
 }
 
 impl TextsRead {
@@ -253,7 +255,18 @@ impl TextsRead {
         Self {
             texts: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
             failed: AtomicBool::new(false),
+            next: AtomicUsize::new(0),
         }
+    }
+
+    /// The next text no encoder has taken, with its index, once it is read; `None` when every
+    /// text is taken or reading stopped before this one.
+    fn take(&self) -> Option<(usize, &[u8])> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= self.texts.len() {
+            return None;
+        }
+        self.wait(i).map(|text| (i, text))
     }
 
     /// Reads every item of `list`, in order, each made visible to [`Self::wait`] at once. Stops
@@ -540,15 +553,10 @@ impl PyTokenizer {
         let read = TextsRead::new(n);
         let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
-        let next = AtomicUsize::new(0);
         let tok = &self.inner;
         let work = || {
             let mut encoder = tok.encoder();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
-                    break;
-                };
+            while let Some((i, text)) = read.take() {
                 let _ = results[i].set(each(&mut encoder, text));
             }
         };
@@ -653,7 +661,6 @@ impl PyTokenizer {
         // worth it) and, between two texts of its own, turns the others' results into lists.
         let n = texts.len();
         let read = TextsRead::new(n);
-        let next = AtomicUsize::new(0);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
         let mut keep =
@@ -668,14 +675,10 @@ impl PyTokenizer {
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
         let read_outcome = std::thread::scope(|scope| {
             for _ in 1..threads {
-                let (sender, next, read) = (sender.clone(), &next, &read);
+                let (sender, read) = (sender.clone(), &read);
                 scope.spawn(move || {
                     let mut encoder = tok.encoder();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
-                            break;
-                        };
+                    while let Some((i, text)) = read.take() {
                         // The receiver outlives the workers: a send cannot fail.
                         let _ = sender.send((i, encoder.encode_bytes(text, add_bos, add_eos)));
                     }
@@ -688,8 +691,7 @@ impl PyTokenizer {
                 for (i, ids) in receiver.try_iter() {
                     keep(i, &ids, &mut lists);
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(text) = (i < n).then(|| read.wait(i)).flatten() else {
+                let Some((i, text)) = read.take() else {
                     break;
                 };
                 let ids = if text.len() < RELEASE_GIL_BYTES {
