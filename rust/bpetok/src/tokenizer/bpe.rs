@@ -70,9 +70,12 @@ struct Symbol {
 /// the model is loaded), and `NO_SYM` has this bit set too.
 const FROZEN: u32 = 1 << 31;
 
-/// Ids of short segments by their raw bytes (`ShortKey`), stored as ranges of one arena.
+/// Ids of short segments by their raw bytes (`ShortKey`): a segment of one id holds it in the map
+/// itself (most segments are one piece: no second memory access), a longer one a range of one
+/// arena.
 #[derive(Clone, Default, Debug, PartialEq)]
 struct SegmentCache {
+    /// (the id, 1) or (where the ids start in `arena`, how many).
     map: FxHashMap<ShortKey, (u32, u32)>,
     arena: Vec<u32>,
 }
@@ -80,14 +83,22 @@ struct SegmentCache {
 impl SegmentCache {
     #[inline]
     fn get(&self, key: &ShortKey) -> Option<&[u32]> {
-        let &(first, len) = self.map.get(key)?;
-        self.arena.get(first as usize..(first + len) as usize)
+        let (first, len) = self.map.get(key)?;
+        if *len == 1 {
+            return Some(std::slice::from_ref(first));
+        }
+        self.arena.get(*first as usize..(first + len) as usize)
     }
 
     fn insert(&mut self, key: ShortKey, ids: &[u32]) {
-        let first = self.arena.len() as u32;
-        self.arena.extend_from_slice(ids);
-        self.map.insert(key, (first, ids.len() as u32));
+        let value = if let [id] = ids {
+            (*id, 1)
+        } else {
+            let first = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+            (first, ids.len() as u32)
+        };
+        self.map.insert(key, value);
     }
 
     /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
@@ -365,7 +376,6 @@ impl EncoderTables {
             // Up to two keys per piece (with and without the dummy prefix).
             let pieces = model.vocab_size();
             seed_cache.map.reserve(pieces + pieces / 2);
-            seed_cache.arena.reserve(pieces + pieces / 2);
             let mut raw = Vec::new();
             for (text, id) in model.mergeable_pieces() {
                 if self_encoding[id as usize] {
@@ -877,7 +887,13 @@ fn encode_raw_segment_miss(
     }
     normalize::push_escaped(&mut segment, raw);
     let first = out.len();
-    encode_segment_uncached(model, tables, &segment, ws, out);
+    if key.is_some() {
+        // A short segment that is a piece encoding to itself is in the seed cache, so it is not
+        // one (and the algorithm would give that piece anyway): no look-up of the piece.
+        encode_segment(model, &segment, ws, out);
+    } else {
+        encode_segment_uncached(model, tables, &segment, ws, out);
+    }
     ws.segment = segment;
     if let Some(key) = key {
         if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
@@ -914,11 +930,13 @@ fn encode_segment_uncached(
 pub(crate) struct ShortKey([u64; 4]);
 
 impl std::hash::Hash for ShortKey {
+    /// The four words folded into one before hashing: one multiplication of the Fx hasher
+    /// instead of four in a chain, on the path of every segment. Keys that fold to the same word
+    /// only share a hash; the table still compares whole keys.
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for word in self.0 {
-            state.write_u64(word);
-        }
+        let [a, b, c, d] = self.0;
+        state.write_u64(a ^ b.rotate_left(19) ^ c.rotate_left(38) ^ d.rotate_left(57));
     }
 }
 
