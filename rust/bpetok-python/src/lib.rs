@@ -5,6 +5,7 @@
 mod data;
 mod errors;
 mod int_ids;
+mod list_items;
 mod tokenizer;
 
 use pyo3::prelude::*;

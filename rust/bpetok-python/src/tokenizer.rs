@@ -13,6 +13,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, 
 
 use crate::errors::model_err as to_py_err;
 use crate::int_ids::IntIds;
+use crate::list_items;
 use bpetok::PARALLEL_MIN_BYTES;
 
 const RELEASE_GIL_BYTES: usize = 2048;
@@ -85,8 +86,9 @@ fn check_id(tok: &bpetok::Tokenizer, id: i64) -> PyResult<u32> {
 /// else that is not an int (or has no `__index__`) a `TypeError`.
 ///
 /// Reading the list is most of what decoding it costs. A list of plain ints in range (what
-/// `encode` returns) is read by [`ids_of_exact_ints`], one C call per id for the items `encode`
-/// made (the tokenizer's cached ints, told by their address) and three for other ints. Any
+/// `encode` returns) is read by [`ids_of_exact_ints`]: the items `encode` made (the tokenizer's
+/// cached ints, told by their address) without a C call where the list's items can be read in
+/// place ([`list_items`], CPython 3.8 to 3.14), with one otherwise, and three for other ints. Any
 /// other list is copied to a tuple (one C loop) and read through borrowed references, with
 /// `__index__` and the errors of pyo3's conversion: with the stable ABI every item of a list
 /// costs a call for the item, one for its reference count and one to give it back, where a
@@ -126,7 +128,8 @@ fn ids_of_exact_ints(
     let mut ids = Vec::with_capacity(n);
     let ptr = list.as_ptr();
     // SAFETY: `list` is a live list and the GIL is held (`Bound`), so no other thread runs
-    // Python code meanwhile. Each `i` is below the list's length `n`, and the list cannot change
+    // Python code meanwhile. Each `i` is below the list's length `n` (the length of the item
+    // array `item_array` gives, when it gives one), and the list cannot change
     // during the loop: nothing in it runs Python code, allocates or releases the GIL (an exact
     // `int` has no `__index__` to call; `PyLong_AsLongAndOverflow` of one only reads it; the
     // look-up of a cached int compares addresses). So every item pointer is a live object
@@ -134,8 +137,12 @@ fn ids_of_exact_ints(
     // reading a field every object has.
     unsafe {
         let int_type = std::ptr::addr_of_mut!(ffi::PyLong_Type);
+        let items = list_items::item_array(list);
         for i in 0..n {
-            let item = ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t);
+            let item = match items {
+                Some(items) => *items.add(i),
+                None => ffi::PyList_GetItem(ptr, i as ffi::Py_ssize_t),
+            };
             if let Some(id) = cached.and_then(|c| c.id_at(item as usize)) {
                 ids.push(id);
                 continue;
