@@ -256,7 +256,28 @@ pub(super) fn for_each_line<E: From<InputError>>(
 ) -> Result<(), E> {
     let mut line = Vec::new();
     let mut lineno = 0u64;
+    let without_bom = |lineno: u64, raw: &[u8]| -> usize {
+        usize::from(bom && lineno == 1 && raw.starts_with(BOM)) * BOM.len()
+    };
     loop {
+        // A line whole in the stream's buffer is handed over from there; one that runs past it
+        // is copied together first. (Copying every line was a tenth of the reading thread's
+        // time in `bpetok decode`.)
+        let buffered = match stream.fill_buf() {
+            Ok(buffered) => buffered,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(read_error(name, Some(lineno + 1), compression, &err).into()),
+        };
+        if buffered.is_empty() {
+            return Ok(());
+        }
+        if let Some(end) = memchr::memchr(b'\n', buffered) {
+            lineno += 1;
+            let raw = &buffered[..=end];
+            each(lineno, &raw[without_bom(lineno, raw)..])?;
+            stream.consume(end + 1);
+            continue;
+        }
         line.clear();
         match stream.read_until(b'\n', &mut line) {
             Ok(0) => return Ok(()),
@@ -264,12 +285,7 @@ pub(super) fn for_each_line<E: From<InputError>>(
             Err(err) => return Err(read_error(name, Some(lineno + 1), compression, &err).into()),
         }
         lineno += 1;
-        let raw: &[u8] = if bom && lineno == 1 && line.starts_with(BOM) {
-            &line[BOM.len()..]
-        } else {
-            &line
-        };
-        each(lineno, raw)?;
+        each(lineno, &line[without_bom(lineno, &line)..])?;
     }
 }
 
