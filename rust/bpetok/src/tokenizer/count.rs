@@ -51,11 +51,11 @@ impl Encoder<'_> {
         SCRATCH.with_borrow_mut(|ids| {
             ids.clear();
             match std::str::from_utf8(text) {
-                Ok(text) => bpe::encode_text(&tokenizer.model, &tokenizer.tables, text, ws, ids),
+                Ok(text) => bpe::encode_text(&tokenizer.model, tokenizer.tables(), text, ws, ids),
                 Err(_) => {
                     let mut valid = String::with_capacity(text.len() + 16);
                     normalize::for_each_utf8_run(text, |run| valid.push_str(run));
-                    bpe::encode_text(&tokenizer.model, &tokenizer.tables, &valid, ws, ids);
+                    bpe::encode_text(&tokenizer.model, tokenizer.tables(), &valid, ws, ids);
                 }
             }
             ws.release_large_buffers();

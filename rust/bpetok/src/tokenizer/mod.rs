@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
-use bpe::{EncoderTables, Workspace};
+use bpe::{EncoderTables, RecordedTables, Workspace};
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
@@ -54,8 +54,11 @@ pub fn id_bytes_for_vocab(vocab_size: u64) -> Option<usize> {
 #[derive(Debug)]
 pub struct Tokenizer {
     model: Model,
-    /// Derived from `model` alone, once it is complete (see `EncoderTables::build`).
-    tables: EncoderTables,
+    /// Derived from `model` alone, once it is complete (see `EncoderTables::build`), at the first
+    /// encoding: decoding needs none of them, and they are half of the embedded model's load.
+    tables: OnceLock<EncoderTables>,
+    /// A snapshot's recorded tables, until `tables` is built from them.
+    recorded: Mutex<Option<RecordedTables>>,
     model_bytes: Cow<'static, [u8]>,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -76,10 +79,9 @@ impl Tokenizer {
                 return Ok(tokenizer);
             }
         }
-        // First the model, complete; then the encoder's tables, derived from the finished model.
+        // The model, complete; the encoder's tables are derived from it at the first encoding.
         let model = Model::from_bytes(bytes)?;
-        let tables = EncoderTables::build_with(&model, None);
-        Ok(Self::from_parts(model, tables, Cow::Owned(bytes.to_vec())))
+        Ok(Self::from_parts(model, None, Cow::Owned(bytes.to_vec())))
     }
 
     /// The tokenizer of `model_bytes` from its recorded snapshot (`None` if it is not one).
@@ -90,17 +92,39 @@ impl Tokenizer {
             tables,
         } = snapshot::read(snapshot)?;
         let model = Model::assemble(spec, Some(merges)).ok()?;
-        let tables = EncoderTables::build_with(&model, Some(tables));
-        Some(Self::from_parts(model, tables, Cow::Borrowed(model_bytes)))
+        Some(Self::from_parts(
+            model,
+            Some(tables),
+            Cow::Borrowed(model_bytes),
+        ))
     }
 
-    fn from_parts(model: Model, tables: EncoderTables, model_bytes: Cow<'static, [u8]>) -> Self {
+    fn from_parts(
+        model: Model,
+        recorded: Option<RecordedTables>,
+        model_bytes: Cow<'static, [u8]>,
+    ) -> Self {
         Self {
             model,
-            tables,
+            tables: OnceLock::new(),
+            recorded: Mutex::new(recorded),
             model_bytes,
             workspaces: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The encoder's tables, built at the first call (from the snapshot's recorded tables when
+    /// the model came from one). Whichever thread builds them, they are the same: the tests check
+    /// the recorded and the derived tables equal.
+    pub(crate) fn tables(&self) -> &EncoderTables {
+        self.tables.get_or_init(|| {
+            let recorded = self
+                .recorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            EncoderTables::build_with(&self.model, recorded)
+        })
     }
 
     /// Loads a model from a SentencePiece `.model` file.
@@ -145,7 +169,7 @@ impl Tokenizer {
         if add_bos {
             ids.extend(self.model.bos_id);
         }
-        bpe::encode_text(&self.model, &self.tables, &text, ws, &mut ids);
+        bpe::encode_text(&self.model, self.tables(), &text, ws, &mut ids);
         if add_eos {
             ids.extend(self.model.eos_id);
         }
@@ -230,7 +254,7 @@ impl Tokenizer {
         let text = text.valid();
         let part = PARALLEL_PART_BYTES.max(text.len() / (num_threads * PARTS_PER_THREAD));
         let mut bounds = vec![0];
-        bounds.extend(bpe::cut_points(&self.model, &self.tables, &text, part));
+        bounds.extend(bpe::cut_points(&self.model, self.tables(), &text, part));
         bounds.push(text.len());
         if bounds.len() <= 2 {
             return vec![self.encode(&text, add_bos, add_eos)];
@@ -250,7 +274,7 @@ impl Tokenizer {
                 let ws = encoder.workspace();
                 bpe::encode_text_part(
                     &self.model,
-                    &self.tables,
+                    self.tables(),
                     piece,
                     k == 0 && self.model.add_dummy_prefix,
                     ws,
@@ -662,6 +686,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// Loading and decoding build no encoder tables (half of the load); the first encodings,
+    /// on several threads at once, build them once and give the ids of a tokenizer whose tables
+    /// were derived from the `.model` file rather than read from the snapshot.
+    #[test]
+    fn encoder_tables_are_built_at_the_first_encoding() {
+        let tok = Tokenizer::mixtral_8x7b();
+        let text = "Hello world. Grüße, 日本語のテキスト, fn main() { return 42; }";
+        let model = Model::from_bytes(MIXTRAL_8X7B_MODEL).unwrap();
+        let derived = Tokenizer::from_parts(model, None, Cow::Borrowed(MIXTRAL_8X7B_MODEL));
+        let ids = derived.encode(text, true, false);
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+        assert!(tok.tables.get().is_none());
+        assert!(tok.recorded.lock().unwrap().is_some());
+        let texts = vec![text; 64];
+        let batch = tok.encode_batch(&texts, true, false, 4);
+        assert!(batch.iter().all(|got| *got == ids));
+        assert!(tok.tables.get().is_some());
+        assert!(tok.recorded.lock().unwrap().is_none());
+    }
 
     /// A child forked while another thread held the pool's lock has that lock held forever; an
     /// encode there must still finish. Holding the lock here stands for that thread.

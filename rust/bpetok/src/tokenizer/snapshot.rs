@@ -310,7 +310,7 @@ mod tests {
             "the embedded tokenizer was loaded from its snapshot"
         );
         tok.model.assert_same(&model);
-        tok.tables.assert_same(&tables);
+        tok.tables().assert_same(&tables);
     }
 
     /// The format holds any model, not only the embedded one: the v3 vocabulary of
