@@ -1,8 +1,9 @@
 //! The derived tables of one model, recorded as bytes so that loading that model does not derive
 //! them again: what the `.model` file says (`ModelSpec`), the symbols and merges
 //! (`MergeTables`), and the encoder's costly tables (`RecordedTables`: which pieces encode to
-//! themselves, the per-character table). Everything else is derived at load by the same code
-//! whichever way the tables came, from what is recorded here.
+//! themselves, the per-character table). Everything else is derived (at load, and the encoder's
+//! tables at the first encoding) by the same code whichever way the tables came, from what is
+//! recorded here.
 //!
 //! The crate records one snapshot, of its embedded Mixtral model
 //! (`data/mixtral-8x7b-v0.1.tables`), and reads it only when the bytes being loaded are that
