@@ -57,8 +57,8 @@ pub struct Tokenizer {
     /// Derived from `model` alone, once it is complete (see `EncoderTables::build`), at the first
     /// encoding: decoding needs none of them, and they are half of the embedded model's load.
     tables: OnceLock<EncoderTables>,
-    /// A snapshot's recorded tables, until `tables` is built from them.
-    recorded: Mutex<Option<RecordedTables>>,
+    /// A snapshot's recorded tables, which `tables` is built from.
+    recorded: Option<RecordedTables>,
     model_bytes: Cow<'static, [u8]>,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -107,24 +107,35 @@ impl Tokenizer {
         Self {
             model,
             tables: OnceLock::new(),
-            recorded: Mutex::new(recorded),
+            recorded,
             model_bytes,
             workspaces: Mutex::new(Vec::new()),
         }
     }
 
     /// The encoder's tables, built at the first call (from the snapshot's recorded tables when
-    /// the model came from one). Whichever thread builds them, they are the same: the tests check
-    /// the recorded and the derived tables equal.
+    /// the model came from one).
+    #[inline]
     pub(crate) fn tables(&self) -> &EncoderTables {
-        self.tables.get_or_init(|| {
-            let recorded = self
-                .recorded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            EncoderTables::build_with(&self.model, recorded)
-        })
+        match self.tables.get() {
+            Some(tables) => tables,
+            None => self.build_tables(),
+        }
+    }
+
+    /// Builds the encoder's tables without waiting for another thread to build them: threads that
+    /// meet here each build them (the same tables, in about 4 ms), and the first to finish keeps
+    /// its own. No lock is held while they are built (only `OnceLock::set`'s move of the built
+    /// value, nanoseconds), so a child forked while a thread of its parent was building them builds
+    /// them itself instead of waiting for a thread it does not have (see `take_workspace`).
+    #[cold]
+    #[inline(never)]
+    fn build_tables(&self) -> &EncoderTables {
+        let built = EncoderTables::build_with(&self.model, self.recorded.clone());
+        let _ = self.tables.set(built);
+        self.tables
+            .get()
+            .expect("the tables are set once a thread has built them")
     }
 
     /// Loads a model from a SentencePiece `.model` file.
@@ -688,8 +699,8 @@ mod tests {
     use super::*;
 
     /// Loading and decoding build no encoder tables (half of the load); the first encodings,
-    /// on several threads at once, build them once and give the ids of a tokenizer whose tables
-    /// were derived from the `.model` file rather than read from the snapshot.
+    /// on several threads at once, build them and give the ids of a tokenizer whose tables were
+    /// derived from the `.model` file rather than read from the snapshot.
     #[test]
     fn encoder_tables_are_built_at_the_first_encoding() {
         let tok = Tokenizer::mixtral_8x7b();
@@ -699,12 +710,11 @@ mod tests {
         let ids = derived.encode(text, true, false);
         assert_eq!(tok.decode(&ids).unwrap(), text);
         assert!(tok.tables.get().is_none());
-        assert!(tok.recorded.lock().unwrap().is_some());
+        assert!(tok.recorded.is_some());
         let texts = vec![text; 64];
         let batch = tok.encode_batch(&texts, true, false, 4);
         assert!(batch.iter().all(|got| *got == ids));
         assert!(tok.tables.get().is_some());
-        assert!(tok.recorded.lock().unwrap().is_none());
     }
 
     /// A child forked while another thread held the pool's lock has that lock held forever; an
