@@ -117,10 +117,7 @@ impl Tokenizer {
     /// the model came from one).
     #[inline]
     pub(crate) fn tables(&self) -> &EncoderTables {
-        match self.tables.get() {
-            Some(tables) => tables,
-            None => self.build_tables(),
-        }
+        self.tables.get().unwrap_or_else(|| self.build_tables())
     }
 
     /// Builds the encoder's tables without waiting for another thread to build them: threads that
@@ -263,9 +260,10 @@ impl Tokenizer {
             return vec![self.encoder().encode_text(text, add_bos, add_eos)];
         }
         let text = text.valid();
+        let tables = self.tables();
         let part = PARALLEL_PART_BYTES.max(text.len() / (num_threads * PARTS_PER_THREAD));
         let mut bounds = vec![0];
-        bounds.extend(bpe::cut_points(&self.model, self.tables(), &text, part));
+        bounds.extend(bpe::cut_points(&self.model, tables, &text, part));
         bounds.push(text.len());
         if bounds.len() <= 2 {
             return vec![self.encode(&text, add_bos, add_eos)];
@@ -285,7 +283,7 @@ impl Tokenizer {
                 let ws = encoder.workspace();
                 bpe::encode_text_part(
                     &self.model,
-                    self.tables(),
+                    tables,
                     piece,
                     k == 0 && self.model.add_dummy_prefix,
                     ws,
@@ -708,7 +706,9 @@ mod tests {
         let model = Model::from_bytes(MIXTRAL_8X7B_MODEL).unwrap();
         let derived = Tokenizer::from_parts(model, None, Cow::Borrowed(MIXTRAL_8X7B_MODEL));
         let ids = derived.encode(text, true, false);
+        // Both decoders: the plain one, and the table decoder Python and `bpetok decode` use.
         assert_eq!(tok.decode(&ids).unwrap(), text);
+        assert_eq!(tok.decoder().decode(&ids).unwrap(), text);
         assert!(tok.tables.get().is_none());
         assert!(tok.recorded.is_some());
         let texts = vec![text; 64];
