@@ -43,11 +43,14 @@ use crate::tokenizer::proto::PieceType;
 
 /// Segments up to this many bytes are cached.
 const MAX_CACHED_LEN: usize = 256;
-/// A worker's short-segment cache is emptied when it reaches this many entries (just under 7/8 of
-/// 2^17, where the hash table would double), its long-segment cache at `MAX_LONG_CACHE_ENTRIES`:
-/// under 10 MB per worker, whatever the corpus. The pieces themselves live in the seed cache of
-/// the `EncoderTables`, shared by all workers.
-const MAX_CACHE_ENTRIES: usize = 114_000;
+/// A worker's caches are emptied when they reach their number of entries: the table of the
+/// shortest segments (`SmallCache`) at `MAX_SMALL_ENTRIES` (3/4 of 2^17 slots of 16 bytes: 2 MiB),
+/// the table of the other short ones at `MAX_CACHE_ENTRIES` (just under 7/8 of 2^16, where the
+/// hash table would double: 2.6 MB), its long-segment cache at `MAX_LONG_CACHE_ENTRIES`: under 10
+/// MB per worker, whatever the corpus. The pieces themselves live in the seed cache of the
+/// `EncoderTables`, shared by all workers.
+const MAX_SMALL_ENTRIES: usize = 3 << 15;
+const MAX_CACHE_ENTRIES: usize = 57_000;
 const MAX_LONG_CACHE_ENTRIES: usize = 1 << 14;
 /// Segments up to this many bytes are encoded by `encode_short_segment`.
 const MAX_SHORT_LEN: usize = 48;
@@ -74,13 +77,13 @@ const FROZEN: u32 = 1 << 31;
 /// itself (most segments are one piece: no second memory access), a longer one a range of one
 /// arena.
 #[derive(Clone, Default, Debug, PartialEq)]
-struct SegmentCache {
+struct ShortCache {
     /// (the id, 1) or (where the ids start in `arena`, how many).
     map: FxHashMap<ShortKey, (u32, u32)>,
     arena: Vec<u32>,
 }
 
-impl SegmentCache {
+impl ShortCache {
     #[inline]
     fn get(&self, key: &ShortKey) -> Option<&[u32]> {
         let (first, len) = self.map.get(key)?;
@@ -101,20 +104,191 @@ impl SegmentCache {
         self.map.insert(key, value);
     }
 
-    /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
-    fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
-        if let Some(key) = short_key(raw, 0, raw.len(), prefix) {
-            self.insert(key, ids);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
     fn clear(&mut self) {
         self.map.clear();
         self.arena.clear();
+    }
+}
+
+/// Ids of the shortest segments (`SmallKey`), most of them: an open-addressed table of 16-byte
+/// slots, four to a 64-byte bucket (one cache line), at most 3/4 full. A key is looked for from
+/// its bucket on, in order, up to a free slot, so a look-up, found or not, mostly reads one cache
+/// line, and the table is a third of the size of a general hash map's (control bytes plus
+/// 40-byte entries of `ShortKey`). That size is what counts: the encoder reads the shared seed
+/// table and its own for every segment, and on a machine whose caches are shared with others the
+/// two no longer fit at the old size. Slots are never removed one by one (only all at once), so
+/// a free slot ends every search.
+#[derive(Clone, Default, Debug, PartialEq)]
+struct SmallCache {
+    /// A power of two of them (at least 16), or none.
+    buckets: Vec<SmallBucket>,
+    /// Keys in the table.
+    len: usize,
+    /// The ids of segments of several ids: their number, then the ids.
+    arena: Vec<u32>,
+}
+
+/// A slot of `SmallCache`: the key (`hi == 0`: free, as no key has a zero `hi`), and the value:
+/// the id of a segment of one id, or `IN_ARENA` plus where its ids are in the arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+struct SmallSlot {
+    lo: u64,
+    hi: u32,
+    value: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+struct SmallBucket([SmallSlot; 4]);
+
+/// `SmallSlot::value`: the ids are in the arena (ids are below 2^31, checked at load).
+const IN_ARENA: u32 = 1 << 31;
+
+impl SmallCache {
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        // The top bits of the multiplicative hash (the number of buckets is a power of two).
+        (hash >> (64 - self.buckets.len().trailing_zeros())) as usize
+    }
+
+    #[inline(always)]
+    fn get(&self, key: SmallKey) -> Option<&[u32]> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mask = self.buckets.len() - 1;
+        let mut b = self.home(key.hash());
+        loop {
+            for slot in &self.buckets[b].0 {
+                if slot.lo == key.lo && slot.hi == key.hi {
+                    return Some(self.ids(&slot.value));
+                }
+                if slot.hi == 0 {
+                    return None;
+                }
+            }
+            b = (b + 1) & mask;
+        }
+    }
+
+    #[inline(always)]
+    fn ids<'a>(&'a self, value: &'a u32) -> &'a [u32] {
+        if value & IN_ARENA == 0 {
+            return std::slice::from_ref(value);
+        }
+        let at = (value & !IN_ARENA) as usize;
+        let count = self.arena[at] as usize;
+        &self.arena[at + 1..at + 1 + count]
+    }
+
+    /// Inserts (or replaces) the ids of a key; the table doubles before it would be more than
+    /// 3/4 full.
+    fn insert(&mut self, key: SmallKey, ids: &[u32]) {
+        if 4 * (self.len + 1) > 3 * 4 * self.buckets.len() {
+            self.grow();
+        }
+        let value = match ids {
+            [id] if id & IN_ARENA == 0 => *id,
+            _ => {
+                let at = self.arena.len() as u32;
+                self.arena.push(ids.len() as u32);
+                self.arena.extend_from_slice(ids);
+                IN_ARENA | at
+            }
+        };
+        self.put(SmallSlot {
+            lo: key.lo,
+            hi: key.hi,
+            value,
+        });
+    }
+
+    /// Puts a slot in the table, which has a free slot.
+    fn put(&mut self, new: SmallSlot) {
+        let mask = self.buckets.len() - 1;
+        let mut b = self.home(
+            SmallKey {
+                lo: new.lo,
+                hi: new.hi,
+            }
+            .hash(),
+        );
+        loop {
+            for slot in &mut self.buckets[b].0 {
+                if slot.hi == 0 || (slot.lo == new.lo && slot.hi == new.hi) {
+                    if slot.hi == 0 {
+                        self.len += 1;
+                    }
+                    *slot = new;
+                    return;
+                }
+            }
+            b = (b + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (2 * self.buckets.len()).max(16);
+        let old = std::mem::replace(&mut self.buckets, vec![SmallBucket::default(); size]);
+        self.len = 0;
+        for bucket in old {
+            for slot in bucket.0 {
+                if slot.hi != 0 {
+                    self.put(slot);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buckets.fill(SmallBucket::default());
+        self.len = 0;
+        self.arena.clear();
+    }
+}
+
+/// Ids of short segments by their raw bytes: those of up to `MAX_SMALL_KEY_LEN` bytes in a
+/// `SmallCache`, the others of up to `MAX_SHORT_KEY_LEN` in a `ShortCache`.
+#[derive(Clone, Default, Debug, PartialEq)]
+struct SegmentCache {
+    small: SmallCache,
+    short: ShortCache,
+}
+
+impl SegmentCache {
+    #[inline(always)]
+    fn get(&self, key: &SegmentKey) -> Option<&[u32]> {
+        match key {
+            SegmentKey::Small(key) => self.small.get(*key),
+            SegmentKey::Short(key) => self.short.get(key),
+        }
+    }
+
+    /// Inserts the ids of a segment; a worker's tables are emptied when they reach their bound
+    /// (`MAX_SMALL_ENTRIES`, `MAX_CACHE_ENTRIES`) instead of growing.
+    fn insert(&mut self, key: SegmentKey, ids: &[u32], bounded: bool) {
+        match key {
+            SegmentKey::Small(key) => {
+                if bounded && self.small.len >= MAX_SMALL_ENTRIES {
+                    self.small.clear();
+                }
+                self.small.insert(key, ids);
+            }
+            SegmentKey::Short(key) => {
+                if bounded && self.short.map.len() >= MAX_CACHE_ENTRIES {
+                    self.short.clear();
+                }
+                self.short.insert(key, ids);
+            }
+        }
+    }
+
+    /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
+    fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
+        if let Some(key) = segment_key(raw, 0, raw.len(), prefix) {
+            self.insert(key, ids, false);
+        }
     }
 }
 
@@ -373,9 +547,6 @@ impl EncoderTables {
         // (Models with UNUSED pieces are never cut or cached.)
         let mut seed_cache = SegmentCache::default();
         if !model.has_unused {
-            // Up to two keys per piece (with and without the dummy prefix).
-            let pieces = model.vocab_size();
-            seed_cache.map.reserve(pieces + pieces / 2);
             let mut raw = Vec::new();
             for (text, id) in model.mergeable_pieces() {
                 if self_encoding[id as usize] {
@@ -703,7 +874,34 @@ pub(crate) fn encode_text_part(
     let mut prev_info = tables.char_info(prev);
     let mut start = 0;
     loop {
-        // A run of ASCII characters after an ASCII one: one table load per character.
+        // A run of ASCII characters after an ASCII one, eight at a time: the cuts among them
+        // (the same table test as below, without a branch per character) as a bit mask, then
+        // the segments that end at them.
+        while prev < 0x80 && i + 8 <= bytes.len() {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&bytes[i..i + 8]);
+            if u64::from_le_bytes(chunk) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            let mut cuts = 0u32;
+            let mut p = prev as usize;
+            for (k, &b) in chunk.iter().enumerate() {
+                let b = usize::from(b);
+                cuts |= u32::from(!tables.raw_ascii_bigrams[p << 7 | b]) << k;
+                p = b;
+            }
+            while cuts != 0 {
+                let cut = i + cuts.trailing_zeros() as usize;
+                encode_raw_segment(model, tables, text, start, cut, prefix, ws, out);
+                start = cut;
+                prefix = false;
+                cuts &= cuts - 1;
+            }
+            prev = p as u32;
+            i += 8;
+        }
+        // The rest of the run (fewer than eight characters, or up to a non-ASCII one): one
+        // table load per character.
         while i < bytes.len() && (prev | u32::from(bytes[i])) < 0x80 {
             let b = bytes[i];
             if !tables.raw_ascii_bigrams[(prev as usize) << 7 | b as usize] {
@@ -841,24 +1039,24 @@ fn encode_raw_segment(
         (false, [b]) if b.is_ascii() => return push_ids(out, &tables.raw_ascii_ids[*b as usize]),
         _ => {}
     }
-    let raw = &text[start..end];
-    let key = short_key(text.as_bytes(), start, end, prefix);
+    let key = segment_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
         // Most segments are pieces (the shared seed); the rest were seen by this worker.
-        if let Some(ids) = tables
-            .seed_cache
-            .get(key)
-            .or_else(|| ws.short_cache.get(key))
-        {
+        if let Some(ids) = tables.seed_cache.get(key) {
             return push_ids(out, ids);
         }
-    } else if !prefix && raw.len() <= MAX_CACHED_LEN {
-        if let Some(ids) = ws.cache.get(raw) {
+        if let Some(ids) = ws.short_cache.get(key) {
+            return push_ids(out, ids);
+        }
+    } else if !prefix && bytes.len() <= MAX_CACHED_LEN {
+        if let Some(ids) = ws.cache.get(&text[start..end]) {
             out.extend_from_slice(ids);
             return;
         }
     }
-    encode_raw_segment_miss(model, tables, raw, prefix, key, ws, out);
+    // (The text is sliced as `str` only here: its checks of character boundaries are off the
+    // path of a segment found by its key.)
+    encode_raw_segment_miss(model, tables, &text[start..end], prefix, key, ws, out);
 }
 
 /// Appends a few ids.
@@ -876,7 +1074,7 @@ fn encode_raw_segment_miss(
     tables: &EncoderTables,
     raw: &str,
     prefix: bool,
-    key: Option<ShortKey>,
+    key: Option<SegmentKey>,
     ws: &mut Workspace,
     out: &mut Vec<u32>,
 ) {
@@ -896,10 +1094,7 @@ fn encode_raw_segment_miss(
     }
     ws.segment = segment;
     if let Some(key) = key {
-        if ws.short_cache.len() >= MAX_CACHE_ENTRIES {
-            ws.short_cache.clear();
-        }
-        ws.short_cache.insert(key, &out[first..]);
+        ws.short_cache.insert(key, &out[first..], true);
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {
         // (A long segment with the dummy prefix starts a text: too rare to be worth caching.)
         if ws.cache.len() >= MAX_LONG_CACHE_ENTRIES {
@@ -965,6 +1160,64 @@ const KEY_MASKS: [[u64; 4]; MAX_SHORT_KEY_LEN + 1] = {
     }
     masks
 };
+
+/// Segments of at most this many raw bytes have a `SmallKey`.
+const MAX_SMALL_KEY_LEN: usize = 11;
+
+/// A segment of up to `MAX_SMALL_KEY_LEN` raw bytes: its first eight bytes in `lo`, the rest in the
+/// low three bytes of `hi`, zero-padded, and the length and the prefix flag in the top byte of
+/// `hi` (never zero: a segment has a byte or the prefix).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct SmallKey {
+    lo: u64,
+    hi: u32,
+}
+
+impl SmallKey {
+    /// `SmallCache`'s hash: the two words mixed by one multiplication; the table takes the top
+    /// bits.
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        (self.lo ^ u64::from(self.hi).rotate_left(40)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The key of a short segment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SegmentKey {
+    Small(SmallKey),
+    Short(ShortKey),
+}
+
+/// The key of the segment `text[start..end]`, if it is short enough.
+#[inline(always)]
+fn segment_key(text: &[u8], start: usize, end: usize, prefix: bool) -> Option<SegmentKey> {
+    let len = end - start;
+    if len > MAX_SMALL_KEY_LEN {
+        return short_key(text, start, end, prefix).map(SegmentKey::Short);
+    }
+    let mut buf = [0u8; 16];
+    match text.get(start..start + 16) {
+        // One unaligned 16-byte load, then keep the segment's bytes.
+        Some(window) => buf.copy_from_slice(window),
+        None => buf[..len].copy_from_slice(&text[start..end]),
+    }
+    let mut lo = [0u8; 8];
+    lo.copy_from_slice(&buf[..8]);
+    let mut hi = [0u8; 4];
+    hi.copy_from_slice(&buf[8..12]);
+    let lo_mask = if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    };
+    let hi_mask = (1u32 << (8 * len.saturating_sub(8))) - 1;
+    let meta = u32::from(len as u8 | if prefix { 0x80 } else { 0 });
+    Some(SegmentKey::Small(SmallKey {
+        lo: u64::from_le_bytes(lo) & lo_mask,
+        hi: (u32::from_le_bytes(hi) & hi_mask) | meta << 24,
+    }))
+}
 
 /// The key of the segment `text[start..end]`, if it is short enough.
 #[inline]
@@ -1528,6 +1781,102 @@ mod tests {
         assert_eq!(fast(m, &long, &mut ws), ids);
         assert_eq!(fast(m, &long, &mut Workspace::default()), ids);
         assert_eq!(fast(m, "a few words", &mut ws), short);
+    }
+
+    /// A segment cache against a map of (bytes, prefix) to ids: keys of every length up to the
+    /// short-key limit (both key kinds, and the lengths where `SmallKey` moves from `lo` to `hi`),
+    /// keys that differ only in length (trailing zero bytes), in the prefix flag, or in one byte,
+    /// values of one id and of several, replaced values, the table's growth, and, for a worker's
+    /// bounded cache, emptying at the bound.
+    #[test]
+    fn segment_caches_give_the_ids_put_in_them() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let alphabet = [b'a', b'b', 0u8, b' ', 0xE2, 0x96];
+        for bounded in [false, true] {
+            let mut cache = SegmentCache::default();
+            let mut reference: std::collections::HashMap<(Vec<u8>, bool), Vec<u32>> =
+                Default::default();
+            for step in 0..200_000u32 {
+                let len = (next() % (MAX_SHORT_KEY_LEN as u64 + 1)) as usize;
+                let raw: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                let prefix = next() % 2 == 0 || raw.is_empty();
+                let ids: Vec<u32> = (0..1 + next() % 3).map(|k| step * 4 + k as u32).collect();
+                let key = segment_key(&raw, 0, raw.len(), prefix).unwrap();
+                assert_eq!(
+                    matches!(key, SegmentKey::Small(_)),
+                    len <= MAX_SMALL_KEY_LEN
+                );
+                let (small_before, short_before) = (cache.small.len, cache.short.map.len());
+                cache.insert(key, &ids, bounded);
+                if bounded && cache.small.len < small_before {
+                    // Emptied at the bound: forget the small keys the cache dropped.
+                    assert_eq!(small_before, MAX_SMALL_ENTRIES);
+                    reference.retain(|(raw, _), _| raw.len() > MAX_SMALL_KEY_LEN);
+                }
+                if bounded && cache.short.map.len() < short_before {
+                    assert_eq!(short_before, MAX_CACHE_ENTRIES);
+                    reference.retain(|(raw, _), _| raw.len() <= MAX_SMALL_KEY_LEN);
+                }
+                reference.insert((raw, prefix), ids);
+                if step % 1000 == 0 {
+                    for ((raw, prefix), ids) in &reference {
+                        let key = segment_key(raw, 0, raw.len(), *prefix).unwrap();
+                        assert_eq!(cache.get(&key), Some(ids.as_slice()), "{raw:?} {prefix}");
+                    }
+                }
+            }
+            assert!(4 * cache.small.len <= 3 * 4 * cache.small.buckets.len());
+            // Keys never inserted are not found: longer by a zero byte, or with the other flag.
+            for ((raw, prefix), _) in reference.iter().take(5000) {
+                let mut longer = raw.clone();
+                longer.push(0);
+                if longer.len() <= MAX_SHORT_KEY_LEN
+                    && !reference.contains_key(&(longer.clone(), *prefix))
+                {
+                    let key = segment_key(&longer, 0, longer.len(), *prefix).unwrap();
+                    assert_eq!(cache.get(&key), None);
+                }
+                if !raw.is_empty() && !reference.contains_key(&(raw.clone(), !prefix)) {
+                    let key = segment_key(raw, 0, raw.len(), !prefix).unwrap();
+                    assert_eq!(cache.get(&key), None);
+                }
+            }
+        }
+        // A worker's table of small keys stays within its bound.
+        let mut cache = SegmentCache::default();
+        for k in 0..(MAX_SMALL_ENTRIES as u64 + 10) {
+            let raw = k.to_le_bytes();
+            let key = segment_key(&raw, 0, 8, false).unwrap();
+            cache.insert(key, &[1], true);
+        }
+        assert_eq!(cache.small.len, 10);
+        assert_eq!(cache.small.buckets.len() * 4, 4 * MAX_SMALL_ENTRIES / 3);
+    }
+
+    /// A key is read from the text around the segment (16 bytes at once where the text has
+    /// them): the bytes after the segment must not change it.
+    #[test]
+    fn a_segment_key_depends_on_the_segment_alone() {
+        let text = b"xx abcdefghijklmnopqrstuvwxyz0123456789";
+        for start in 0..4 {
+            for end in start..text.len().min(start + MAX_SHORT_KEY_LEN + 1) {
+                let alone = &text[start..end];
+                for prefix in [false, true] {
+                    assert_eq!(
+                        segment_key(text, start, end, prefix),
+                        segment_key(alone, 0, alone.len(), prefix),
+                    );
+                }
+            }
+        }
     }
 
     #[test]
