@@ -231,6 +231,15 @@ impl SmallCache {
         }
     }
 
+    /// The keys in the table.
+    fn keys(&self) -> impl Iterator<Item = SmallKey> + '_ {
+        self.buckets
+            .iter()
+            .flat_map(|bucket| bucket.0.iter())
+            .filter(|slot| slot.hi != 0)
+            .map(SmallSlot::key)
+    }
+
     fn grow(&mut self) {
         self.resize((2 * self.buckets.len()).max(16));
     }
@@ -486,6 +495,9 @@ pub(crate) struct EncoderTables {
     /// The segments that are pieces encoding to themselves, read by every worker before its own
     /// cache.
     seed_cache: SegmentCache,
+    /// `SEED_FILTER_BITS` bits, one set for every small key of `seed_cache` (at the bit
+    /// `seed_filter_bit` gives): a key whose bit is clear is not in the seed.
+    seed_filter: Box<[u64]>,
     /// The ids of each ASCII character of raw text on its own (' ' stands for `▁`).
     raw_ascii_ids: Vec<Box<[u32]>>,
     /// One word per character of the Basic Multilingual Plane, indexed by code point (raw text:
@@ -506,6 +518,16 @@ pub(crate) struct RecordedTables {
     pub(crate) other_bigrams: FxHashSet<u64>,
     pub(crate) self_encoding: Vec<bool>,
     pub(crate) char_info: Box<[u32]>,
+}
+
+/// Bits of `EncoderTables::seed_filter` (64 KiB: eleven bits per small seed key).
+const SEED_FILTER_BITS: usize = 1 << 19;
+
+/// The bit of `seed_filter` for a small key: bits of its hash below those `SmallCache` takes
+/// for the bucket.
+#[inline(always)]
+fn seed_filter_bit(key: SmallKey) -> usize {
+    (key.hash() >> 24) as usize & (SEED_FILTER_BITS - 1)
 }
 
 /// `char_info`: the character occurs, followed by another character, inside a mergeable piece.
@@ -582,6 +604,11 @@ impl EncoderTables {
                 }
             }
         }
+        let mut seed_filter = vec![0u64; SEED_FILTER_BITS / 64].into_boxed_slice();
+        for key in seed_cache.small.keys() {
+            let bit = seed_filter_bit(key);
+            seed_filter[bit / 64] |= 1 << (bit % 64);
+        }
         let raw_ascii_ids = (0..128u8)
             .map(|b| {
                 let text = raw_char(b as char).to_string();
@@ -595,8 +622,21 @@ impl EncoderTables {
             other_bigrams,
             self_encoding,
             seed_cache,
+            seed_filter,
             raw_ascii_ids,
             char_info,
+        }
+    }
+
+    /// Whether `key` may be in the seed cache (`false`: it is not).
+    #[inline(always)]
+    fn may_be_seeded(&self, key: &SegmentKey) -> bool {
+        match key {
+            SegmentKey::Small(key) => {
+                let bit = seed_filter_bit(*key);
+                self.seed_filter[bit / 64] & (1 << (bit % 64)) != 0
+            }
+            SegmentKey::Short(_) => true,
         }
     }
 
@@ -619,6 +659,7 @@ impl EncoderTables {
             other_bigrams,
             self_encoding,
             seed_cache,
+            seed_filter,
             raw_ascii_ids,
             char_info,
         } = self;
@@ -626,6 +667,7 @@ impl EncoderTables {
         assert_eq!(other_bigrams, &other.other_bigrams);
         assert_eq!(self_encoding, &other.self_encoding);
         assert_eq!(seed_cache, &other.seed_cache);
+        assert_eq!(seed_filter, &other.seed_filter);
         assert_eq!(raw_ascii_ids, &other.raw_ascii_ids);
         assert_eq!(char_info, &other.char_info);
     }
@@ -1071,8 +1113,10 @@ fn encode_raw_segment(
     let key = segment_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
         // Most segments are pieces (the shared seed); the rest were seen by this worker.
-        if let Some(ids) = tables.seed_cache.get(key) {
-            return push_ids(out, ids);
+        if tables.may_be_seeded(key) {
+            if let Some(ids) = tables.seed_cache.get(key) {
+                return push_ids(out, ids);
+            }
         }
         if let Some(ids) = ws.short_cache.get(key) {
             return push_ids(out, ids);
@@ -1817,6 +1861,42 @@ mod tests {
     /// keys that differ only in length (trailing zero bytes), in the prefix flag, or in one byte,
     /// values of one id and of several, replaced values, the table's growth, and, for a worker's
     /// bounded cache, emptying at the bound.
+    #[test]
+    fn the_seed_filter_passes_every_seed_key_and_few_others() {
+        let t = tables();
+        let mut seeded = 0;
+        for key in t.seed_cache.small.keys() {
+            assert!(t.may_be_seeded(&SegmentKey::Small(key)), "{key:?}");
+            seeded += 1;
+        }
+        assert!(seeded > 40_000, "{seeded} small seed keys");
+        // Random lowercase words (not pieces, mostly): at most a fifth pass the filter, and of
+        // those that the seed has, every one does.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut tried, mut passed) = (0, 0);
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = 4 + (rng % 8) as usize;
+            let raw: Vec<u8> = (0..len)
+                .map(|i| b'a' + ((rng >> (5 * i)) % 26) as u8)
+                .collect();
+            let key = segment_key(&raw, 0, len, rng & 1 == 0).unwrap();
+            let may = t.may_be_seeded(&key);
+            if t.seed_cache.get(&key).is_some() {
+                assert!(may, "{raw:?}");
+            } else {
+                tried += 1;
+                passed += usize::from(may);
+            }
+        }
+        assert!(
+            5 * passed <= tried,
+            "{passed} of {tried} keys not in the seed pass"
+        );
+    }
+
     #[test]
     fn segment_caches_give_the_ids_put_in_them() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
