@@ -116,6 +116,33 @@ def test_decode_of_long_documents_is_sentencepiece(vocab: Vocab) -> None:
     assert vocab.tok.decode_batch([ids, ids[:7], []], num_threads=2) == [text, vocab.sp.decode(ids[:7]), ""]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Mostly non-ASCII (decoded through UTF-16): a byte order mark first, emoji (surrogate
+        # pairs in UTF-16), rare characters (byte pieces), NUL and other control characters.
+        ("\ufeff\u65e5\u672c\u8a9e\u306e\u6587\u7ae0\u3067\u3059\u3002\U0001f916\u9f98\u9f98\x00\x01\u00e9")
+        * 40,
+        "\u0417\u0434\u0440\u0430\u0432\u0441\u0442\u0432\u0443\u0439\u0442\u0435 \u043c\u0438\u0440 " * 50,
+        " \u4e2d\u6587 text \U0001f600\U0001f600 \u0939\u093f\u0928\u094d\u0926\u0940 " * 60,
+        # Mostly ASCII with some non-ASCII (decoded through UTF-8).
+        "plain text, mostly ASCII \u00e9\u00e8 " * 60,
+    ],
+)
+def test_decode_of_text_through_either_unicode_form_is_sentencepiece(vocab: Vocab, text: str) -> None:
+    ids = vocab.sp.encode(text)
+    expected = vocab.sp.decode(ids)
+    assert expected == text
+    tok = vocab.tok
+    assert tok.decode(ids) == expected
+    assert tok.decode(np.array(ids, dtype=tok.dtype)) == expected
+    assert tok.decode_batch([ids, ids[1:], ids[:20]], num_threads=2) == [
+        expected,
+        vocab.sp.decode(ids[1:]),
+        vocab.sp.decode(ids[:20]),
+    ]
+
+
 def test_decode_batch_of_many_chunks_on_any_thread_count(vocab: Vocab) -> None:
     texts = [f"doc {i} \u65e5\u672c " + "the quick brown fox " * (i % 50 * 40) for i in range(400)]
     batch = vocab.tok.encode_batch(texts)

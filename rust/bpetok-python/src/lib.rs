@@ -6,6 +6,7 @@ mod data;
 mod errors;
 mod int_ids;
 mod list_items;
+mod text_str;
 mod tokenizer;
 
 use pyo3::prelude::*;

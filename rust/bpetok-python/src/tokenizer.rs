@@ -14,6 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, 
 use crate::errors::model_err as to_py_err;
 use crate::int_ids::IntIds;
 use crate::list_items;
+use crate::text_str::Decoded;
 use bpetok::PARALLEL_MIN_BYTES;
 
 const RELEASE_GIL_BYTES: usize = 2048;
@@ -234,14 +235,14 @@ fn chunk_bounds(batch: &[Bound<'_, PyList>]) -> Vec<std::ops::Range<usize>> {
     chunks
 }
 
-/// Appends a `str` made from each UTF-8 text.
+/// Appends a `str` made from each decoded text.
 fn push_strs<'py>(
     py: Python<'py>,
-    texts: &[Vec<u8>],
+    texts: &[Decoded],
     strs: &mut Vec<Bound<'py, PyString>>,
 ) -> PyResult<()> {
     for text in texts {
-        strs.push(PyString::from_bytes(py, text)?);
+        strs.push(text.to_str(py)?);
     }
     Ok(())
 }
@@ -452,16 +453,15 @@ impl PyTokenizer {
     }
 
     /// Decodes ids already checked against the vocabulary, without the GIL when worth it, into a
-    /// `str` made straight from the decoded UTF-8 (one copy, by CPython).
+    /// `str` made straight from the decoded UTF-8 or UTF-16 (see [`Decoded`]; one copy, by
+    /// CPython).
     fn decode_checked<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyString>> {
-        let mut text = Vec::new();
         let decoded = if ids.len() < RELEASE_GIL_IDS {
-            self.decoder().decode_into(ids, &mut text)
+            Decoded::of(self.decoder(), ids)
         } else {
-            py.detach(|| self.decoder().decode_into(ids, &mut text))
+            py.detach(|| Decoded::of(self.decoder(), ids))
         };
-        decoded.map_err(to_py_err)?;
-        PyString::from_bytes(py, &text)
+        decoded.map_err(to_py_err)?.to_str(py)
     }
 
     /// The ids of each list, checked (see [`ids_of_list`]).
@@ -472,15 +472,13 @@ impl PyTokenizer {
             .collect()
     }
 
-    /// The UTF-8 text of each list of ids, all of them checked already.
-    fn decode_chunk(&self, chunk: &[Vec<u32>]) -> Vec<Vec<u8>> {
+    /// The text of each list of ids, all of them checked already.
+    fn decode_chunk(&self, chunk: &[Vec<u32>]) -> Vec<Decoded> {
         chunk
             .iter()
             .map(|ids| {
-                let mut text = Vec::new();
                 // Checked when the list was read: cannot fail.
-                let _ = self.decoder().decode_into(ids, &mut text);
-                text
+                Decoded::of(self.decoder(), ids).unwrap_or(Decoded::Utf8(Vec::new()))
             })
             .collect()
     }
@@ -898,7 +896,7 @@ impl PyTokenizer {
         let ended = || pyo3::exceptions::PyRuntimeError::new_err("a decoding thread ended");
         let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<Vec<u32>>)>(threads);
         let work_rx = Mutex::new(work_rx);
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Vec<u8>>)>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Decoded>)>();
         // In a mutex only to be waited on without the GIL (a receiver cannot be shared).
         let done_rx = Mutex::new(done_rx);
         std::thread::scope(|scope| -> PyResult<()> {

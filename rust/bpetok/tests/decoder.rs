@@ -92,8 +92,9 @@ fn interesting_ids(tok: &Tokenizer) -> Vec<u32> {
             tok.piece_type(id).unwrap() != PieceType::Normal
                 || piece == "\u{2581}"
                 || piece.starts_with("\u{2581}\u{2581}")
-                // Longer than the decoder keeps in a table entry.
+                // Longer than the decoder keeps in a table entry (UTF-8 or UTF-16).
                 || piece.len() > 16
+                || piece.encode_utf16().count() > 7
         })
         .collect();
     ids.extend(
@@ -115,9 +116,18 @@ fn check_same(tok: &Tokenizer, ids: &[u32]) -> Result<(), TestCaseError> {
             let mut appended = b"x".to_vec();
             decoder.decode_into(ids, &mut appended).unwrap();
             prop_assert_eq!(&appended[1..], want.as_bytes());
+            let mut units = vec![u16::from(b'x')];
+            decoder.decode_utf16_into(ids, &mut units).unwrap();
+            let want16: Vec<u16> = want.encode_utf16().collect();
+            prop_assert_eq!(&units[1..], &want16[..], "{:?}", ids);
             prop_assert_eq!(got, want, "{:?}", ids)
         }
         (Err(Error::IdOutOfRange { id: a, .. }), Err(Error::IdOutOfRange { id: b, .. })) => {
+            let mut units = vec![7u16];
+            let utf16 = decoder.decode_utf16_into(ids, &mut units);
+            let refused = matches!(utf16, Err(Error::IdOutOfRange { id, .. }) if id == a);
+            prop_assert!(refused, "{:?}", ids);
+            prop_assert_eq!(units, vec![7u16]);
             prop_assert_eq!(a, b)
         }
         (want, got) => prop_assert!(false, "{:?}: {:?} but {:?}", ids, want, got),
@@ -170,6 +180,9 @@ fn decoder_handles_the_dummy_prefix_cases() {
     ] {
         assert_eq!(d.decode(&ids).unwrap(), want, "{ids:?}");
         assert_eq!(tok.decode(&ids).unwrap(), want, "{ids:?}");
+        let mut units = Vec::new();
+        d.decode_utf16_into(&ids, &mut units).unwrap();
+        assert_eq!(String::from_utf16(&units).unwrap(), want, "{ids:?}");
     }
 }
 
@@ -219,4 +232,34 @@ fn decoder_batch_is_the_same_on_any_thread_count() {
 /// Half the documents with `<s>`, which decodes to nothing.
 fn i_bos(text: &str) -> bool {
     text.len() % 2 == 0
+}
+
+#[test]
+fn utf16_decoding_gives_the_text_of_real_documents() {
+    // Japanese and Chinese with rare characters (byte pieces), emoji (surrogate pairs), a byte
+    // order mark, long ASCII pieces between them, and the dummy prefix at the start.
+    let tok = Tokenizer::mixtral_8x7b();
+    let d = tok.decoder();
+    for text in [
+        "\u{feff}\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{6587}\u{7ae0} internationalization \u{1f916}\u{1f600}!",
+        " \u{9f98}\u{9f98}\u{5c5e}\u{6027} configuration\n\u{30c6}\u{30b9}\u{30c8}\u{3002}",
+        "plain ASCII text with no other characters at all, long pieces: understanding",
+        "\u{1f600}",
+        "",
+    ] {
+        for bos in [false, true] {
+            let ids = tok.encode(text, bos, false);
+            let mut units = Vec::new();
+            d.decode_utf16_into(&ids, &mut units).unwrap();
+            assert_eq!(String::from_utf16(&units).unwrap(), text, "{ids:?}");
+        }
+    }
+    let ja = tok.encode(
+        "\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{6587}\u{7ae0}\u{3067}\u{3059}",
+        false,
+        false,
+    );
+    assert!(d.mostly_non_ascii(&ja));
+    assert!(!d.mostly_non_ascii(&tok.encode("Hello world, how are you", false, false)));
+    assert!(!d.mostly_non_ascii(&[]));
 }

@@ -104,6 +104,8 @@ pub struct Decoder {
     long_text: String,
     /// Where each long one is in `long_text`, by the index its entry holds.
     long: Vec<(usize, usize)>,
+    /// The same texts as UTF-16, made on the first [`Decoder::decode_utf16_into`].
+    utf16: std::sync::OnceLock<Utf16Table>,
 }
 
 /// Output texts of at most this many bytes are held in the entry itself.
@@ -132,11 +134,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(text: &[u8], len: u8, space_first: bool) -> Self {
+    fn new(text: &[u8], len: u8, space_first: bool, non_ascii: bool) -> Self {
         let mut bytes = [0; 16];
         bytes[..text.len()].copy_from_slice(text);
         bytes[INLINE] = len;
-        bytes[INLINE + 1] = u8::from(space_first);
+        bytes[INLINE + 1] = u8::from(space_first) | if non_ascii { NON_ASCII } else { 0 };
         Entry { bytes }
     }
 
@@ -150,7 +152,83 @@ impl Entry {
     }
 
     fn space_first(&self) -> bool {
-        self.bytes[INLINE + 1] != 0
+        self.bytes[INLINE + 1] & 1 != 0
+    }
+
+    /// Whether the output holds a non-ASCII byte (a byte piece: is one).
+    fn non_ascii(&self) -> bool {
+        self.bytes[INLINE + 1] & NON_ASCII != 0
+    }
+}
+
+/// Bit of an entry's byte 15: its output holds a byte outside ASCII.
+const NON_ASCII: u8 = 2;
+
+/// [`Decoder::mostly_non_ascii`] holds when one sampled piece in this many is non-ASCII.
+const NON_ASCII_SHARE: usize = 4;
+
+/// UTF-16 code units of an output text held in an [`Entry16`] itself.
+const INLINE16: usize = 7;
+
+/// One id's output as UTF-16, 16 bytes: units 0 to 6 are the text when it fits, padded with
+/// zeros (the byte of a byte piece; the index into `Utf16Table::long`, as two little-endian
+/// units, of a long text); unit 7 is the text's length in units, or [`BYTE`] or [`LONG`]. Read
+/// as [`Entry`] is: one fixed-size copy per id.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Entry16 {
+    units: [u16; 8],
+}
+
+impl Entry16 {
+    fn len(&self) -> u16 {
+        self.units[INLINE16]
+    }
+}
+
+/// The output texts of [`Decoder`] as UTF-16, by id.
+#[derive(Clone)]
+struct Utf16Table {
+    entries: Vec<Entry16>,
+    /// The output text of entries too long for [`INLINE16`] units, back to back.
+    long_units: Vec<u16>,
+    long: Vec<(usize, usize)>,
+}
+
+impl Utf16Table {
+    fn new(decoder: &Decoder) -> Self {
+        let mut table = Utf16Table {
+            entries: Vec::with_capacity(decoder.entries.len()),
+            long_units: Vec::new(),
+            long: Vec::new(),
+        };
+        let mut units = Vec::new();
+        for entry in &decoder.entries {
+            let mut e = Entry16 { units: [0; 8] };
+            if entry.is_byte() {
+                e.units[0] = u16::from(entry.bytes[0]);
+                e.units[INLINE16] = u16::from(BYTE);
+            } else {
+                let text =
+                    std::str::from_utf8(decoder.text_of(entry)).expect("piece text is UTF-8");
+                units.clear();
+                units.extend(text.encode_utf16());
+                if units.len() <= INLINE16 {
+                    e.units[..units.len()].copy_from_slice(&units);
+                    e.units[INLINE16] = units.len() as u16;
+                } else {
+                    let index = table.long.len() as u32;
+                    let start = table.long_units.len();
+                    table.long_units.extend_from_slice(&units);
+                    table.long.push((start, table.long_units.len()));
+                    e.units[0] = index as u16;
+                    e.units[1] = (index >> 16) as u16;
+                    e.units[INLINE16] = u16::from(LONG);
+                }
+            }
+            table.entries.push(e);
+        }
+        table
     }
 }
 
@@ -175,11 +253,14 @@ impl Decoder {
             entries: Vec::with_capacity(model.vocab_size()),
             long_text: String::new(),
             long: Vec::new(),
+            utf16: std::sync::OnceLock::new(),
         };
         let mut surface = String::new();
         for id in 0..model.vocab_size() {
             if let Some(b) = model.byte_of_id[id] {
-                decoder.entries.push(Entry::new(&[b], BYTE, false));
+                decoder
+                    .entries
+                    .push(Entry::new(&[b], BYTE, false, b >= 0x80));
                 continue;
             }
             surface.clear();
@@ -202,15 +283,21 @@ impl Decoder {
     }
 
     fn entry(&mut self, surface: &str, space_first: bool) -> Entry {
+        let non_ascii = !surface.is_ascii();
         if surface.len() <= INLINE {
-            return Entry::new(surface.as_bytes(), surface.len() as u8, space_first);
+            return Entry::new(
+                surface.as_bytes(),
+                surface.len() as u8,
+                space_first,
+                non_ascii,
+            );
         }
         // Ids are u32, so there are fewer long texts than u32 values.
         let index = self.long.len() as u32;
         let start = self.long_text.len();
         self.long_text.push_str(surface);
         self.long.push((start, self.long_text.len()));
-        Entry::new(&index.to_le_bytes(), LONG, space_first)
+        Entry::new(&index.to_le_bytes(), LONG, space_first, non_ascii)
     }
 
     /// The output text of an entry that is not a byte piece's.
@@ -246,8 +333,16 @@ impl Decoder {
         first_out_of_range(self.entries.len(), ids)?;
         // Pieces average 3 to 4 bytes of text: one allocation for most texts.
         text.reserve(ids.len() * 4 + 64);
-        let start = text.len();
         let mut run = Vec::new();
+        let i = self.push_head(ids, text, &mut run);
+        self.push_pieces(&ids[i..], text, &mut run);
+        Ok(())
+    }
+
+    /// Appends the text of the first ids, up to where no rule of the dummy prefix is left to
+    /// apply, and returns the index of the first id not decoded.
+    fn push_head(&self, ids: &[u32], text: &mut Vec<u8>, run: &mut Vec<u8>) -> usize {
+        let start = text.len();
         let mut i = 0;
         // SentencePiece's `is_bos_ws`: true until a piece has had its leading `▁` dropped or
         // anything has been output. Only pieces other than byte pieces change it, and once false
@@ -257,7 +352,7 @@ impl Decoder {
             let entry = &self.entries[id as usize];
             if entry.is_byte() {
                 let mut pos = text.len();
-                i = self.push_byte_run(ids, i, text, &mut pos, &mut run);
+                i = self.push_byte_run(ids, i, text, &mut pos, run);
                 text.truncate(pos);
                 continue;
             }
@@ -275,8 +370,104 @@ impl Decoder {
                 text.extend_from_slice(surface);
             }
         }
-        self.push_pieces(&ids[i..], text, &mut run);
+        i
+    }
+
+    /// Whether at least a quarter of `ids` render non-ASCII text, judged from 64 of them spread
+    /// over the list (all of a shorter one): a hint for a caller that can take the text as UTF-8
+    /// or as UTF-16 (CPython makes a `str` from UTF-16 faster when much of it is not ASCII). Ids
+    /// out of range count as ASCII.
+    pub fn mostly_non_ascii(&self, ids: &[u32]) -> bool {
+        const SAMPLE: usize = 64;
+        let step = ids.len().div_ceil(SAMPLE).max(1);
+        let (mut sampled, mut non_ascii) = (0usize, 0usize);
+        for &id in ids.iter().step_by(step) {
+            sampled += 1;
+            non_ascii += usize::from(self.entries.get(id as usize).is_some_and(Entry::non_ascii));
+        }
+        sampled > 0 && NON_ASCII_SHARE * non_ascii >= sampled
+    }
+
+    /// [`Decoder::decode_into`] as UTF-16: appends the code units of the same text to `units`
+    /// (always valid UTF-16). On an error `units` is left as it was. The first call makes the
+    /// UTF-16 table (about as long as making the decoder).
+    pub fn decode_utf16_into(&self, ids: &[u32], units: &mut Vec<u16>) -> Result<()> {
+        first_out_of_range(self.entries.len(), ids)?;
+        let table = self.utf16.get_or_init(|| Utf16Table::new(self));
+        units.reserve(ids.len() * 2 + 64);
+        let (mut head, mut run) = (Vec::new(), Vec::new());
+        let i = self.push_head(ids, &mut head, &mut run);
+        units.extend(
+            std::str::from_utf8(&head)
+                .expect("decoded text is UTF-8")
+                .encode_utf16(),
+        );
+        self.push_pieces16(table, &ids[i..], units, &mut run);
         Ok(())
+    }
+
+    /// [`Decoder::push_pieces`] in UTF-16: one 16-byte copy per inline text.
+    fn push_pieces16(
+        &self,
+        table: &Utf16Table,
+        ids: &[u32],
+        units: &mut Vec<u16>,
+        run: &mut Vec<u8>,
+    ) {
+        let mut out = std::mem::take(units);
+        let mut pos = out.len();
+        let mut i = 0;
+        let mut utf8 = Vec::new();
+        while let Some(&id) = ids.get(i) {
+            if pos + 8 > out.len() {
+                out.resize(pos + ROOM / 2, 0);
+            }
+            let entry = &table.entries[id as usize];
+            let len = entry.len();
+            if usize::from(len) <= INLINE16 {
+                out[pos..pos + 8].copy_from_slice(&entry.units);
+                pos += usize::from(len);
+                i += 1;
+            } else {
+                (i, pos) = self.push_other16(table, ids, i, &mut out, pos, (run, &mut utf8));
+            }
+        }
+        out.truncate(pos);
+        *units = out;
+    }
+
+    /// [`Decoder::push_other`] in UTF-16: a long text, or a byte run decoded as UTF-8 (in
+    /// `scratch.1`) and written as UTF-16.
+    #[inline(never)]
+    fn push_other16(
+        &self,
+        table: &Utf16Table,
+        ids: &[u32],
+        i: usize,
+        out: &mut Vec<u16>,
+        mut pos: usize,
+        scratch: (&mut Vec<u8>, &mut Vec<u8>),
+    ) -> (usize, usize) {
+        let entry = &table.entries[ids[i] as usize];
+        if entry.len() == u16::from(LONG) {
+            let index = usize::from(entry.units[0]) | usize::from(entry.units[1]) << 16;
+            let (start, end) = table.long[index];
+            put16(out, &mut pos, &table.long_units[start..end]);
+            return (i + 1, pos);
+        }
+        let (run, utf8) = scratch;
+        let mut len = 0;
+        let end = self.push_byte_run(ids, i, utf8, &mut len, run);
+        let text = std::str::from_utf8(&utf8[..len]).expect("a decoded byte run is UTF-8");
+        // At most one unit per byte: room for all, then one pass.
+        if pos + len > out.len() {
+            out.resize(pos + len + ROOM / 2, 0);
+        }
+        for (slot, unit) in out[pos..].iter_mut().zip(text.encode_utf16()) {
+            *slot = unit;
+            pos += 1;
+        }
+        (end, pos)
     }
 
     /// Appends the text of `ids` once no rule of the dummy prefix is left to apply.
@@ -428,6 +619,16 @@ fn threads_for(lengths: impl Iterator<Item = usize>, requested: usize) -> usize 
 
 /// Room made at a time at the end of the text [`Decoder::push_pieces`] writes, in bytes.
 const ROOM: usize = 4096;
+
+/// [`put`] for UTF-16 code units.
+fn put16(out: &mut Vec<u16>, pos: &mut usize, units: &[u16]) {
+    let end = *pos + units.len();
+    if end > out.len() {
+        out.resize(end + ROOM / 2, 0);
+    }
+    out[*pos..end].copy_from_slice(units);
+    *pos = end;
+}
 
 /// Writes `bytes` at `out[*pos..]`, making room (zeros) as needed, and moves `*pos` past them.
 fn put(out: &mut Vec<u8>, pos: &mut usize, bytes: &[u8]) {
