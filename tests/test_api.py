@@ -264,6 +264,32 @@ def test_encode_batch_to_numpy_of_a_long_text_on_threads(vocab: Vocab) -> None:
         assert ids[offsets[1] :].tolist() == expected[1]
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_encode_batch_reads_ascii_texts_in_place(mixtral: Vocab, num_threads: int) -> None:
+    """An ASCII str is read where it is (its characters are its UTF-8): a batch of them allocates
+    little more than its output, where a non-ASCII batch makes a UTF-8 copy of each text (freed
+    within the call)."""
+    import tracemalloc
+
+    tok = mixtral.tok
+    ascii_texts = [f"document {i}: " + "plain words of ASCII text " * 400 for i in range(400)]
+    other_texts = [t.replace("words", "w\u00f6rds") for t in ascii_texts]
+    size = sum(map(len, ascii_texts))
+    assert size > 4_000_000
+    tok.encode_batch_to_numpy(ascii_texts[:2], num_threads=num_threads)  # tables built
+    peaks = []
+    for texts in (ascii_texts, other_texts):
+        tracemalloc.start()
+        ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=num_threads)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        output = ids.nbytes + offsets.nbytes
+        assert ids[offsets[7] : offsets[8]].tolist() == tok.encode(texts[7])
+        peaks.append(peak - output)
+    assert peaks[0] < size // 10, peaks
+    assert peaks[1] > size // 5, peaks
+
+
 def test_decode_accepts_numpy(vocab: Vocab) -> None:
     ids = vocab.tok.encode_to_numpy(TEXTS[7])
     assert vocab.tok.decode(ids) == vocab.sp.decode(ids.tolist())

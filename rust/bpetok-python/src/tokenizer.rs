@@ -29,7 +29,8 @@ const DECODE_CHUNK_IDS: usize = 64 * 1024;
 const CACHED_UTF8_CHARS: usize = PARALLEL_MIN_BYTES;
 
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
-/// byte). A `str` shorter than [`CACHED_UTF8_CHARS`] characters is encoded into a temporary
+/// byte). An ASCII `str` is read in place (through `PyUnicode_AsUTF8AndSize`, which makes no copy
+/// of one). Another `str` shorter than [`CACHED_UTF8_CHARS`] characters is encoded into a temporary
 /// `bytes` rather than through CPython's UTF-8 cache (`PyUnicode_AsUTF8AndSize`), which would keep
 /// a UTF-8 copy of every non-ASCII text alive as long as the caller keeps the text: for a corpus
 /// held in memory, that doubled it. A longer one is read through the cache: the copy is made once
@@ -48,7 +49,9 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
         if let Ok(s) = ob.cast::<PyString>() {
             // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
             // (A str subclass's own `__len__` that fails only means the copy.)
-            if s.len().unwrap_or(0) >= CACHED_UTF8_CHARS {
+            // An ASCII str is read in place: its characters are its UTF-8, which CPython hands
+            // over without making a copy (so there is no cache to keep alive either).
+            if s.len().unwrap_or(0) >= CACHED_UTF8_CHARS || is_ascii(&s) {
                 return Ok(TextArg::Cached(s.to_owned().try_into()?));
             }
             return Ok(TextArg::Copied(PyBackedBytes::from(s.encode_utf8()?)));
@@ -61,6 +64,13 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
             ob.get_type().name()?
         )))
     }
+}
+
+/// Whether `s` is all ASCII (`str.isascii`, which CPython answers from a flag of the object).
+fn is_ascii(s: &Bound<'_, PyString>) -> bool {
+    s.call_method0(pyo3::intern!(s.py(), "isascii"))
+        .and_then(|r| r.is_truthy())
+        .unwrap_or(false)
 }
 
 impl TextArg {
