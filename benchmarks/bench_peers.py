@@ -311,9 +311,9 @@ def engine_env(cores: int) -> dict[str, str]:
     """The environment of a worker: each engine's thread pool sized to the cores it is pinned to.
 
     numpy's OpenBLAS gets one thread: no engine uses BLAS, but ``import numpy`` (the worker's, for
-    the reference ids) starts OpenBLAS's server threads, which busy-wait for a while and so took
-    one of the two cores from the first pass of every engine (OpenBLAS reads ``OMP_NUM_THREADS``
-    when ``OPENBLAS_NUM_THREADS`` is not set).
+    the reference ids) starts OpenBLAS's server threads, which busy-wait for a while (about 30 ms
+    of CPU here) and so can take one of the two cores from the first pass of any engine (OpenBLAS
+    reads ``OMP_NUM_THREADS`` when ``OPENBLAS_NUM_THREADS`` is not set).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAYON_", "FASTOKENS_"))}
     env.update(
