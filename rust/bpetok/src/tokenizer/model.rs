@@ -12,6 +12,7 @@ use prost::Message;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::tokenizer::error::{Error, Result};
+use crate::tokenizer::normalize::SPACE_SYMBOL;
 use crate::tokenizer::proto::{ModelProto, PieceType};
 
 /// Marks "no symbol id": a character that occurs in no piece a merge can produce.
@@ -54,6 +55,10 @@ pub struct Model {
     pub(crate) piece_len: Vec<u32>,
     /// (left symbol, right symbol) -> (merged piece id, its score): every merge the model allows.
     pub(crate) merges: FxHashMap<u64, (u32, f32)>,
+    /// `merges` for two symbols of one character each, both ASCII or `▁`, indexed by
+    /// [`ascii_pair_index`]: (merged id, score), `NO_SYM` for no merge. The first merges of a word
+    /// read this small table instead of the hash map.
+    pub(crate) ascii_pairs: Box<[(u32, f32)]>,
     /// A reserved piece whose text is one character: SentencePiece reports it for that character.
     pub(crate) reserved_chars: FxHashMap<char, u32>,
     /// USER_DEFINED pieces, longest first, matched greedily before any merge.
@@ -66,6 +71,43 @@ pub struct Model {
 
 fn pair_key(left: u32, right: u32) -> u64 {
     (u64::from(left) << 32) | u64::from(right)
+}
+
+/// The code of a one-character symbol in `Model::ascii_pairs`: its byte for ASCII, 128 for `▁`.
+pub(crate) const ASCII_PAIR_SPACE: u8 = 128;
+/// Codes of one-character symbols in `Model::ascii_pairs` (ASCII and `▁`).
+const ASCII_PAIR_CODES: usize = 129;
+/// Not a one-character ASCII or `▁` symbol: not in `Model::ascii_pairs`.
+pub(crate) const NOT_ASCII_PAIR: u8 = u8::MAX;
+
+/// Where the pair of two one-character symbols of these codes is in `Model::ascii_pairs`.
+#[inline(always)]
+pub(crate) fn ascii_pair_index(left: u8, right: u8) -> usize {
+    usize::from(left) * ASCII_PAIR_CODES + usize::from(right)
+}
+
+/// `Model::ascii_pairs` from the symbols and merges.
+fn ascii_pair_table(
+    ascii_sym: &[u32; 128],
+    char_sym: &FxHashMap<char, u32>,
+    merges: &FxHashMap<u64, (u32, f32)>,
+) -> Box<[(u32, f32)]> {
+    let sym = |code: usize| match code {
+        0..=127 => ascii_sym[code],
+        _ => char_sym.get(&SPACE_SYMBOL).copied().unwrap_or(NO_SYM),
+    };
+    let mut table = vec![(NO_SYM, 0.0); ASCII_PAIR_CODES * ASCII_PAIR_CODES];
+    for l in 0..ASCII_PAIR_CODES {
+        for r in 0..ASCII_PAIR_CODES {
+            let (a, b) = (sym(l), sym(r));
+            if a != NO_SYM && b != NO_SYM {
+                if let Some(&merge) = merges.get(&pair_key(a, b)) {
+                    table[l * ASCII_PAIR_CODES + r] = merge;
+                }
+            }
+        }
+    }
+    table.into_boxed_slice()
 }
 
 fn byte_piece(b: u8) -> String {
@@ -405,6 +447,7 @@ impl Model {
             ascii_sym: [NO_SYM; 128],
             char_sym: FxHashMap::default(),
             merges: FxHashMap::default(),
+            ascii_pairs: Box::default(),
             user_defined,
             user_defined_first,
             has_unused,
@@ -413,6 +456,7 @@ impl Model {
             Some(tables) => tables,
             None => MergeTables::derive(&model),
         };
+        model.ascii_pairs = ascii_pair_table(&tables.ascii_sym, &tables.char_sym, &tables.merges);
         model.ascii_sym = tables.ascii_sym;
         model.char_sym = tables.char_sym;
         model.merges = tables.merges;
@@ -487,6 +531,7 @@ impl Model {
             char_sym,
             piece_len,
             merges,
+            ascii_pairs,
             reserved_chars,
             user_defined,
             user_defined_first,
@@ -512,6 +557,7 @@ impl Model {
         assert_eq!(char_sym, &other.char_sym);
         assert_eq!(piece_len, &other.piece_len);
         assert_eq!(merges, &other.merges);
+        assert_eq!(ascii_pairs, &other.ascii_pairs);
         assert_eq!(reserved_chars, &other.reserved_chars);
         assert_eq!(user_defined, &other.user_defined);
         assert_eq!(user_defined_first, &other.user_defined_first);
