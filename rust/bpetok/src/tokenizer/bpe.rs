@@ -628,6 +628,17 @@ impl EncoderTables {
         }
     }
 
+    /// The ids of `key` in the seed cache, whose look-up is skipped when the filter says the key
+    /// is not there.
+    #[inline(always)]
+    fn seeded(&self, key: &SegmentKey) -> Option<&[u32]> {
+        if self.may_be_seeded(key) {
+            self.seed_cache.get(key)
+        } else {
+            None
+        }
+    }
+
     /// Whether `key` may be in the seed cache (`false`: it is not).
     #[inline(always)]
     fn may_be_seeded(&self, key: &SegmentKey) -> bool {
@@ -1113,10 +1124,8 @@ fn encode_raw_segment(
     let key = segment_key(text.as_bytes(), start, end, prefix);
     if let Some(key) = &key {
         // Most segments are pieces (the shared seed); the rest were seen by this worker.
-        if tables.may_be_seeded(key) {
-            if let Some(ids) = tables.seed_cache.get(key) {
-                return push_ids(out, ids);
-            }
+        if let Some(ids) = tables.seeded(key) {
+            return push_ids(out, ids);
         }
         if let Some(ids) = ws.short_cache.get(key) {
             return push_ids(out, ids);

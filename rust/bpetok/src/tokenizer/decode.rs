@@ -395,14 +395,15 @@ impl Decoder {
         first_out_of_range(self.entries.len(), ids)?;
         let table = self.utf16.get_or_init(|| Utf16Table::new(self));
         units.reserve(ids.len() * 2 + 64);
-        let (mut head, mut run) = (Vec::new(), Vec::new());
-        let i = self.push_head(ids, &mut head, &mut run);
+        // The head as UTF-8 in `utf8`, which then holds each byte run's UTF-8 in turn.
+        let (mut utf8, mut run) = (Vec::new(), Vec::new());
+        let i = self.push_head(ids, &mut utf8, &mut run);
         units.extend(
-            std::str::from_utf8(&head)
+            std::str::from_utf8(&utf8)
                 .expect("decoded text is UTF-8")
                 .encode_utf16(),
         );
-        self.push_pieces16(table, &ids[i..], units, &mut run);
+        self.push_pieces16(table, &ids[i..], units, (&mut run, &mut utf8));
         Ok(())
     }
 
@@ -412,12 +413,12 @@ impl Decoder {
         table: &Utf16Table,
         ids: &[u32],
         units: &mut Vec<u16>,
-        run: &mut Vec<u8>,
+        scratch: (&mut Vec<u8>, &mut Vec<u8>),
     ) {
+        let (run, utf8) = scratch;
         let mut out = std::mem::take(units);
         let mut pos = out.len();
         let mut i = 0;
-        let mut utf8 = Vec::new();
         while let Some(&id) = ids.get(i) {
             if pos + 8 > out.len() {
                 out.resize(pos + ROOM / 2, 0);
@@ -429,7 +430,7 @@ impl Decoder {
                 pos += usize::from(len);
                 i += 1;
             } else {
-                (i, pos) = self.push_other16(table, ids, i, &mut out, pos, (run, &mut utf8));
+                (i, pos) = self.push_other16(table, ids, i, &mut out, pos, (&mut *run, &mut *utf8));
             }
         }
         out.truncate(pos);
@@ -452,7 +453,7 @@ impl Decoder {
         if entry.len() == u16::from(LONG) {
             let index = usize::from(entry.units[0]) | usize::from(entry.units[1]) << 16;
             let (start, end) = table.long[index];
-            put16(out, &mut pos, &table.long_units[start..end]);
+            put(out, &mut pos, &table.long_units[start..end]);
             return (i + 1, pos);
         }
         let (run, utf8) = scratch;
@@ -620,22 +621,13 @@ fn threads_for(lengths: impl Iterator<Item = usize>, requested: usize) -> usize 
 /// Room made at a time at the end of the text [`Decoder::push_pieces`] writes, in bytes.
 const ROOM: usize = 4096;
 
-/// [`put`] for UTF-16 code units.
-fn put16(out: &mut Vec<u16>, pos: &mut usize, units: &[u16]) {
-    let end = *pos + units.len();
+/// Writes `items` (bytes of UTF-8 or units of UTF-16) at `out[*pos..]`, making room (zeros, about
+/// [`ROOM`] bytes at a time) as needed, and moves `*pos` past them.
+fn put<T: Copy + Default>(out: &mut Vec<T>, pos: &mut usize, items: &[T]) {
+    let end = *pos + items.len();
     if end > out.len() {
-        out.resize(end + ROOM / 2, 0);
+        out.resize(end + ROOM / std::mem::size_of::<T>(), T::default());
     }
-    out[*pos..end].copy_from_slice(units);
-    *pos = end;
-}
-
-/// Writes `bytes` at `out[*pos..]`, making room (zeros) as needed, and moves `*pos` past them.
-fn put(out: &mut Vec<u8>, pos: &mut usize, bytes: &[u8]) {
-    let end = *pos + bytes.len();
-    if end > out.len() {
-        out.resize(end + ROOM, 0);
-    }
-    out[*pos..end].copy_from_slice(bytes);
+    out[*pos..end].copy_from_slice(items);
     *pos = end;
 }
