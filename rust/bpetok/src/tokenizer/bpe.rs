@@ -269,6 +269,76 @@ impl SmallCache {
         self.len = 0;
         self.arena.clear();
     }
+
+    /// The table as bytes, little-endian: the number of buckets, every slot in order (`lo`,
+    /// `hi`, `value`: 16 bytes), the arena's length and its words. `recorded` reads them back
+    /// into the same table, slot for slot.
+    #[cfg(test)]
+    fn record(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 64 * self.buckets.len() + 4 * self.arena.len());
+        out.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
+        for slot in self.buckets.iter().flat_map(|bucket| &bucket.0) {
+            out.extend_from_slice(&slot.lo.to_le_bytes());
+            out.extend_from_slice(&slot.hi.to_le_bytes());
+            out.extend_from_slice(&slot.value.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.arena.len() as u32).to_le_bytes());
+        self.arena
+            .iter()
+            .for_each(|word| out.extend_from_slice(&word.to_le_bytes()));
+        out
+    }
+
+    /// The table `record` wrote, or `None` if `bytes` cannot be one: a number of buckets that is
+    /// not a power of two of at least 16, a table more than 3/4 full (a search must end at a free
+    /// slot), a value in the arena that is not there, or bytes left over.
+    fn recorded(bytes: &[u8]) -> Option<Self> {
+        let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+        let n = word(0)? as usize;
+        if n < 16 || !n.is_power_of_two() {
+            return None;
+        }
+        let slots_end = 4 + n.checked_mul(64)?;
+        let arena_len = word(slots_end)? as usize;
+        if bytes.len() != slots_end + 4 + arena_len.checked_mul(4)? {
+            return None;
+        }
+        let arena: Vec<u32> = bytes[slots_end + 4..]
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let mut buckets = vec![SmallBucket::default(); n];
+        let mut len = 0;
+        for (slot, b) in buckets
+            .iter_mut()
+            .flat_map(|bucket| &mut bucket.0)
+            .zip(bytes[4..slots_end].chunks_exact(16))
+        {
+            let (lo, rest) = b.split_at(8);
+            let (hi, value) = rest.split_at(4);
+            *slot = SmallSlot {
+                lo: u64::from_le_bytes(lo.try_into().ok()?),
+                hi: u32::from_le_bytes(hi.try_into().ok()?),
+                value: u32::from_le_bytes(value.try_into().ok()?),
+            };
+            if slot.hi != 0 {
+                len += 1;
+                if slot.value & IN_ARENA != 0 {
+                    let at = (slot.value & !IN_ARENA) as usize;
+                    let count = *arena.get(at)? as usize;
+                    arena.get(at + 1..at.checked_add(1 + count)?)?;
+                }
+            }
+        }
+        if 4 * len > 3 * 4 * n {
+            return None;
+        }
+        Some(Self {
+            buckets,
+            len,
+            arena,
+        })
+    }
 }
 
 /// Ids of short segments by their raw bytes: those of up to `MAX_SMALL_KEY_LEN` bytes in a
@@ -304,19 +374,6 @@ impl SegmentCache {
                 }
                 self.short.insert(key, ids);
             }
-        }
-    }
-
-    /// Room for `n` keys of each kind without growing.
-    fn reserve(&mut self, small: usize, short: usize) {
-        self.small.reserve(small);
-        self.short.map.reserve(short);
-    }
-
-    /// Inserts the ids of a raw segment (with or without the dummy prefix), if it is short.
-    fn insert_raw(&mut self, raw: &[u8], prefix: bool, ids: &[u32]) {
-        if let Some(key) = segment_key(raw, 0, raw.len(), prefix) {
-            self.insert(key, ids, false);
         }
     }
 }
@@ -510,14 +567,18 @@ pub(crate) struct EncoderTables {
 }
 
 /// The tables of `EncoderTables` that cost the most to derive: `self_encoding` and `char_info`
-/// (by running the plain algorithm over the vocabulary) and the two bigram tables (from every
-/// character of every piece).
+/// (by running the plain algorithm over the vocabulary), the two bigram tables (from every
+/// character of every piece), and the seed's table of small keys (`SmallCache::recorded`), which
+/// is read from the bytes it was recorded in at the first encoding instead of being made by
+/// inserting the pieces one by one.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct RecordedTables {
+pub(crate) struct RecordedTables<'a> {
     pub(crate) raw_ascii_bigrams: Box<[bool]>,
     pub(crate) other_bigrams: FxHashSet<u64>,
     pub(crate) self_encoding: Vec<bool>,
     pub(crate) char_info: Box<[u32]>,
+    /// `SmallCache::record` of the seed's small table, if it was recorded.
+    pub(crate) seed_small: Option<&'a [u8]>,
 }
 
 /// Bits of `EncoderTables::seed_filter` (64 KiB: eleven bits per small seed key).
@@ -559,7 +620,7 @@ impl EncoderTables {
     /// themselves, and `char_info`, both by running the plain algorithm) taken from `recorded`
     /// instead: the tables of the embedded model, recorded beside it (see `snapshot`), which the
     /// tests check against the derivation. Recorded tables of the wrong size are ignored.
-    pub(crate) fn build_with(model: &Model, recorded: Option<RecordedTables>) -> Self {
+    pub(crate) fn build_with(model: &Model, recorded: Option<RecordedTables<'_>>) -> Self {
         let recorded = recorded.filter(|r| {
             r.self_encoding.len() == model.vocab_size()
                 && r.char_info.len() == CHAR_TABLE_LEN
@@ -572,6 +633,7 @@ impl EncoderTables {
             other_bigrams,
             self_encoding,
             char_info,
+            seed_small,
         } = match recorded {
             Some(recorded) => recorded,
             None => {
@@ -581,6 +643,7 @@ impl EncoderTables {
                     other_bigrams,
                     self_encoding: self_encoding_pieces(model, &mut ws),
                     char_info: char_info_table(model),
+                    seed_small: None,
                 }
             }
         };
@@ -590,16 +653,33 @@ impl EncoderTables {
         let mut seed_cache = SegmentCache::default();
         if !model.has_unused {
             // Up to two keys per piece (with and without the dummy prefix), nearly all small
-            // (46,475 of 47,503 for the Mistral vocabularies).
+            // (46,475 of 47,503 for the Mistral vocabularies). Their table, recorded, is read as
+            // it was made: the inserts in random places of 1 MiB were most of a first
+            // encoding's 2-3 ms, on every thread of a first batch at once.
             let pieces = model.vocab_size();
-            seed_cache.reserve(pieces + pieces / 2, pieces / 16);
+            let small = seed_small.and_then(SmallCache::recorded);
+            let small_recorded = small.is_some();
+            match small {
+                Some(small) => seed_cache.small = small,
+                None => seed_cache.small.reserve(pieces + pieces / 2),
+            }
+            seed_cache.short.map.reserve(pieces / 16);
             let mut raw = Vec::new();
             for (text, id) in model.mergeable_pieces() {
-                if self_encoding[id as usize] {
-                    raw_text(text, &mut raw);
-                    seed_cache.insert_raw(&raw, false, &[id]);
-                    if let Some(rest) = raw.strip_prefix(b" ") {
-                        seed_cache.insert_raw(rest, true, &[id]);
+                // A piece's raw text is at most as long as the piece's: when it is small, so are
+                // both of its keys, already in a recorded table.
+                if !self_encoding[id as usize]
+                    || (small_recorded && text.len() <= MAX_SMALL_KEY_LEN)
+                {
+                    continue;
+                }
+                raw_text(text, &mut raw);
+                let with_prefix = raw.strip_prefix(b" ").map(|rest| (rest, true));
+                for (raw, prefix) in std::iter::once((&raw[..], false)).chain(with_prefix) {
+                    match segment_key(raw, 0, raw.len(), prefix) {
+                        Some(SegmentKey::Small(_)) if small_recorded => {}
+                        Some(key) => seed_cache.insert(key, &[id], false),
+                        None => {}
                     }
                 }
             }
@@ -651,15 +731,23 @@ impl EncoderTables {
         }
     }
 
-    /// The tables `build_with` can take instead of deriving them.
+    /// The tables `build_with` can take instead of deriving them, but for the seed's small
+    /// table, whose record is `seed_small_record`.
     #[cfg(test)]
-    pub(crate) fn recorded(&self) -> RecordedTables {
+    pub(crate) fn recorded(&self) -> RecordedTables<'static> {
         RecordedTables {
             raw_ascii_bigrams: self.raw_ascii_bigrams.clone(),
             other_bigrams: self.other_bigrams.clone(),
             self_encoding: self.self_encoding.clone(),
             char_info: self.char_info.clone(),
+            seed_small: None,
         }
+    }
+
+    /// The bytes `RecordedTables::seed_small` takes: the seed's small table as it is.
+    #[cfg(test)]
+    pub(crate) fn seed_small_record(&self) -> Vec<u8> {
+        self.seed_cache.small.record()
     }
 
     /// Panics unless `self` and `other` agree in every field.
@@ -1910,6 +1998,50 @@ mod tests {
         }
         // "▁t", "he", "in", ...: 1,492 of the 16,641 pairs are merges in Mixtral's vocabulary.
         assert!(merges > 1_000, "{merges}");
+    }
+
+    /// A small table read back from its record is the same table, slot for slot (its arena
+    /// too); a record that could make a search run past every slot, or point outside the arena,
+    /// or is cut, is refused.
+    #[test]
+    fn a_small_table_reads_back_from_its_record_and_a_bad_record_is_refused() {
+        let seed = &tables().seed_cache.small;
+        assert_eq!(SmallCache::recorded(&seed.record()).as_ref(), Some(seed));
+        let mut table = SmallCache::default();
+        for n in 1..=40u64 {
+            let ids: Vec<u32> = (0..(n % 3) as u32 + 1).collect();
+            table.insert(SmallKey { lo: n, hi: 1 << 24 }, &ids);
+        }
+        let record = table.record();
+        assert_eq!(SmallCache::recorded(&record).as_ref(), Some(&table));
+        for cut in [0, 3, 4, 100, record.len() - 1] {
+            assert!(
+                SmallCache::recorded(&record[..cut]).is_none(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = record.clone();
+        longer.push(0);
+        assert!(SmallCache::recorded(&longer).is_none());
+        // A bucket count that is not a power of two.
+        let mut odd = record.clone();
+        odd[..4].copy_from_slice(&(table.buckets.len() as u32 + 1).to_le_bytes());
+        assert!(SmallCache::recorded(&odd).is_none());
+        // Every slot taken: a search for a key that is not there would never end.
+        let mut full = record.clone();
+        for slot in full[4..4 + 64 * table.buckets.len()].chunks_exact_mut(16) {
+            slot[8..12].copy_from_slice(&(1u32 << 24).to_le_bytes());
+            slot[12..16].copy_from_slice(&7u32.to_le_bytes());
+        }
+        assert!(SmallCache::recorded(&full).is_none());
+        // A value in the arena beyond its end.
+        let mut outside = record;
+        let slot = (0..table.buckets.len() * 4)
+            .find(|&i| table.buckets[i / 4].0[i % 4].value & IN_ARENA != 0)
+            .expect("a key of several ids");
+        let at = 4 + 16 * slot + 12;
+        outside[at..at + 4].copy_from_slice(&(IN_ARENA | 1_000_000).to_le_bytes());
+        assert!(SmallCache::recorded(&outside).is_none());
     }
 
     #[test]

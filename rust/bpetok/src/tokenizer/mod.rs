@@ -58,7 +58,7 @@ pub struct Tokenizer {
     /// encoding: decoding needs none of them, and they are half of the embedded model's load.
     tables: OnceLock<EncoderTables>,
     /// A snapshot's recorded tables, which `tables` is built from.
-    recorded: Option<RecordedTables>,
+    recorded: Option<RecordedTables<'static>>,
     model_bytes: Cow<'static, [u8]>,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -85,7 +85,7 @@ impl Tokenizer {
     }
 
     /// The tokenizer of `model_bytes` from its recorded snapshot (`None` if it is not one).
-    fn from_snapshot(snapshot: &[u8], model_bytes: &'static [u8]) -> Option<Self> {
+    fn from_snapshot(snapshot: &'static [u8], model_bytes: &'static [u8]) -> Option<Self> {
         let snapshot::Snapshot {
             spec,
             merges,
@@ -101,7 +101,7 @@ impl Tokenizer {
 
     fn from_parts(
         model: Model,
-        recorded: Option<RecordedTables>,
+        recorded: Option<RecordedTables<'static>>,
         model_bytes: Cow<'static, [u8]>,
     ) -> Self {
         Self {
