@@ -433,6 +433,45 @@ def test_bad_num_threads_raises_value_error(vocab: Vocab, num_threads: int) -> N
         vocab.tok.decode_batch([[5]], num_threads=num_threads)
 
 
+def _more_than_65536_pieces(m: Any) -> None:
+    """Appends NORMAL pieces of lowercase letters (with and without the leading ``▁``) below every
+    score until the vocabulary has 70,000 pieces; most are reachable by merges."""
+    have = {p.piece for p in m.pieces}
+    low = min(p.score for p in m.pieces)
+    letters = "etaoinshrdlucmfwypvbgkqjxz"
+    words = ("".join(w) for n in (3, 4) for w in itertools.product(letters, repeat=n))
+    for word in words:
+        for piece in ("\u2581" + word, word):
+            if len(m.pieces) >= 70_000:
+                return
+            if piece not in have:
+                low -= 1.0
+                m.pieces.add(piece=piece, score=low, type=1)
+
+
+def test_a_vocabulary_over_65536_pieces_gives_its_ids_as_uint32_in_every_batch_form(mixtral: Vocab) -> None:
+    """Past 65,536 pieces ids are uint32: into numpy (each text's ids packed by the thread that
+    encoded it, then copied), on one thread and two, equal to sentencepiece's, ids above 65,535
+    included."""
+    data = modified_model(mixtral.path, _more_than_65536_pieces)
+    tok = bpetok.Tokenizer.from_bytes(data)
+    sp = spm.SentencePieceProcessor(model_proto=data)
+    assert tok.vocab_size() == sp.get_piece_size() == 70_000
+    assert tok.dtype == np.uint32
+    rng = random.Random(11)
+    texts = [
+        " ".join("".join(rng.choice("etaoinshrdlu") for _ in range(rng.randrange(2, 9))) for _ in range(n))
+        for n in [rng.randrange(1, 4000) for _ in range(40)]
+    ]
+    expected = sp.encode(texts)
+    assert max(max(ids) for ids in expected) > 65_535
+    for threads in (1, 2):
+        flat, offsets = tok.encode_batch_to_numpy(texts, num_threads=threads)
+        assert flat.dtype == np.uint32
+        assert [flat[a:b].tolist() for a, b in itertools.pairwise(offsets)] == expected
+        assert tok.encode_batch(texts, num_threads=threads) == expected
+
+
 # ---- bad models -----------------------------------------------------------------------------------------
 
 

@@ -336,36 +336,71 @@ const MIN_PARALLEL_PACK_BYTES: usize = 1 << 22;
 
 /// Writes `parts`, one after another, into `out` (exactly their ids' size) as little-endian ids
 /// of `itemsize` bytes (2 or 4: the tokenizer's [`bpetok::Tokenizer::id_bytes`]), on up to
-/// `num_threads` threads taking parts in turn, so that the pages of a huge output are first
-/// touched, and filled, in parallel. Every byte of `out` is written.
+/// `num_threads` threads taking parts in turn (see [`fill_parts`]). Every byte of `out` is
+/// written.
 fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [MaybeUninit<u8>], num_threads: usize) {
+    fill_parts(
+        parts,
+        |ids| ids.len() * itemsize,
+        |ids, out| pack_ids(ids, itemsize, out),
+        out,
+        num_threads,
+    );
+}
+
+/// `ids` as little-endian ids of `itemsize` bytes (2 or 4) into `out`, exactly their size.
+fn pack_ids(ids: &[u32], itemsize: usize, out: &mut [MaybeUninit<u8>]) {
+    if itemsize == 2 {
+        for (dst, &id) in out.chunks_exact_mut(2).zip(ids) {
+            put(dst, &(id as u16).to_le_bytes());
+        }
+    } else {
+        for (dst, &id) in out.chunks_exact_mut(4).zip(ids) {
+            put(dst, &id.to_le_bytes());
+        }
+    }
+}
+
+/// Writes `bytes` at the start of `dst` (a copy: the compiler makes the loop a `memcpy`).
+fn put(dst: &mut [MaybeUninit<u8>], bytes: &[u8]) {
+    for (d, &b) in dst.iter_mut().zip(bytes) {
+        d.write(b);
+    }
+}
+
+/// `ids` packed as [`pack_ids`] does, into a new vector of exactly their size.
+fn packed(ids: &[u32], itemsize: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * itemsize);
+    if itemsize == 2 {
+        out.extend(ids.iter().flat_map(|&id| (id as u16).to_le_bytes()));
+    } else {
+        out.extend(ids.iter().flat_map(|&id| id.to_le_bytes()));
+    }
+    out
+}
+
+/// Writes `parts`, one after another, into `out` (exactly the sum of their `size`s), each by
+/// `write(part, its slice of out)`, on up to `num_threads` threads taking parts in turn, so that
+/// the pages of a huge output are first touched, and filled, in parallel.
+fn fill_parts<P: Sync>(
+    parts: &[P],
+    size: impl Fn(&P) -> usize,
+    write: impl Fn(&P, &mut [MaybeUninit<u8>]) + Sync,
+    out: &mut [MaybeUninit<u8>],
+    num_threads: usize,
+) {
     let mut jobs = Vec::with_capacity(parts.len());
     let mut rest = out;
-    for &ids in parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(ids.len() * itemsize);
-        jobs.push((ids, head));
+    for part in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(size(part));
+        jobs.push((part, head));
         rest = tail;
     }
-    fn put(dst: &mut [MaybeUninit<u8>], bytes: &[u8]) {
-        for (d, &b) in dst.iter_mut().zip(bytes) {
-            d.write(b);
-        }
-    }
-    let pack = |(ids, out): (&[u32], &mut [MaybeUninit<u8>])| {
-        if itemsize == 2 {
-            for (dst, &id) in out.chunks_exact_mut(2).zip(ids) {
-                put(dst, &(id as u16).to_le_bytes());
-            }
-        } else {
-            for (dst, &id) in out.chunks_exact_mut(4).zip(ids) {
-                put(dst, &id.to_le_bytes());
-            }
-        }
-    };
+    let fill = |(part, out): (&P, &mut [MaybeUninit<u8>])| write(part, out);
     let threads = num_threads.min(jobs.len());
     let total: usize = jobs.iter().map(|(_, out)| out.len()).sum();
     if threads <= 1 || total < MIN_PARALLEL_PACK_BYTES {
-        jobs.into_iter().for_each(pack);
+        jobs.into_iter().for_each(fill);
         return;
     }
     let queue = std::sync::Mutex::new(jobs.into_iter());
@@ -375,7 +410,7 @@ fn pack_parts(parts: &[&[u32]], itemsize: usize, out: &mut [MaybeUninit<u8>], nu
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .next();
         match job {
-            Some(job) => pack(job),
+            Some(job) => fill(job),
             None => break,
         }
     };
@@ -540,6 +575,34 @@ impl PyTokenizer {
         Ok((data, PyByteArray::new(py, &offsets)))
     }
 
+    /// [`Self::flat_output`] for texts whose ids are packed already (see [`packed`]): the
+    /// bytearray is their bytes one after another, copied on up to `num_threads` threads.
+    fn flat_packed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &[Vec<u8>],
+        num_threads: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let itemsize = self.inner.id_bytes();
+        let mut offsets = Vec::with_capacity((texts.len() + 1) * 8);
+        let mut end = 0i64;
+        offsets.extend_from_slice(&end.to_le_bytes());
+        for bytes in texts {
+            end += (bytes.len() / itemsize) as i64;
+            offsets.extend_from_slice(&end.to_le_bytes());
+        }
+        let data = filled_bytearray(py, end as usize * itemsize, |buf| {
+            fill_parts(
+                texts,
+                Vec::len,
+                |bytes, out| put(out, bytes),
+                buf,
+                num_threads,
+            );
+        })?;
+        Ok((data, PyByteArray::new(py, &offsets)))
+    }
+
     /// How many threads encode `list` with its reading overlapped (see [`TextsRead`]): 0 when
     /// it is read first instead, because there are fewer texts than threads (a long one may be
     /// cut and given every thread) or the batch is worth one thread only. The texts' lengths in
@@ -562,7 +625,7 @@ impl PyTokenizer {
         py: Python<'_>,
         list: &Bound<'_, PyList>,
         threads: usize,
-        each: impl Fn(&mut bpetok::Encoder<'_>, &[u8]) -> R + Sync,
+        each: impl Fn(&mut bpetok::Encoder<'_>, &[u8], &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
         let n = list.len();
         let read = TextsRead::new(n);
@@ -571,8 +634,10 @@ impl PyTokenizer {
         let tok = &self.inner;
         let work = || {
             let mut encoder = tok.encoder();
+            // The thread's scratch vector, for `each` to reuse from one text to the next.
+            let mut scratch = Vec::new();
             while let Some((i, text)) = read.take() {
-                let _ = results[i].set(each(&mut encoder, text));
+                let _ = results[i].set(each(&mut encoder, text, &mut scratch));
             }
         };
         let outcome = std::thread::scope(|scope| {
@@ -775,7 +840,7 @@ impl PyTokenizer {
             let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
             py.detach(|| self.inner.count_batch(&slices, num_threads))
         } else {
-            self.overlapped(py, texts, threads, |encoder, text| encoder.count(text))?
+            self.overlapped(py, texts, threads, |encoder, text, _| encoder.count(text))?
         };
         let data: Vec<u8> = counts
             .into_iter()
@@ -849,16 +914,34 @@ impl PyTokenizer {
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let threads = self.overlapped_threads(texts, num_threads);
+        let itemsize = self.inner.id_bytes();
+        // Each text's ids are encoded into the thread's scratch vector and kept packed (half
+        // the memory of the ids for a uint16 vocabulary, and touched once): a vector of ids
+        // per text grew as it was filled (Chinese gives more ids per byte than it reserved)
+        // and was most of a first call's page faults.
+        let encode_packed = |encoder: &mut bpetok::Encoder<'_>, text: &[u8], ids: &mut Vec<u32>| {
+            ids.clear();
+            encoder.encode_bytes_into(text, add_bos, add_eos, ids);
+            packed(ids, itemsize)
+        };
         if threads == 0 {
             let texts = read_texts(texts)?;
             let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-            return self.flat_batch(py, &slices, add_bos, add_eos, num_threads);
+            if num_threads > 1 && slices.len() < num_threads {
+                // Fewer texts than threads: a long one is cut and given every thread.
+                return self.flat_batch(py, &slices, add_bos, add_eos, num_threads);
+            }
+            let batch = py.detach(|| {
+                let (mut encoder, mut ids) = (self.inner.encoder(), Vec::new());
+                slices
+                    .iter()
+                    .map(|text| encode_packed(&mut encoder, text, &mut ids))
+                    .collect::<Vec<_>>()
+            });
+            return self.flat_packed(py, &batch, 1);
         }
-        let batch = self.overlapped(py, texts, threads, |encoder, text| {
-            encoder.encode_bytes(text, add_bos, add_eos)
-        })?;
-        let parts: Vec<Vec<&[u32]>> = batch.iter().map(|ids| vec![ids.as_slice()]).collect();
-        self.flat_output(py, &parts, num_threads)
+        let batch = self.overlapped(py, texts, threads, encode_packed)?;
+        self.flat_packed(py, &batch, num_threads)
     }
 
     fn decode<'py>(

@@ -172,17 +172,29 @@ impl Tokenizer {
         add_bos: bool,
         add_eos: bool,
     ) -> Vec<u32> {
-        let text = text.valid();
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_with_into(ws, text, add_bos, add_eos, &mut ids);
+        ids
+    }
+
+    /// `encode_with`, appending the ids to `ids`.
+    fn encode_with_into(
+        &self,
+        ws: &mut Workspace,
+        text: Text<'_>,
+        add_bos: bool,
+        add_eos: bool,
+        ids: &mut Vec<u32>,
+    ) {
+        let text = text.valid();
         if add_bos {
             ids.extend(self.model.bos_id);
         }
-        bpe::encode_text(&self.model, self.tables(), &text, ws, &mut ids);
+        bpe::encode_text(&self.model, self.tables(), &text, ws, ids);
         if add_eos {
             ids.extend(self.model.eos_id);
         }
         ws.release_large_buffers();
-        ids
     }
 
     /// [`Tokenizer::encode_bytes`] on up to `num_threads` threads for one long text: a text of at
@@ -648,6 +660,20 @@ impl Encoder<'_> {
     /// [`Tokenizer::encode_bytes`] with this encoder's scratch space.
     pub fn encode_bytes(&mut self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<u32> {
         self.encode_text(Text::Bytes(text), add_bos, add_eos)
+    }
+
+    /// [`Encoder::encode_bytes`], appending the ids to `ids` instead of returning a new vector:
+    /// for a caller that turns each text's ids into something else (packed into an output
+    /// buffer, say) and reuses one vector for all of them, so that its memory is touched once.
+    pub fn encode_bytes_into(
+        &mut self,
+        text: &[u8],
+        add_bos: bool,
+        add_eos: bool,
+        ids: &mut Vec<u32>,
+    ) {
+        let tokenizer = self.tokenizer;
+        tokenizer.encode_with_into(self.workspace(), Text::Bytes(text), add_bos, add_eos, ids);
     }
 
     /// [`Tokenizer::encode_parallel`] for a pipeline's encoding thread: a text of at least
