@@ -361,6 +361,19 @@ fn pack_ids(ids: &[u32], itemsize: usize, out: &mut [MaybeUninit<u8>]) {
     }
 }
 
+/// The `len + 1` little-endian int64 offsets of texts of `lengths` ids each, one after another
+/// (0 first), and the number of ids in all.
+fn offsets_of(lengths: impl ExactSizeIterator<Item = usize>) -> (Vec<u8>, usize) {
+    let mut offsets = Vec::with_capacity((lengths.len() + 1) * 8);
+    let mut end = 0usize;
+    offsets.extend_from_slice(&0i64.to_le_bytes());
+    for len in lengths {
+        end += len;
+        offsets.extend_from_slice(&(end as i64).to_le_bytes());
+    }
+    (offsets, end)
+}
+
 /// Writes `bytes` at the start of `dst` (a copy: the compiler makes the loop a `memcpy`).
 fn put(dst: &mut [MaybeUninit<u8>], bytes: &[u8]) {
     for (d, &b) in dst.iter_mut().zip(bytes) {
@@ -561,15 +574,13 @@ impl PyTokenizer {
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let itemsize = self.inner.id_bytes();
-        let mut offsets = Vec::with_capacity((texts.len() + 1) * 8);
-        let mut end = 0i64;
-        offsets.extend_from_slice(&end.to_le_bytes());
-        for parts in texts {
-            end += parts.iter().map(|ids| ids.len()).sum::<usize>() as i64;
-            offsets.extend_from_slice(&end.to_le_bytes());
-        }
+        let (offsets, end) = offsets_of(
+            texts
+                .iter()
+                .map(|parts| parts.iter().map(|ids| ids.len()).sum()),
+        );
         let parts: Vec<&[u32]> = texts.iter().flatten().copied().collect();
-        let data = filled_bytearray(py, end as usize * itemsize, |buf| {
+        let data = filled_bytearray(py, end * itemsize, |buf| {
             pack_parts(&parts, itemsize, buf, num_threads);
         })?;
         Ok((data, PyByteArray::new(py, &offsets)))
@@ -584,14 +595,8 @@ impl PyTokenizer {
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
         let itemsize = self.inner.id_bytes();
-        let mut offsets = Vec::with_capacity((texts.len() + 1) * 8);
-        let mut end = 0i64;
-        offsets.extend_from_slice(&end.to_le_bytes());
-        for bytes in texts {
-            end += (bytes.len() / itemsize) as i64;
-            offsets.extend_from_slice(&end.to_le_bytes());
-        }
-        let data = filled_bytearray(py, end as usize * itemsize, |buf| {
+        let (offsets, end) = offsets_of(texts.iter().map(|bytes| bytes.len() / itemsize));
+        let data = filled_bytearray(py, end * itemsize, |buf| {
             fill_parts(
                 texts,
                 Vec::len,
