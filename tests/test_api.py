@@ -361,6 +361,27 @@ def test_lone_surrogate_in_a_batch_read_while_encoding(vocab: Vocab, num_threads
     assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == expected
 
 
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+def test_a_batch_with_several_bad_texts_raises_for_the_first_in_the_list(
+    vocab: Vocab, num_threads: int
+) -> None:
+    """The threads of a batch take texts from their own stretch of the list, so its texts are
+    read to UTF-8 in that order rather than the list's; the error is still the first bad text's
+    in list order: here text 10's (a lone surrogate at position 3) rather than text 45's (one at
+    position 0), which is read first on three threads."""
+    texts = [f"{i} " + TEXTS[i % len(TEXTS)] * 50 for i in range(60)]
+    assert sum(map(len, texts)) > 200_000  # worth every thread
+    texts[10] = "abc\ud800"
+    texts[45] = "\ud800xyz"
+    for call in (vocab.tok.encode_batch, vocab.tok.encode_batch_to_numpy, vocab.tok.count_batch):
+        with pytest.raises(UnicodeEncodeError, match="position 3"):
+            call(texts, num_threads=num_threads)
+    texts[10] = "fine again"
+    for call in (vocab.tok.encode_batch, vocab.tok.encode_batch_to_numpy, vocab.tok.count_batch):
+        with pytest.raises(UnicodeEncodeError, match="position 0"):
+            call(texts, num_threads=num_threads)
+
+
 def test_module_encode_lone_surrogate_raises_unicode_encode_error() -> None:
     for text in SURROGATE_TEXTS:
         with pytest.raises(UnicodeEncodeError, match="surrogate"):

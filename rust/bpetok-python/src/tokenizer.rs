@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use pyo3::exceptions::PyTypeError;
@@ -264,41 +264,51 @@ fn push_strs<'py>(
 struct TextsRead {
     texts: Vec<std::sync::OnceLock<TextArg>>,
     failed: AtomicBool,
-    /// The next text an encoder takes (see [`Self::take`]).
-    next: AtomicUsize,
+    /// Which text an encoder takes next (see [`Self::take`]).
+    claims: bpetok::Claims,
 }
 
 impl TextsRead {
-    fn new(n: usize) -> Self {
+    /// `n` texts for `workers` encoders.
+    fn new(n: usize, workers: usize) -> Self {
         Self {
             texts: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
             failed: AtomicBool::new(false),
-            next: AtomicUsize::new(0),
+            claims: bpetok::Claims::new(n, workers),
         }
     }
 
-    /// The next text no encoder has taken, with its index, once it is read; `None` when every
-    /// text is taken or reading stopped before this one.
-    fn take(&self) -> Option<(usize, &[u8])> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        if i >= self.texts.len() {
-            return None;
-        }
+    /// The region of the reading thread, which encodes only once every text is read: the last
+    /// (the others' encoders start on theirs at once).
+    fn reader_home(&self) -> usize {
+        self.claims.workers() - 1
+    }
+
+    /// The next text no encoder has taken for the encoder of region `home` (see
+    /// [`bpetok::Claims`]), with its index, once it is read; `None` when every text is taken or
+    /// reading stopped before this one.
+    fn take(&self, home: usize) -> Option<(usize, &[u8])> {
+        let i = self.claims.next(home)?;
         self.wait(i).map(|text| (i, text))
     }
 
-    /// Reads every item of `list`, in order, each made visible to [`Self::wait`] at once. Stops
-    /// at the first item that is not a text with a UTF-8 form: its error, after which `wait`
-    /// gives `None` for the texts not read.
+    /// Reads every item of `list`, each made visible to [`Self::wait`] at once, in the order the
+    /// encoders take them ([`bpetok::Claims::ready_order`]). Stops at an item that is not a text
+    /// with a UTF-8 form; the error is that of the first such item in the list (the items before
+    /// it not read yet are read then), after which `wait` gives `None` for the texts not read.
     fn read_all(&self, list: &Bound<'_, PyList>) -> PyResult<()> {
-        for (i, slot) in self.texts.iter().enumerate() {
-            match list.get_item(i).and_then(|item| item.extract::<TextArg>()) {
+        let read = |i: usize| list.get_item(i).and_then(|item| item.extract::<TextArg>());
+        for i in self.claims.ready_order() {
+            match read(i) {
                 Ok(text) => {
-                    let _ = slot.set(text);
+                    let _ = self.texts[i].set(text);
                 }
                 Err(err) => {
                     self.failed.store(true, Ordering::Release);
-                    return Err(err);
+                    let earlier = (0..i)
+                        .filter(|&j| self.texts[j].get().is_none())
+                        .find_map(|j| read(j).err());
+                    return Err(earlier.unwrap_or(err));
                 }
             }
         }
@@ -633,25 +643,27 @@ impl PyTokenizer {
         each: impl Fn(&mut bpetok::Encoder<'_>, &[u8], &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
         let n = list.len();
-        let read = TextsRead::new(n);
+        let read = TextsRead::new(n, threads);
         let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
         let tok = &self.inner;
-        let work = || {
+        let work = |home: usize| {
             let mut encoder = tok.encoder();
             // The thread's scratch vector, for `each` to reuse from one text to the next.
             let mut scratch = Vec::new();
-            while let Some((i, text)) = read.take() {
+            while let Some((i, text)) = read.take(home) {
                 let _ = results[i].set(each(&mut encoder, text, &mut scratch));
             }
         };
         let outcome = std::thread::scope(|scope| {
-            let workers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let workers: Vec<_> = (1..threads)
+                .map(|home| scope.spawn(move || work(home - 1)))
+                .collect();
             let outcome = read.read_all(list);
             let read_ok = outcome.is_ok();
             py.detach(|| {
                 if read_ok {
-                    work();
+                    work(read.reader_home());
                 }
                 for worker in workers {
                     if let Err(panic) = worker.join() {
@@ -745,7 +757,7 @@ impl PyTokenizer {
         // thread, once every text is read, is one of the encoders (releasing the GIL for texts
         // worth it) and, between two texts of its own, turns the others' results into lists.
         let n = texts.len();
-        let read = TextsRead::new(n);
+        let read = TextsRead::new(n, threads);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
         let mut keep =
@@ -759,11 +771,11 @@ impl PyTokenizer {
             };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
         let read_outcome = std::thread::scope(|scope| {
-            for _ in 1..threads {
+            for home in 0..threads - 1 {
                 let (sender, read) = (sender.clone(), &read);
                 scope.spawn(move || {
                     let mut encoder = tok.encoder();
-                    while let Some((i, text)) = read.take() {
+                    while let Some((i, text)) = read.take(home) {
                         // The receiver outlives the workers: a send cannot fail.
                         let _ = sender.send((i, encoder.encode_bytes(text, add_bos, add_eos)));
                     }
@@ -776,7 +788,7 @@ impl PyTokenizer {
                 for (i, ids) in receiver.try_iter() {
                     keep(i, &ids, &mut lists);
                 }
-                let Some((i, text)) = read.take() else {
+                let Some((i, text)) = read.take(read.reader_home()) else {
                     break;
                 };
                 let ids = if text.len() < RELEASE_GIL_BYTES {

@@ -25,5 +25,5 @@ pub use tokenizer::error::{Error, Result};
 pub use tokenizer::normalize::SPACE_SYMBOL;
 pub use tokenizer::proto::PieceType;
 pub use tokenizer::{
-    Encoder, Tokenizer, MIXTRAL_8X7B_MODEL, PARALLEL_MIN_BYTES, PARALLEL_PART_BYTES,
+    Claims, Encoder, Tokenizer, MIXTRAL_8X7B_MODEL, PARALLEL_MIN_BYTES, PARALLEL_PART_BYTES,
 };

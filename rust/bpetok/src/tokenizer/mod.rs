@@ -2,6 +2,7 @@
 //! pool of per-thread scratch space, with encode, decode and their batch forms.
 
 pub(crate) mod bpe;
+pub(crate) mod claims;
 pub(crate) mod decode;
 pub(crate) mod error;
 pub(crate) mod model;
@@ -11,12 +12,12 @@ pub(crate) mod snapshot;
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
 use bpe::{EncoderTables, RecordedTables, Workspace};
+pub use claims::Claims;
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
@@ -603,32 +604,30 @@ fn splits_texts<T: AsRef<[u8]>>(texts: &[T], num_threads: usize) -> bool {
 }
 
 /// Runs `work(i, &mut state)` for every `i` in `0..n` on `threads` threads (the caller's
-/// included), each thread with its own `state` from `init`. Indices are handed out one at a time,
-/// so uneven items balance.
+/// included), each thread with its own `state` from `init`. Indices are handed out one at a time
+/// by [`Claims`] (each thread mostly takes neighbouring items), so uneven items balance.
 fn run_parallel<S>(
     threads: usize,
     n: usize,
     init: impl Fn() -> S + Sync,
     work: impl Fn(usize, &mut S) + Sync,
 ) {
-    let next = AtomicUsize::new(0);
-    let worker = || {
+    let claims = Claims::new(n, threads);
+    let worker = |home: usize| {
         let mut state = init();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
+        while let Some(i) = claims.next(home) {
             work(i, &mut state);
         }
     };
     if threads <= 1 {
-        worker();
+        worker(0);
         return;
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
-        worker();
+        let handles: Vec<_> = (1..threads)
+            .map(|home| scope.spawn(move || worker(home)))
+            .collect();
+        worker(0);
         for handle in handles {
             if let Err(panic) = handle.join() {
                 std::panic::resume_unwind(panic);
