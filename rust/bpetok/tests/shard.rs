@@ -803,8 +803,17 @@ fn truncated_and_deleted_files_are_caught() {
 #[test]
 fn edited_manifest_counts_are_caught() {
     let r = reference();
-    let edits: [fn(&mut Manifest); 6] = [
+    let edits: [fn(&mut Manifest); 9] = [
         |m| m.shards[0].samples += 1,
+        // Counts whose sum over the shards passes u64::MAX (the verifier adds them without
+        // overflowing, and reports them).
+        |m| m.shards[1].samples = u64::MAX,
+        |m| m.shards[0].padding_tokens = u64::MAX,
+        |m| {
+            m.shards[0].context_tokens = u64::MAX;
+            m.shards[1].context_tokens = u64::MAX;
+            m.totals.context_tokens = u64::MAX;
+        },
         |m| m.shards[1].padding_tokens += 1,
         |m| m.shards[2].segments -= 1,
         |m| m.totals.document_tokens += 1,

@@ -549,7 +549,8 @@ fn check_manifest(m: &Manifest, v: &mut Violations) -> Option<Layout> {
         );
     }
 
-    let mut sums = [0u64; 3];
+    // u128: a manifest's counts are any u64s, and their sum is reported, not overflowed.
+    let mut sums = [0u128; 3];
     let last = m.shards.len().saturating_sub(1);
     for (i, shard) in m.shards.iter().enumerate() {
         let expected = shard_name(i);
@@ -604,16 +605,16 @@ fn check_manifest(m: &Manifest, v: &mut Violations) -> Option<Layout> {
                 ),
             );
         }
-        sums[0] += shard.samples;
-        sums[1] += shard.padding_tokens;
-        sums[2] += shard.context_tokens;
+        sums[0] += u128::from(shard.samples);
+        sums[1] += u128::from(shard.padding_tokens);
+        sums[2] += u128::from(shard.context_tokens);
     }
     for (name, sum, total) in [
         ("samples", sums[0], totals.samples),
         ("padding_tokens", sums[1], totals.padding_tokens),
         ("context_tokens", sums[2], totals.context_tokens),
     ] {
-        if sum != total {
+        if sum != u128::from(total) {
             v.add(
                 ViolationKind::Counts,
                 MANIFEST_FILE,
