@@ -646,31 +646,46 @@ impl PyTokenizer {
         let read = TextsRead::new(n, threads);
         let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
-        let tok = &self.inner;
-        let work = |home: usize| {
-            let mut encoder = tok.encoder();
+        // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`). Each thread
+        // works with its own on its stack (side by side in one vector, threads would share their
+        // cache lines) and gives it back, and they are dropped in index order.
+        let mut encoders = self.inner.encoders(threads);
+        let reader_encoder = encoders
+            .pop()
+            .expect("overlapped runs on at least 2 threads");
+        let work = |home: usize, mut encoder| {
             // The thread's scratch vector, for `each` to reuse from one text to the next.
             let mut scratch = Vec::new();
             while let Some((i, text)) = read.take(home) {
                 let _ = results[i].set(each(&mut encoder, text, &mut scratch));
             }
+            encoder
         };
         let outcome = std::thread::scope(|scope| {
-            let workers: Vec<_> = (1..threads)
-                .map(|home| scope.spawn(move || work(home - 1)))
+            let workers: Vec<_> = encoders
+                .into_iter()
+                .enumerate()
+                .map(|(home, encoder)| scope.spawn(move || work(home, encoder)))
                 .collect();
             let outcome = read.read_all(list);
             let read_ok = outcome.is_ok();
-            py.detach(|| {
-                if read_ok {
-                    work(read.reader_home());
-                }
+            let back = py.detach(|| {
+                let mine = if read_ok {
+                    work(read.reader_home(), reader_encoder)
+                } else {
+                    reader_encoder
+                };
+                let mut back = Vec::with_capacity(threads);
                 for worker in workers {
-                    if let Err(panic) = worker.join() {
-                        std::panic::resume_unwind(panic);
+                    match worker.join() {
+                        Ok(encoder) => back.push(encoder),
+                        Err(panic) => std::panic::resume_unwind(panic),
                     }
                 }
+                back.push(mine);
+                back
             });
+            drop(back);
             outcome
         });
         outcome?;
@@ -770,20 +785,26 @@ impl PyTokenizer {
                 }
             };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
+        // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`), moved to
+        // its thread and given back as in `overlapped`.
+        let mut encoders = tok.encoders(threads);
+        let mut encoder = encoders
+            .pop()
+            .expect("a batch of lists runs on at least 2 threads here");
         let read_outcome = std::thread::scope(|scope| {
-            for home in 0..threads - 1 {
+            let mut workers = Vec::with_capacity(threads);
+            for (home, mut encoder) in encoders.into_iter().enumerate() {
                 let (sender, read) = (sender.clone(), &read);
-                scope.spawn(move || {
-                    let mut encoder = tok.encoder();
+                workers.push(scope.spawn(move || {
                     while let Some((i, text)) = read.take(home) {
                         // The receiver outlives the workers: a send cannot fail.
                         let _ = sender.send((i, encoder.encode_bytes(text, add_bos, add_eos)));
                     }
-                });
+                    encoder
+                }));
             }
             drop(sender);
             let read_outcome = read.read_all(texts);
-            let mut encoder = tok.encoder();
             while read_outcome.is_ok() {
                 for (i, ids) in receiver.try_iter() {
                     keep(i, &ids, &mut lists);
@@ -798,7 +819,6 @@ impl PyTokenizer {
                 };
                 keep(i, &ids, &mut lists);
             }
-            drop(encoder);
             // The others' last texts: wait for them without the GIL.
             let mut receiver = Some(receiver);
             while let Some(rx) = receiver.take() {
@@ -815,6 +835,16 @@ impl PyTokenizer {
                     keep(i, &ids, &mut lists);
                 }
             }
+            // Every worker has dropped its sender, so has finished.
+            let mut back = Vec::with_capacity(threads);
+            for worker in workers {
+                match worker.join() {
+                    Ok(encoder) => back.push(encoder),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            back.push(encoder);
+            drop(back);
             read_outcome
         });
         read_outcome?;

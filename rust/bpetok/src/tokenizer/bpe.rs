@@ -406,6 +406,12 @@ pub(crate) struct Workspace {
 const MAX_KEPT_SCRATCH_BYTES: usize = 1 << 20;
 
 impl Workspace {
+    /// Whether a long segment containing `needle` is in this worker's cache.
+    #[cfg(test)]
+    pub(crate) fn caches_long_segment_with(&self, needle: &str) -> bool {
+        self.cache.keys().any(|key| key.contains(needle))
+    }
+
     /// Frees the buffers that one long segment (or, for models with UNUSED pieces, one long text)
     /// grew beyond [`MAX_KEPT_SCRATCH_BYTES`]. Candidates are pushed at most three times per
     /// symbol, so the symbols' capacity tells for the agenda and `rev_merge` too. Called after

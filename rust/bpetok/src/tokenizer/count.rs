@@ -33,12 +33,9 @@ impl Tokenizer {
     ) -> Vec<usize> {
         let counts: Vec<AtomicUsize> = texts.iter().map(|_| AtomicUsize::new(0)).collect();
         let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
-        run_parallel(
-            threads,
-            texts.len(),
-            || self.encoder(),
-            |i, encoder| counts[i].store(encoder.count(texts[i].as_ref()), Ordering::Relaxed),
-        );
+        run_parallel(texts.len(), self.encoders(threads), |i, encoder| {
+            counts[i].store(encoder.count(texts[i].as_ref()), Ordering::Relaxed)
+        });
         counts.into_iter().map(AtomicUsize::into_inner).collect()
     }
 }

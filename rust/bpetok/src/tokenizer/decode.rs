@@ -586,18 +586,13 @@ impl Decoder {
         let threads = threads_for(batch.iter().map(|ids| ids.as_ref().len()), num_threads);
         let slots: Vec<std::sync::OnceLock<Vec<u8>>> =
             batch.iter().map(|_| std::sync::OnceLock::new()).collect();
-        run_parallel(
-            threads,
-            batch.len(),
-            || (),
-            |i, ()| {
-                let mut text = Vec::new();
-                // Checked above: cannot fail.
-                if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
-                    let _ = slots[i].set(text);
-                }
-            },
-        );
+        run_parallel(batch.len(), vec![(); threads], |i, ()| {
+            let mut text = Vec::new();
+            // Checked above: cannot fail.
+            if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
+                let _ = slots[i].set(text);
+            }
+        });
         Ok(slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_default())

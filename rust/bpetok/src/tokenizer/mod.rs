@@ -166,6 +166,31 @@ impl Tokenizer {
         }
     }
 
+    /// `n` encoders for the `n` threads of one batch, encoder `k` for thread `k`. A batch that
+    /// drops its vector whole (in index order, as a `Vec` does) gives each encoder's scratch
+    /// space back so that the next `encoders(n)` hands it to the same `k` again: the thread that
+    /// encodes the same stretch of the next batch keeps the segment cache it learned there.
+    /// (One-at-a-time [`Tokenizer::encoder`] calls between batches take and give back the
+    /// space at the end, the last index's.)
+    pub fn encoders(&self, n: usize) -> Vec<Encoder<'_>> {
+        let mut spaces: Vec<Workspace> = match self.pool() {
+            // The last n given back, in the order they were given back (0, 1, ...).
+            Some(mut pool) => {
+                let keep = pool.len().saturating_sub(n);
+                pool.drain(keep..).collect()
+            }
+            None => Vec::new(),
+        };
+        spaces.resize_with(n, Workspace::default);
+        spaces
+            .into_iter()
+            .map(|ws| Encoder {
+                tokenizer: self,
+                workspace: Some(ws),
+            })
+            .collect()
+    }
+
     fn encode_with(
         &self,
         ws: &mut Workspace,
@@ -284,9 +309,8 @@ impl Tokenizer {
         let last = bounds.len() - 2;
         let parts: Vec<OnceLock<Vec<u32>>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
         run_parallel(
-            num_threads.min(parts.len()),
             parts.len(),
-            || self.encoder(),
+            self.encoders(num_threads.min(parts.len())),
             |k, encoder| {
                 let piece = &text[bounds[k]..bounds[k + 1]];
                 let mut ids = Vec::with_capacity(piece.len() / 3 + 2);
@@ -412,12 +436,9 @@ impl Tokenizer {
             return;
         }
         let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
-        run_parallel(
-            threads,
-            texts.len(),
-            || self.encoder(),
-            |i, encoder| each(i, encoder.encode_bytes(texts[i].as_ref(), add_bos, add_eos)),
-        );
+        run_parallel(texts.len(), self.encoders(threads), |i, encoder| {
+            each(i, encoder.encode_bytes(texts[i].as_ref(), add_bos, add_eos))
+        });
     }
 
     /// How many threads a batch of texts of these lengths is worth (at most `requested`).
@@ -475,14 +496,9 @@ impl Tokenizer {
         let threads =
             self.batch_threads(batch.iter().map(|ids| ids.as_ref().len() * 4), num_threads);
         let slots: Vec<OnceLock<Result<String>>> = batch.iter().map(|_| OnceLock::new()).collect();
-        run_parallel(
-            threads,
-            batch.len(),
-            || (),
-            |i, _| {
-                let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
-            },
-        );
+        run_parallel(batch.len(), vec![(); threads], |i, _| {
+            let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
+        });
         slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_else(|| Ok(String::new())))
@@ -603,37 +619,45 @@ fn splits_texts<T: AsRef<[u8]>>(texts: &[T], num_threads: usize) -> bool {
     texts.len() < num_threads && texts.iter().any(|t| t.as_ref().len() >= PARALLEL_MIN_BYTES)
 }
 
-/// Runs `work(i, &mut state)` for every `i` in `0..n` on `threads` threads (the caller's
-/// included), each thread with its own `state` from `init`. Indices are handed out one at a time
-/// by [`Claims`] (each thread mostly takes neighbouring items), so uneven items balance.
-fn run_parallel<S>(
-    threads: usize,
-    n: usize,
-    init: impl Fn() -> S + Sync,
-    work: impl Fn(usize, &mut S) + Sync,
-) {
-    let claims = Claims::new(n, threads);
-    let worker = |home: usize| {
-        let mut state = init();
+/// Runs `work(i, &mut state)` for every `i` in `0..n` on `states.len()` threads (the caller's
+/// included), thread `k` with `states[k]` (for the encoders of [`Tokenizer::encoders`], the same
+/// stretch of each batch gets the same cache). Indices are handed out one at a time by
+/// [`Claims`] (each thread mostly takes neighbouring items), so uneven items balance.
+///
+/// Each thread moves its state onto its own stack while it works (states side by side in one
+/// vector would share cache lines between threads that write them all the time), and gives it
+/// back at the end; they are dropped on the calling thread in index order.
+fn run_parallel<S: Send>(n: usize, states: Vec<S>, work: impl Fn(usize, &mut S) + Sync) {
+    let claims = Claims::new(n, states.len().max(1));
+    let worker = |home: usize, mut state: S| {
         while let Some(i) = claims.next(home) {
             work(i, &mut state);
         }
+        state
     };
-    if threads <= 1 {
-        worker(0);
+    let mut states = states.into_iter();
+    let Some(first) = states.next() else {
+        return;
+    };
+    if states.len() == 0 {
+        drop(worker(0, first));
         return;
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..threads)
-            .map(|home| scope.spawn(move || worker(home)))
+    let back: Vec<S> = std::thread::scope(|scope| {
+        let handles: Vec<_> = states
+            .enumerate()
+            .map(|(k, state)| scope.spawn(move || worker(k + 1, state)))
             .collect();
-        worker(0);
+        let mut back = vec![worker(0, first)];
         for handle in handles {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
+            match handle.join() {
+                Ok(state) => back.push(state),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
+        back
     });
+    drop(back);
 }
 
 /// Encodes on one thread with one scratch space from the tokenizer's pool (see
@@ -740,6 +764,84 @@ mod tests {
         let batch = tok.encode_batch(&texts, true, false, 4);
         assert!(batch.iter().all(|got| *got == ids));
         assert!(tok.tables.get().is_some());
+    }
+
+    /// The encoders of one batch come back in their places: encoder k of the next `encoders(n)`
+    /// has the cache that encoder k had, also after one-at-a-time encodes in between.
+    #[test]
+    fn encoders_get_back_their_own_scratch_spaces() {
+        let tok = Tokenizer::mixtral_8x7b();
+        let words = [
+            "Pneumonoultramicroscopicsilicovolcanoconiosis",
+            "Hippopotomonstrosesquippedaliophobia",
+        ];
+        // (The cache's keys are what is left of a word after the pieces cut off its ends.)
+        let has = |e: &Encoder<'_>, word: &str| {
+            e.workspace
+                .as_ref()
+                .unwrap()
+                .caches_long_segment_with(&word[5..25])
+        };
+        for n in [2, 3] {
+            let mut encoders = tok.encoders(n);
+            assert_eq!(encoders.len(), n);
+            for (k, word) in words.iter().enumerate() {
+                encoders[k].encode(&format!("A {word} here"), false, false);
+            }
+            drop(encoders);
+            tok.encode("something else", true, false);
+            drop(tok.encoder());
+            let encoders = tok.encoders(n);
+            for (k, word) in words.iter().enumerate() {
+                assert!(
+                    has(&encoders[k], word),
+                    "{n} encoders: encoder {k} lost {word}"
+                );
+                assert!(!has(&encoders[1 - k], word), "{n} encoders: {word} moved");
+            }
+            drop(encoders);
+            // Empty the pool for the next round (a new tokenizer would do too).
+            drop(tok.workspaces.lock().unwrap().drain(..));
+        }
+    }
+
+    /// `run_parallel` gives every index to exactly one thread, thread k the state k, and drops
+    /// the states in index order on the calling thread.
+    #[test]
+    fn run_parallel_keeps_the_states_in_order() {
+        struct State<'a> {
+            home: usize,
+            seen: Vec<usize>,
+            dropped: &'a std::sync::Mutex<Vec<(usize, Vec<usize>, std::thread::ThreadId)>>,
+        }
+        impl Drop for State<'_> {
+            fn drop(&mut self) {
+                let entry = (
+                    self.home,
+                    std::mem::take(&mut self.seen),
+                    std::thread::current().id(),
+                );
+                self.dropped.lock().unwrap().push(entry);
+            }
+        }
+        for threads in [1, 2, 3] {
+            let dropped = std::sync::Mutex::new(Vec::new());
+            let states = (0..threads)
+                .map(|home| State {
+                    home,
+                    seen: Vec::new(),
+                    dropped: &dropped,
+                })
+                .collect();
+            run_parallel(100, states, |i, state: &mut State<'_>| state.seen.push(i));
+            let dropped = dropped.into_inner().unwrap();
+            let homes: Vec<usize> = dropped.iter().map(|d| d.0).collect();
+            assert_eq!(homes, (0..threads).collect::<Vec<_>>());
+            assert!(dropped.iter().all(|d| d.2 == std::thread::current().id()));
+            let mut all: Vec<usize> = dropped.iter().flat_map(|d| d.1.clone()).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..100).collect::<Vec<_>>());
+        }
     }
 
     /// A child forked while another thread held the pool's lock has that lock held forever; an
