@@ -1139,6 +1139,34 @@ fn verify_finds_damage_to_a_partitioned_output() {
     let other = fs::read(dir.join("part-00001/manifest.json")).unwrap();
     fs::write(dir.join("part-00000/manifest.json"), other).unwrap();
     assert!(verify_dir(&dir).is_err());
+
+    // Two partitions' manifests edited to claim u64::MAX samples each: their sum is reported,
+    // by verify and by finishing the run again, never wrapped around (nor a panic).
+    let dir = fresh("overflow");
+    for part in ["part-00000", "part-00001"] {
+        let path = dir.join(part).join("manifest.json");
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        value["totals"]["samples"] = u64::MAX.into();
+        fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    }
+    let err = verify_dir(&dir).unwrap_err();
+    assert!(
+        err.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::Manifest
+                && v.message.contains("totals.samples add up past")),
+        "{err}"
+    );
+    let layouts = file_layouts(&corpus.inputs).unwrap();
+    let partitions = plan_partitions(&corpus.inputs, &layouts, true, 8192).unwrap();
+    let before = fs::read(dir.join("manifest.json")).unwrap();
+    let err = finish_partitions(&tok, &dir, &partitioned_config(8192), &partitions).unwrap_err();
+    assert!(
+        err.to_string().contains("totals.samples add up past"),
+        "{err}"
+    );
+    assert_eq!(fs::read(dir.join("manifest.json")).unwrap(), before);
 }
 
 #[test]

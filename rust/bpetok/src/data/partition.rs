@@ -556,9 +556,13 @@ pub fn pack_partition(
 /// The manifest of a whole partitioned run from its partitions' manifests, in order: their
 /// inputs one after the other, their shards renamed `NAME/shard-NNNNN` (files
 /// `NAME/shard-NNNNN.tokens.npy`, ...), a `partitions` entry each, and the totals added up.
-/// `None` if they disagree on the tokenizer, the options or the token dtype, or there are none.
-pub fn merge_manifests(parts: &[(String, Manifest)]) -> Option<Manifest> {
-    let (_, first) = parts.first()?;
+/// An error (a sentence saying why) if there are none, if they disagree on the tokenizer, the
+/// options or the token dtype, or if a total of theirs added up passes `u64::MAX` (only an
+/// edited manifest can say so: it is reported, never wrapped around).
+pub fn merge_manifests(parts: &[(String, Manifest)]) -> Result<Manifest, String> {
+    let Some((_, first)) = parts.first() else {
+        return Err("the run has no partitions".to_owned());
+    };
     let mut inputs = Vec::new();
     let mut shards = Vec::new();
     let mut entries = Vec::new();
@@ -569,7 +573,10 @@ pub fn merge_manifests(parts: &[(String, Manifest)]) -> Option<Manifest> {
             || m.token_dtype != first.token_dtype
             || m.partitions.is_some()
         {
-            return None;
+            return Err(format!(
+                "partition {name} disagrees with the first on the tokenizer, the options or the \
+                 token dtype, or is itself partitioned"
+            ));
         }
         inputs.extend(m.inputs.iter().cloned());
         for shard in &m.shards {
@@ -599,16 +606,45 @@ pub fn merge_manifests(parts: &[(String, Manifest)]) -> Option<Manifest> {
             samples: m.totals.samples,
         });
         let t = &m.totals;
-        totals.documents += t.documents;
-        totals.empty_documents += t.empty_documents;
-        totals.documents_split += t.documents_split;
-        totals.document_tokens += t.document_tokens;
-        totals.samples += t.samples;
-        totals.padding_tokens += t.padding_tokens;
-        totals.context_tokens += t.context_tokens;
-        totals.target_tokens += t.target_tokens;
+        for (field, sum, add) in [
+            ("documents", &mut totals.documents, t.documents),
+            (
+                "empty_documents",
+                &mut totals.empty_documents,
+                t.empty_documents,
+            ),
+            (
+                "documents_split",
+                &mut totals.documents_split,
+                t.documents_split,
+            ),
+            (
+                "document_tokens",
+                &mut totals.document_tokens,
+                t.document_tokens,
+            ),
+            ("samples", &mut totals.samples, t.samples),
+            (
+                "padding_tokens",
+                &mut totals.padding_tokens,
+                t.padding_tokens,
+            ),
+            (
+                "context_tokens",
+                &mut totals.context_tokens,
+                t.context_tokens,
+            ),
+            ("target_tokens", &mut totals.target_tokens, t.target_tokens),
+        ] {
+            *sum = sum.checked_add(add).ok_or_else(|| {
+                format!(
+                    "the partitions' totals.{field} add up past {} (at partition {name})",
+                    u64::MAX
+                )
+            })?;
+        }
     }
-    Some(Manifest {
+    Ok(Manifest {
         format: first.format.clone(),
         format_version: first.format_version,
         tokenizer: first.tokenizer.clone(),
@@ -655,11 +691,7 @@ pub fn finish_partitions(
         parts.push((partition.name.clone(), manifest));
     }
     remove_temporaries(out_dir)?;
-    let manifest = merge_manifests(&parts).ok_or_else(|| {
-        DataError::from(ShardError::ManifestMismatch(
-            "the run has no partitions".to_owned(),
-        ))
-    })?;
+    let manifest = merge_manifests(&parts).map_err(ShardError::ManifestMismatch)?;
     let bytes = manifest.to_json();
     write_atomically(out_dir, MANIFEST_FILE, |w| io::Write::write_all(w, &bytes))?;
     sync_dir(out_dir)?;
@@ -723,8 +755,13 @@ pub fn pack_partitioned(
             tok, out_dir, config, partition, None, None, counters, &mut tick,
         )?;
         if outcome.already_complete {
-            done_before.0 += outcome.manifest.shards.len() as u64;
-            done_before.1 += outcome.manifest.totals.samples;
+            // Counts for the report only (checked already, so a real run cannot overflow them).
+            done_before.0 = done_before
+                .0
+                .saturating_add(outcome.manifest.shards.len() as u64);
+            done_before.1 = done_before
+                .1
+                .saturating_add(outcome.manifest.totals.samples);
             let read: u64 = outcome.manifest.inputs.iter().map(|i| i.size).sum();
             counters
                 .bytes_read
@@ -732,7 +769,7 @@ pub fn pack_partitioned(
         }
     }
     let mut report = finish_partitions(tok, out_dir, config, &partitions)?;
-    if config.resume && done_before.0 + done_before.1 > 0 {
+    if config.resume && (done_before.0 > 0 || done_before.1 > 0) {
         report.resumed = Some(Resumed {
             shards: done_before.0,
             samples: done_before.1,

@@ -1527,11 +1527,8 @@ fn verify_partitioned(
     }
     if parts.len() == partitions.len() {
         match crate::data::partition::merge_manifests(&parts) {
-            None => v.manifest(
-                "the partitions disagree on the tokenizer, the options or the token dtype"
-                    .to_owned(),
-            ),
-            Some(merged) => {
+            Err(why) => v.manifest(why),
+            Ok(merged) => {
                 let fields: [(&str, bool); 7] = [
                     (
                         "format",
