@@ -605,44 +605,12 @@ pub fn merge_manifests(parts: &[(String, Manifest)]) -> Result<Manifest, String>
             documents: m.totals.documents,
             samples: m.totals.samples,
         });
-        let t = &m.totals;
-        for (field, sum, add) in [
-            ("documents", &mut totals.documents, t.documents),
-            (
-                "empty_documents",
-                &mut totals.empty_documents,
-                t.empty_documents,
-            ),
-            (
-                "documents_split",
-                &mut totals.documents_split,
-                t.documents_split,
-            ),
-            (
-                "document_tokens",
-                &mut totals.document_tokens,
-                t.document_tokens,
-            ),
-            ("samples", &mut totals.samples, t.samples),
-            (
-                "padding_tokens",
-                &mut totals.padding_tokens,
-                t.padding_tokens,
-            ),
-            (
-                "context_tokens",
-                &mut totals.context_tokens,
-                t.context_tokens,
-            ),
-            ("target_tokens", &mut totals.target_tokens, t.target_tokens),
-        ] {
-            *sum = sum.checked_add(add).ok_or_else(|| {
-                format!(
-                    "the partitions' totals.{field} add up past {} (at partition {name})",
-                    u64::MAX
-                )
-            })?;
-        }
+        totals = totals.checked_add(&m.totals).map_err(|field| {
+            format!(
+                "the partitions' totals.{field} add up past {} (at partition {name})",
+                u64::MAX
+            )
+        })?;
     }
     Ok(Manifest {
         format: first.format.clone(),

@@ -275,6 +275,35 @@ pub struct Totals {
     pub target_tokens: u64,
 }
 
+impl Totals {
+    /// Field by field `self + other`, or the name of the first field whose sum passes
+    /// `u64::MAX` (only edited manifests can say so). Every field is named here, so a new one
+    /// cannot be left out of the sum.
+    pub fn checked_add(&self, other: &Totals) -> Result<Totals, &'static str> {
+        let Totals {
+            documents,
+            empty_documents,
+            documents_split,
+            document_tokens,
+            samples,
+            padding_tokens,
+            context_tokens,
+            target_tokens,
+        } = *other;
+        let add = |field: &'static str, a: u64, b: u64| a.checked_add(b).ok_or(field);
+        Ok(Totals {
+            documents: add("documents", self.documents, documents)?,
+            empty_documents: add("empty_documents", self.empty_documents, empty_documents)?,
+            documents_split: add("documents_split", self.documents_split, documents_split)?,
+            document_tokens: add("document_tokens", self.document_tokens, document_tokens)?,
+            samples: add("samples", self.samples, samples)?,
+            padding_tokens: add("padding_tokens", self.padding_tokens, padding_tokens)?,
+            context_tokens: add("context_tokens", self.context_tokens, context_tokens)?,
+            target_tokens: add("target_tokens", self.target_tokens, target_tokens)?,
+        })
+    }
+}
+
 impl Manifest {
     /// The bytes of `manifest.json`: two-space indented JSON in field order, then a newline.
     pub fn to_json(&self) -> Vec<u8> {
@@ -401,4 +430,58 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    /// Sets one field of a `Totals`.
+    type Setter = fn(&mut Totals);
+
+    #[test]
+    fn totals_add_field_by_field_and_name_the_field_that_overflows() {
+        let one = |f: Setter| {
+            let mut t = Totals::default();
+            f(&mut t);
+            t
+        };
+        let a = Totals {
+            documents: 1,
+            empty_documents: 2,
+            documents_split: 3,
+            document_tokens: 4,
+            samples: 5,
+            padding_tokens: 6,
+            context_tokens: 7,
+            target_tokens: 8,
+        };
+        let sum = a.checked_add(&a).unwrap();
+        assert_eq!(
+            [
+                sum.documents,
+                sum.empty_documents,
+                sum.documents_split,
+                sum.document_tokens,
+                sum.samples,
+                sum.padding_tokens,
+                sum.context_tokens,
+                sum.target_tokens
+            ],
+            [2, 4, 6, 8, 10, 12, 14, 16]
+        );
+        let fields: [(&str, Setter); 8] = [
+            ("documents", |t| t.documents = u64::MAX),
+            ("empty_documents", |t| t.empty_documents = u64::MAX),
+            ("documents_split", |t| t.documents_split = u64::MAX),
+            ("document_tokens", |t| t.document_tokens = u64::MAX),
+            ("samples", |t| t.samples = u64::MAX),
+            ("padding_tokens", |t| t.padding_tokens = u64::MAX),
+            ("context_tokens", |t| t.context_tokens = u64::MAX),
+            ("target_tokens", |t| t.target_tokens = u64::MAX),
+        ];
+        for (name, set) in fields {
+            assert_eq!(one(set).checked_add(&a), Err(name));
+        }
+    }
 }
