@@ -264,30 +264,79 @@ def test_encode_batch_to_numpy_of_a_long_text_on_threads(vocab: Vocab) -> None:
         assert ids[offsets[1] :].tolist() == expected[1]
 
 
+# CPython versions whose layout of a `str` the native module knows, and so reads in place.
+READS_STR_IN_PLACE = sys.implementation.name == "cpython" and (3, 10) <= sys.version_info[:2] <= (3, 14)
+
+
+class Text(str):
+    """A str subclass: CPython lays its instances out differently, so they are copied to UTF-8."""
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_encode_batch_reads_ascii_texts_in_place(mixtral: Vocab, num_threads: int) -> None:
-    """An ASCII str is read where it is (its characters are its UTF-8): a batch of them allocates
-    little more than its output, where a non-ASCII batch makes a UTF-8 copy of each text (freed
-    within the call)."""
+def test_encode_batch_reads_texts_in_place(mixtral: Vocab, num_threads: int) -> None:
+    """A str is read where it is: an ASCII one's characters are its UTF-8, and a non-ASCII one's
+    UTF-8 is made by the thread that encodes it, in a buffer it reuses. A batch of either
+    allocates little more than its output, where a batch of str subclasses (laid out otherwise)
+    makes a UTF-8 copy of each text (freed within the call), as every non-ASCII batch did before."""
     import tracemalloc
 
     tok = mixtral.tok
     ascii_texts = [f"document {i}: " + "plain words of ASCII text " * 400 for i in range(400)]
-    other_texts = [t.replace("words", "w\u00f6rds") for t in ascii_texts]
+    latin1_texts = [t.replace("words", "w\u00f6rds") for t in ascii_texts]
+    cjk_texts = [t.replace("words", "\u6587\u5b57") for t in ascii_texts]
+    subclass_texts = [Text(t) for t in latin1_texts]
     size = sum(map(len, ascii_texts))
     assert size > 4_000_000
     tok.encode_batch_to_numpy(ascii_texts[:2], num_threads=num_threads)  # tables built
     peaks = []
-    for texts in (ascii_texts, other_texts):
+    for texts in (ascii_texts, latin1_texts, cjk_texts, subclass_texts):
+        sizes = [sys.getsizeof(t) for t in texts[:50]]
         tracemalloc.start()
         ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=num_threads)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         output = ids.nbytes + offsets.nbytes
-        assert ids[offsets[7] : offsets[8]].tolist() == tok.encode(texts[7])
+        assert ids[offsets[7] : offsets[8]].tolist() == tok.encode(texts[7].encode())
         peaks.append(peak - output)
+        # No UTF-8 copy is left attached to the texts either.
+        assert [sys.getsizeof(t) for t in texts[:50]] == sizes
     assert peaks[0] < size // 10, peaks
-    assert peaks[1] > size // 5, peaks
+    if READS_STR_IN_PLACE:
+        assert max(peaks[1:3]) < size // 10, peaks
+    assert peaks[3] > size // 5, peaks
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 3])
+def test_texts_of_every_width_encode_as_their_utf8(vocab: Vocab, num_threads: int) -> None:
+    """CPython keeps a str as one, two or four bytes per character (Latin-1, UCS-2, UCS-4) by its
+    widest character; each width, ASCII, str subclasses and bytes, mixed in one batch worth every
+    thread, give the ids of their UTF-8 in every batch form and one by one."""
+    rng = random.Random(7)
+    alphabets = [
+        "abc xyz 123.,\n",
+        "\u00e9\u00e8\u00fc\u00df\u00ff\u00a0\u00b5",
+        "\u0100\u0416\u05d0\u0628\u07ff",
+        "\u0800\u3042\u30ab\u4e2d\u6587\uac00\ufffd\uffff\u3000",
+        "\U00010000\U0001f600\U0001f680\U0010ffff",
+    ]
+    texts: list[str | bytes] = []
+    for i in range(300):
+        chosen = rng.sample(alphabets, rng.randint(1, len(alphabets)))
+        text = "".join(rng.choice(rng.choice(chosen)) for _ in range(rng.choice([0, 1, 5, 40, 1500])))
+        texts.append([text, text, text, Text(text), text.encode()][i % 5])
+    assert sum(len(t) for t in texts) > 80_000  # worth every thread
+    tok = vocab.tok
+    expected = [tok.encode(t.encode() if isinstance(t, str) else t) for t in texts]
+    assert expected == vocab.sp.encode([t if isinstance(t, str) else t.decode() for t in texts])
+    assert tok.encode_batch(texts, num_threads=num_threads) == expected
+    assert tok.count_batch(texts, num_threads=num_threads).tolist() == list(map(len, expected))
+    ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=num_threads)
+    assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == expected
+    for text, ids_ in zip(texts[:60], expected[:60], strict=True):
+        assert tok.encode(text) == ids_
+        assert tok.count(text) == len(ids_)
+        assert tok.encode_to_numpy(text).tolist() == ids_
+        assert tok.encode_as_pieces(text) == [tok.id_to_piece(i) for i in ids_]
 
 
 def test_decode_accepts_numpy(vocab: Vocab) -> None:
@@ -321,7 +370,17 @@ def test_encode_batch_order_and_threads(vocab: Vocab) -> None:
 # ---- bad inputs -----------------------------------------------------------------------------------------
 
 # The last is long enough (over 2**20 characters) to be read through CPython's UTF-8 cache, not copied.
-SURROGATE_TEXTS = ["\ud800", "abc\udfffdef", "ok \udc80", "long " * 250_000 + "\ud800"]
+# A surrogate pair in a str is two lone surrogates (two code points, not one character). A str
+# with a surrogate is kept two bytes per character, or four with an emoji beside it.
+SURROGATE_TEXTS = [
+    "\ud800",
+    "abc\udfffdef",
+    "ok \udc80",
+    "pair \ud83d\ude00",
+    "\U0001f600 wide \udbff",
+    "caf\u00e9 \udc00",
+    "long " * 250_000 + "\ud800",
+]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ mod data;
 mod errors;
 mod int_ids;
 mod list_items;
+mod str_data;
 mod text_str;
 mod tokenizer;
 

@@ -37,11 +37,10 @@ pub fn item_array(list: &Bound<'_, PyList>) -> Option<*const *mut ffi::PyObject>
     Some(unsafe { (*list.as_ptr().cast::<ListLayout>()).items })
 }
 
-/// Whether this interpreter is CPython 3.8 to 3.14 without `Py_TRACE_REFS` (which adds two
-/// pointers to every object's header), and a list of seven items made here reads the same in
-/// place as through `PyList_GetItem`.
-#[allow(unsafe_code)]
-fn layout_is_known(py: Python<'_>) -> PyResult<bool> {
+/// The minor version of this interpreter if it is CPython 3 without `Py_TRACE_REFS` (whose
+/// objects' layouts the full API's macros describe; `Py_TRACE_REFS` adds two pointers to every
+/// object's header).
+pub fn cpython_minor(py: Python<'_>) -> PyResult<Option<u32>> {
     let sys = py.import("sys")?;
     let name: String = sys.getattr("implementation")?.getattr("name")?.extract()?;
     let version = sys.getattr("version_info")?;
@@ -49,7 +48,16 @@ fn layout_is_known(py: Python<'_>) -> PyResult<bool> {
         version.get_item(0)?.extract()?,
         version.get_item(1)?.extract()?,
     );
-    if name != "cpython" || major != 3 || !(8..=14).contains(&minor) || sys.hasattr("getobjects")? {
+    let known = name == "cpython" && major == 3 && !sys.hasattr("getobjects")?;
+    Ok(known.then_some(minor))
+}
+
+/// Whether this interpreter is CPython 3.8 to 3.14 without `Py_TRACE_REFS` (which adds two
+/// pointers to every object's header), and a list of seven items made here reads the same in
+/// place as through `PyList_GetItem`.
+#[allow(unsafe_code)]
+fn layout_is_known(py: Python<'_>) -> PyResult<bool> {
+    if !cpython_minor(py)?.is_some_and(|minor| (8..=14).contains(&minor)) {
         return Ok(false);
     }
     let items: Vec<Bound<'_, PyString>> = (0..7)

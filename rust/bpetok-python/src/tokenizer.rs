@@ -14,6 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, 
 use crate::errors::model_err as to_py_err;
 use crate::int_ids::IntIds;
 use crate::list_items;
+use crate::str_data::{self, WideText};
 use crate::text_str::Decoded;
 use bpetok::PARALLEL_MIN_BYTES;
 
@@ -29,17 +30,25 @@ const DECODE_CHUNK_IDS: usize = 64 * 1024;
 const CACHED_UTF8_CHARS: usize = PARALLEL_MIN_BYTES;
 
 /// The UTF-8 bytes of a `str`, or a `bytes` (whose invalid UTF-8 is read as U+FFFD per bad
-/// byte). An ASCII `str` is read in place (through `PyUnicode_AsUTF8AndSize`, which makes no copy
-/// of one). Another `str` shorter than [`CACHED_UTF8_CHARS`] characters is encoded into a temporary
-/// `bytes` rather than through CPython's UTF-8 cache (`PyUnicode_AsUTF8AndSize`), which would keep
-/// a UTF-8 copy of every non-ASCII text alive as long as the caller keeps the text: for a corpus
-/// held in memory, that doubled it. A longer one is read through the cache: the copy is made once
-/// per `str` (none for an ASCII one, whose characters are its UTF-8), not on every call, where it
-/// was 0.25 s of serial work per 200 MB on one thread, while the encoding itself is spread over
-/// threads.
+/// byte), as held for encoding.
+///
+/// - A non-ASCII `str` shorter than [`CACHED_UTF8_CHARS`] characters is read in place where this
+///   interpreter's layout of a `str` is known ([`WideText`]): its UTF-8 is made by the thread
+///   that encodes it, into a buffer that thread reuses ([`TextArg::utf8`]), not by the thread
+///   that holds the GIL into new memory for every text.
+/// - An ASCII `str` is read in place through `PyUnicode_AsUTF8AndSize`, which makes no copy of
+///   one (its characters are its UTF-8).
+/// - Any other `str` shorter than [`CACHED_UTF8_CHARS`] (on an interpreter whose layout is not
+///   known) is encoded into a temporary `bytes` rather than through CPython's UTF-8 cache, which
+///   would keep a UTF-8 copy of every non-ASCII text alive as long as the caller keeps the text:
+///   for a corpus held in memory, that doubled it.
+/// - A longer one is read through the cache: the copy is made once per `str`, not on every call,
+///   where it was 0.25 s of serial work per 200 MB on one thread, while the encoding itself is
+///   spread over threads (a text that long is cut and encoded on every thread).
 pub enum TextArg {
     Copied(PyBackedBytes),
     Cached(pyo3::pybacked::PyBackedStr),
+    InPlace(WideText),
 }
 
 impl<'py> FromPyObject<'_, 'py> for TextArg {
@@ -47,11 +56,15 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
 
     fn extract(ob: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(s) = ob.cast::<PyString>() {
-            // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
             // (A str subclass's own `__len__` that fails only means the copy.)
-            // An ASCII str is read in place: its characters are its UTF-8, which CPython hands
-            // over without making a copy (so there is no cache to keep alive either).
-            if s.len().unwrap_or(0) >= CACHED_UTF8_CHARS || is_ascii(&s) {
+            let chars = s.len().unwrap_or(0);
+            if chars < CACHED_UTF8_CHARS {
+                if let Some(text) = WideText::of(&s) {
+                    return Ok(TextArg::InPlace(text));
+                }
+            }
+            // A str with a lone surrogate has no UTF-8 form: its UnicodeEncodeError goes up as is.
+            if chars >= CACHED_UTF8_CHARS || is_ascii(&s) {
                 return Ok(TextArg::Cached(s.to_owned().try_into()?));
             }
             return Ok(TextArg::Copied(PyBackedBytes::from(s.encode_utf8()?)));
@@ -66,19 +79,124 @@ impl<'py> FromPyObject<'_, 'py> for TextArg {
     }
 }
 
-/// Whether `s` is all ASCII (`str.isascii`, which CPython answers from a flag of the object).
+/// Whether `s` is all ASCII (from its state where the layout is known, else `str.isascii`, which
+/// CPython answers from the same flag).
 fn is_ascii(s: &Bound<'_, PyString>) -> bool {
-    s.call_method0(pyo3::intern!(s.py(), "isascii"))
-        .and_then(|r| r.is_truthy())
-        .unwrap_or(false)
+    str_data::is_ascii(s).unwrap_or_else(|| {
+        s.call_method0(pyo3::intern!(s.py(), "isascii"))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
+    })
+}
+
+/// Texts' UTF-8 kept by a thread for the single-text calls of this thread (see [`with_utf8`]).
+const MAX_KEPT_UTF8: usize = 1 << 20;
+
+thread_local! {
+    static UTF8: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A text's UTF-8 as the encoder is given it: a `str`'s (valid: nothing to check) or bytes
+/// (checked, invalid UTF-8 read as U+FFFD per bad byte). Checking 3 MB of Chinese was 12 % of
+/// encoding it on one thread.
+#[derive(Clone, Copy)]
+enum Utf8<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Utf8<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Utf8::Str(text) => text.as_bytes(),
+            Utf8::Bytes(bytes) => bytes,
+        }
+    }
+
+    fn encode(self, encoder: &mut bpetok::Encoder<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
+        match self {
+            Utf8::Str(text) => encoder.encode(text, add_bos, add_eos),
+            Utf8::Bytes(bytes) => encoder.encode_bytes(bytes, add_bos, add_eos),
+        }
+    }
+
+    fn encode_into(
+        self,
+        encoder: &mut bpetok::Encoder<'_>,
+        add_bos: bool,
+        add_eos: bool,
+        ids: &mut Vec<u32>,
+    ) {
+        match self {
+            Utf8::Str(text) => encoder.encode_into(text, add_bos, add_eos, ids),
+            Utf8::Bytes(bytes) => encoder.encode_bytes_into(bytes, add_bos, add_eos, ids),
+        }
+    }
+
+    fn count(self, encoder: &mut bpetok::Encoder<'_>) -> usize {
+        match self {
+            Utf8::Str(text) => encoder.count_str(text),
+            Utf8::Bytes(bytes) => encoder.count(bytes),
+        }
+    }
 }
 
 impl TextArg {
-    fn as_bytes(&self) -> &[u8] {
+    /// The text's UTF-8: that held, or that of a text read in place, made in `scratch` (what it
+    /// held is replaced).
+    fn utf8<'a>(&'a self, scratch: &'a mut String) -> Utf8<'a> {
         match self {
-            TextArg::Copied(bytes) => bytes,
-            TextArg::Cached(text) => text.as_bytes(),
+            TextArg::InPlace(text) => Utf8::Str(text.utf8_into(scratch)),
+            _ => self.held().unwrap_or(Utf8::Bytes(&[])),
         }
+    }
+
+    /// The UTF-8 held (`None` for a text read in place, whose UTF-8 is made on use).
+    fn held(&self) -> Option<Utf8<'_>> {
+        match self {
+            TextArg::Copied(bytes) => Some(Utf8::Bytes(bytes)),
+            TextArg::Cached(text) => Some(Utf8::Str(text)),
+            TextArg::InPlace(_) => None,
+        }
+    }
+
+    /// The text's UTF-8, borrowed or made, for the core's calls that take every text at once.
+    fn utf8_owned(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.held() {
+            Some(held) => std::borrow::Cow::Borrowed(held.bytes()),
+            None => {
+                let mut utf8 = String::new();
+                std::borrow::Cow::Owned(self.utf8(&mut utf8).bytes().to_vec())
+            }
+        }
+    }
+
+    /// Its length in bytes of UTF-8, or for a text read in place in characters (a lower bound).
+    fn len_hint(&self) -> usize {
+        match self {
+            TextArg::Copied(bytes) => bytes.len(),
+            TextArg::Cached(text) => text.len(),
+            TextArg::InPlace(text) => text.chars(),
+        }
+    }
+
+    /// `f(utf8)` of this text, made where needed in this thread's buffer (kept for the next
+    /// call unless it grew past [`MAX_KEPT_UTF8`]).
+    fn with_utf8<R>(&self, f: impl FnOnce(Utf8<'_>) -> R) -> R {
+        if let Some(bytes) = self.held() {
+            return f(bytes);
+        }
+        UTF8.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut kept) => {
+                let out = f(self.utf8(&mut kept));
+                if kept.capacity() > MAX_KEPT_UTF8 {
+                    *kept = String::new();
+                }
+                out
+            }
+            // Not reached (nothing in `f` comes back here), but a fresh buffer would do.
+            Err(_) => f(self.utf8(&mut String::new())),
+        })
     }
 }
 
@@ -287,7 +405,7 @@ impl TextsRead {
     /// The next text no encoder has taken for the encoder of region `home` (see
     /// [`bpetok::Claims`]), with its index, once it is read; `None` when every text is taken or
     /// reading stopped before this one.
-    fn take(&self, home: usize) -> Option<(usize, &[u8])> {
+    fn take(&self, home: usize) -> Option<(usize, &TextArg)> {
         let i = self.claims.next(home)?;
         self.wait(i).map(|text| (i, text))
     }
@@ -316,11 +434,11 @@ impl TextsRead {
     }
 
     /// Text `i` once it is read (waiting for it), or `None` if reading stopped before it.
-    fn wait(&self, i: usize) -> Option<&[u8]> {
+    fn wait(&self, i: usize) -> Option<&TextArg> {
         let mut spins = 0u32;
         loop {
             if let Some(text) = self.texts[i].get() {
-                return Some(text.as_bytes());
+                return Some(text);
             }
             if self.failed.load(Ordering::Acquire) {
                 return None;
@@ -339,6 +457,20 @@ impl TextsRead {
 /// The texts of a list, read at once (for the calls that do not overlap reading with encoding).
 fn read_texts(list: &Bound<'_, PyList>) -> PyResult<Vec<TextArg>> {
     list.iter().map(|item| item.extract::<TextArg>()).collect()
+}
+
+/// Every text's UTF-8, for the core's calls that take them all at once.
+fn utf8_all(texts: &[TextArg]) -> Vec<std::borrow::Cow<'_, [u8]>> {
+    texts.iter().map(TextArg::utf8_owned).collect()
+}
+
+/// `f(utf8)` of one text, without the GIL when it is long enough for that to be worth it.
+fn on_text<R: Send>(py: Python<'_>, text: &TextArg, f: impl FnOnce(Utf8<'_>) -> R + Send) -> R {
+    if text.len_hint() < RELEASE_GIL_BYTES {
+        text.with_utf8(f)
+    } else {
+        py.detach(|| text.with_utf8(f))
+    }
 }
 
 /// Output buffers smaller than this are filled by the calling thread alone.
@@ -618,6 +750,24 @@ impl PyTokenizer {
         Ok((data, PyByteArray::new(py, &offsets)))
     }
 
+    /// `each(encoder, utf8)` of every text, in order, on this thread without the GIL: one
+    /// encoder, and one buffer for the UTF-8 of the texts read in place, made just before each
+    /// is encoded (a batch on one thread, as the core's batch calls encode it then).
+    fn serial<R: Send>(
+        &self,
+        py: Python<'_>,
+        texts: &[TextArg],
+        mut each: impl FnMut(&mut bpetok::Encoder<'_>, Utf8<'_>) -> R + Send,
+    ) -> Vec<R> {
+        py.detach(|| {
+            let (mut encoder, mut utf8) = (self.inner.encoder(), String::new());
+            texts
+                .iter()
+                .map(|text| each(&mut encoder, text.utf8(&mut utf8)))
+                .collect()
+        })
+    }
+
     /// How many threads encode `list` with its reading overlapped (see [`TextsRead`]): 0 when
     /// it is read first instead, because there are fewer texts than threads (a long one may be
     /// cut and given every thread) or the batch is worth one thread only. The texts' lengths in
@@ -640,7 +790,7 @@ impl PyTokenizer {
         py: Python<'_>,
         list: &Bound<'_, PyList>,
         threads: usize,
-        each: impl Fn(&mut bpetok::Encoder<'_>, &[u8], &mut Vec<u32>) -> R + Sync,
+        each: impl Fn(&mut bpetok::Encoder<'_>, Utf8<'_>, &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
         let n = list.len();
         let read = TextsRead::new(n, threads);
@@ -654,10 +804,11 @@ impl PyTokenizer {
             .pop()
             .expect("overlapped runs on at least 2 threads");
         let work = |home: usize, mut encoder| {
-            // The thread's scratch vector, for `each` to reuse from one text to the next.
-            let mut scratch = Vec::new();
+            // The thread's scratch vector, for `each` to reuse from one text to the next, and
+            // its buffer for the UTF-8 of texts read in place.
+            let (mut scratch, mut utf8) = (Vec::new(), String::new());
             while let Some((i, text)) = read.take(home) {
-                let _ = results[i].set(each(&mut encoder, text, &mut scratch));
+                let _ = results[i].set(each(&mut encoder, text.utf8(&mut utf8), &mut scratch));
             }
             encoder
         };
@@ -736,12 +887,9 @@ impl PyTokenizer {
         add_eos: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let tok = &self.inner;
-        let text = text.as_bytes();
-        let ids = if text.len() < RELEASE_GIL_BYTES {
-            tok.encode_bytes(text, add_bos, add_eos)
-        } else {
-            py.detach(|| tok.encode_bytes(text, add_bos, add_eos))
-        };
+        let ids = on_text(py, &text, |text| {
+            text.encode(&mut tok.encoder(), add_bos, add_eos)
+        });
         self.id_list(py, &ids)
     }
 
@@ -759,8 +907,13 @@ impl PyTokenizer {
             // One thread, or fewer texts than threads (the core gives each text every thread,
             // cutting the long ones into parts).
             let texts = read_texts(texts)?;
-            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-            let batch = py.detach(|| tok.encode_batch(&slices, add_bos, add_eos, num_threads));
+            let batch = if num_threads > 1 && texts.len() < num_threads {
+                py.detach(|| tok.encode_batch(&utf8_all(&texts), add_bos, add_eos, num_threads))
+            } else {
+                self.serial(py, &texts, |encoder, text| {
+                    text.encode(encoder, add_bos, add_eos)
+                })
+            };
             let lists = batch
                 .iter()
                 .map(|ids| self.id_list(py, ids))
@@ -791,14 +944,17 @@ impl PyTokenizer {
         let mut encoder = encoders
             .pop()
             .expect("a batch of lists runs on at least 2 threads here");
+        let mut utf8 = String::new();
         let read_outcome = std::thread::scope(|scope| {
             let mut workers = Vec::with_capacity(threads);
             for (home, mut encoder) in encoders.into_iter().enumerate() {
                 let (sender, read) = (sender.clone(), &read);
                 workers.push(scope.spawn(move || {
+                    let mut utf8 = String::new();
                     while let Some((i, text)) = read.take(home) {
+                        let ids = text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos);
                         // The receiver outlives the workers: a send cannot fail.
-                        let _ = sender.send((i, encoder.encode_bytes(text, add_bos, add_eos)));
+                        let _ = sender.send((i, ids));
                     }
                     encoder
                 }));
@@ -812,10 +968,10 @@ impl PyTokenizer {
                 let Some((i, text)) = read.take(read.reader_home()) else {
                     break;
                 };
-                let ids = if text.len() < RELEASE_GIL_BYTES {
-                    encoder.encode_bytes(text, add_bos, add_eos)
+                let ids = if text.len_hint() < RELEASE_GIL_BYTES {
+                    text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos)
                 } else {
-                    py.detach(|| encoder.encode_bytes(text, add_bos, add_eos))
+                    py.detach(|| text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos))
                 };
                 keep(i, &ids, &mut lists);
             }
@@ -862,13 +1018,8 @@ impl PyTokenizer {
     /// The number of tokens `encode` would give, without making them.
     fn count(&self, py: Python<'_>, text: TextArg, add_bos: bool, add_eos: bool) -> usize {
         let tok = &self.inner;
-        let text = text.as_bytes();
-        let count = if text.len() < RELEASE_GIL_BYTES {
-            tok.count(text)
-        } else {
-            py.detach(|| tok.count(text))
-        };
-        count + self.control_tokens(add_bos, add_eos)
+        on_text(py, &text, |text| text.count(&mut tok.encoder()))
+            + self.control_tokens(add_bos, add_eos)
     }
 
     /// The counts of a batch as `len(texts)` little-endian int64, for numpy.
@@ -884,10 +1035,13 @@ impl PyTokenizer {
         let threads = self.overlapped_threads(texts, num_threads);
         let counts = if threads == 0 {
             let texts = read_texts(texts)?;
-            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-            py.detach(|| self.inner.count_batch(&slices, num_threads))
+            if num_threads > 1 && texts.len() < num_threads {
+                py.detach(|| self.inner.count_batch(&utf8_all(&texts), num_threads))
+            } else {
+                self.serial(py, &texts, |encoder, text| text.count(encoder))
+            }
         } else {
-            self.overlapped(py, texts, threads, |encoder, text, _| encoder.count(text))?
+            self.overlapped(py, texts, threads, |encoder, text, _| text.count(encoder))?
         };
         let data: Vec<u8> = counts
             .into_iter()
@@ -905,7 +1059,9 @@ impl PyTokenizer {
         add_eos: bool,
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let itemsize = self.inner.id_bytes();
-        let ids = py.detach(|| self.inner.encode_bytes(text.as_bytes(), add_bos, add_eos));
+        let ids = py.detach(|| {
+            text.with_utf8(|text| text.encode(&mut self.inner.encoder(), add_bos, add_eos))
+        });
         filled_bytearray(py, ids.len() * itemsize, |buf| {
             pack_parts(&[&ids], itemsize, buf, 1);
         })
@@ -966,24 +1122,23 @@ impl PyTokenizer {
         // the memory of the ids for a uint16 vocabulary, and touched once): a vector of ids
         // per text grew as it was filled (Chinese gives more ids per byte than it reserved)
         // and was most of a first call's page faults.
-        let encode_packed = |encoder: &mut bpetok::Encoder<'_>, text: &[u8], ids: &mut Vec<u32>| {
-            ids.clear();
-            encoder.encode_bytes_into(text, add_bos, add_eos, ids);
-            packed(ids, itemsize)
-        };
+        let encode_packed =
+            |encoder: &mut bpetok::Encoder<'_>, text: Utf8<'_>, ids: &mut Vec<u32>| {
+                ids.clear();
+                text.encode_into(encoder, add_bos, add_eos, ids);
+                packed(ids, itemsize)
+            };
         if threads == 0 {
             let texts = read_texts(texts)?;
-            let slices: Vec<&[u8]> = texts.iter().map(TextArg::as_bytes).collect();
-            if num_threads > 1 && slices.len() < num_threads {
+            if num_threads > 1 && texts.len() < num_threads {
                 // Fewer texts than threads: a long one is cut and given every thread.
+                let owned = py.detach(|| utf8_all(&texts));
+                let slices: Vec<&[u8]> = owned.iter().map(|text| &**text).collect();
                 return self.flat_batch(py, &slices, add_bos, add_eos, num_threads);
             }
-            let batch = py.detach(|| {
-                let (mut encoder, mut ids) = (self.inner.encoder(), Vec::new());
-                slices
-                    .iter()
-                    .map(|text| encode_packed(&mut encoder, text, &mut ids))
-                    .collect::<Vec<_>>()
+            let mut ids = Vec::new();
+            let batch = self.serial(py, &texts, |encoder, text| {
+                encode_packed(encoder, text, &mut ids)
             });
             return self.flat_packed(py, &batch, 1);
         }
@@ -1132,8 +1287,10 @@ impl PyTokenizer {
     }
 
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {
-        self.inner
-            .encode_bytes_as_pieces(text.as_bytes(), add_bos, add_eos)
+        text.with_utf8(|text| {
+            self.inner
+                .encode_bytes_as_pieces(text.bytes(), add_bos, add_eos)
+        })
     }
 
     fn id_to_piece(&self, id: i64) -> PyResult<String> {

@@ -25,6 +25,13 @@ proptest! {
         let toks = tokenizers();
         let tok = &toks[which % toks.len()];
         prop_assert_eq!(tok.count(text.as_bytes()), tok.encode(&text, false, false).len());
+        // The `str` forms of an encoder give what the bytes forms give.
+        let mut encoder = tok.encoder();
+        prop_assert_eq!(encoder.count_str(&text), tok.encode(&text, false, false).len());
+        let mut ids = vec![7];
+        encoder.encode_into(&text, true, true, &mut ids);
+        prop_assert_eq!(&ids[..1], &[7]);
+        prop_assert_eq!(&ids[1..], &tok.encode_bytes(text.as_bytes(), true, true)[..]);
     }
 
     #[test]

@@ -43,18 +43,23 @@ impl Tokenizer {
 impl Encoder<'_> {
     /// [`Tokenizer::count`] with this encoder's scratch space.
     pub fn count(&mut self, text: &[u8]) -> usize {
+        match std::str::from_utf8(text) {
+            Ok(text) => self.count_str(text),
+            Err(_) => {
+                let mut valid = String::with_capacity(text.len() + 16);
+                normalize::for_each_utf8_run(text, |run| valid.push_str(run));
+                self.count_str(&valid)
+            }
+        }
+    }
+
+    /// [`Encoder::count`] of a `str` (no UTF-8 to check).
+    pub fn count_str(&mut self, text: &str) -> usize {
         let tokenizer = self.tokenizer;
         let ws = self.workspace();
         SCRATCH.with_borrow_mut(|ids| {
             ids.clear();
-            match std::str::from_utf8(text) {
-                Ok(text) => bpe::encode_text(&tokenizer.model, tokenizer.tables(), text, ws, ids),
-                Err(_) => {
-                    let mut valid = String::with_capacity(text.len() + 16);
-                    normalize::for_each_utf8_run(text, |run| valid.push_str(run));
-                    bpe::encode_text(&tokenizer.model, tokenizer.tables(), &valid, ws, ids);
-                }
-            }
+            bpe::encode_text(&tokenizer.model, tokenizer.tables(), text, ws, ids);
             ws.release_large_buffers();
             let count = ids.len();
             if ids.capacity() * std::mem::size_of::<u32>() > MAX_KEPT_SCRATCH_BYTES {

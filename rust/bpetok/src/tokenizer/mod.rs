@@ -685,6 +685,12 @@ impl Encoder<'_> {
         self.encode_text(Text::Bytes(text), add_bos, add_eos)
     }
 
+    /// [`Encoder::encode`], appending the ids to `ids` (see [`Encoder::encode_bytes_into`]).
+    pub fn encode_into(&mut self, text: &str, add_bos: bool, add_eos: bool, ids: &mut Vec<u32>) {
+        let tokenizer = self.tokenizer;
+        tokenizer.encode_with_into(self.workspace(), Text::Str(text), add_bos, add_eos, ids);
+    }
+
     /// [`Encoder::encode_bytes`], appending the ids to `ids` instead of returning a new vector:
     /// for a caller that turns each text's ids into something else (packed into an output
     /// buffer, say) and reuses one vector for all of them, so that its memory is touched once.
