@@ -569,9 +569,13 @@ fn fill_parts<P: Sync>(
             None => break,
         }
     };
+    let caller = bpetok::CallerCpu::here();
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(worker);
+            scope.spawn(move || {
+                caller.leave(threads);
+                worker()
+            });
         }
         worker();
     });
@@ -812,11 +816,17 @@ impl PyTokenizer {
             }
             encoder
         };
+        let caller = bpetok::CallerCpu::here();
         let outcome = std::thread::scope(|scope| {
             let workers: Vec<_> = encoders
                 .into_iter()
                 .enumerate()
-                .map(|(home, encoder)| scope.spawn(move || work(home, encoder)))
+                .map(|(home, encoder)| {
+                    scope.spawn(move || {
+                        caller.leave(threads);
+                        work(home, encoder)
+                    })
+                })
                 .collect();
             let outcome = read.read_all(list);
             let read_ok = outcome.is_ok();
@@ -945,11 +955,13 @@ impl PyTokenizer {
             .pop()
             .expect("a batch of lists runs on at least 2 threads here");
         let mut utf8 = String::new();
+        let caller = bpetok::CallerCpu::here();
         let read_outcome = std::thread::scope(|scope| {
             let mut workers = Vec::with_capacity(threads);
             for (home, mut encoder) in encoders.into_iter().enumerate() {
                 let (sender, read) = (sender.clone(), &read);
                 workers.push(scope.spawn(move || {
+                    caller.leave(threads);
                     let mut utf8 = String::new();
                     while let Some((i, text)) = read.take(home) {
                         let ids = text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos);
@@ -1194,14 +1206,18 @@ impl PyTokenizer {
         let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Decoded>)>();
         // In a mutex only to be waited on without the GIL (a receiver cannot be shared).
         let done_rx = Mutex::new(done_rx);
+        let caller = bpetok::CallerCpu::here();
         std::thread::scope(|scope| -> PyResult<()> {
             for _ in 1..threads {
                 let (work_rx, done_tx) = (&work_rx, done_tx.clone());
-                scope.spawn(move || loop {
-                    let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
-                        return; // every chunk is sent, or this thread's caller has stopped
-                    };
-                    let _ = done_tx.send((index, self.decode_chunk(&ids)));
+                scope.spawn(move || {
+                    caller.leave(threads);
+                    loop {
+                        let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
+                            return; // every chunk is sent, or this thread's caller has stopped
+                        };
+                        let _ = done_tx.send((index, self.decode_chunk(&ids)));
+                    }
                 });
             }
             drop(done_tx);

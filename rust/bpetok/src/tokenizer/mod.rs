@@ -7,6 +7,7 @@ pub(crate) mod decode;
 pub(crate) mod error;
 pub(crate) mod model;
 pub(crate) mod normalize;
+pub(crate) mod placement;
 pub(crate) mod proto;
 pub(crate) mod snapshot;
 
@@ -18,6 +19,7 @@ use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
 use bpe::{EncoderTables, RecordedTables, Workspace};
 pub use claims::Claims;
+pub use placement::CallerCpu;
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
@@ -643,10 +645,16 @@ fn run_parallel<S: Send>(n: usize, states: Vec<S>, work: impl Fn(usize, &mut S) 
         drop(worker(0, first));
         return;
     }
+    let (caller, threads) = (CallerCpu::here(), states.len() + 1);
     let back: Vec<S> = std::thread::scope(|scope| {
         let handles: Vec<_> = states
             .enumerate()
-            .map(|(k, state)| scope.spawn(move || worker(k + 1, state)))
+            .map(|(k, state)| {
+                scope.spawn(move || {
+                    caller.leave(threads);
+                    worker(k + 1, state)
+                })
+            })
             .collect();
         let mut back = vec![worker(0, first)];
         for handle in handles {
