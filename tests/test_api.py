@@ -339,6 +339,26 @@ def test_texts_of_every_width_encode_as_their_utf8(vocab: Vocab, num_threads: in
         assert tok.encode_as_pieces(text) == [tok.id_to_piece(i) for i in ids_]
 
 
+@given(
+    texts=st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=200), min_size=1, max_size=30),
+    num_threads=st.sampled_from([1, 2, 3]),
+)
+def test_any_text_encodes_as_its_utf8_in_every_batch_form(
+    mixtral: Vocab, texts: list[str], num_threads: int
+) -> None:
+    """Arbitrary text of every plane (each str read in place, its UTF-8 made by whichever thread
+    encodes it) gives the ids of its UTF-8 bytes (which CPython makes, and the encoder checks),
+    in batches large enough for every thread and in small ones."""
+    batch = [t * (1 + 1500 // (len(t) + 1)) for t in texts] * 3
+    tok = mixtral.tok
+    expected = [tok.encode(t.encode()) for t in batch]
+    assert tok.encode_batch(batch, num_threads=num_threads) == expected
+    ids, offsets = tok.encode_batch_to_numpy(batch, num_threads=num_threads)
+    assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == expected
+    assert tok.count_batch(batch, num_threads=num_threads).tolist() == list(map(len, expected))
+    assert tok.encode(batch[0]) == expected[0]
+
+
 def test_decode_accepts_numpy(vocab: Vocab) -> None:
     ids = vocab.tok.encode_to_numpy(TEXTS[7])
     assert vocab.tok.decode(ids) == vocab.sp.decode(ids.tolist())
