@@ -16,7 +16,7 @@ use crate::int_ids::IntIds;
 use crate::list_items;
 use crate::str_data::{self, WideText};
 use crate::text_str::Decoded;
-use bpetok::PARALLEL_MIN_BYTES;
+use bpetok::{Text, PARALLEL_MIN_BYTES};
 
 const RELEASE_GIL_BYTES: usize = 2048;
 /// Ids decoded with the GIL held; longer lists release it (about 2 µs of work).
@@ -96,78 +96,28 @@ thread_local! {
     static UTF8: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// A text's UTF-8 as the encoder is given it: a `str`'s (valid: nothing to check) or bytes
-/// (checked, invalid UTF-8 read as U+FFFD per bad byte). Checking 3 MB of Chinese was 12 % of
-/// encoding it on one thread.
-#[derive(Clone, Copy)]
-enum Utf8<'a> {
-    Str(&'a str),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> Utf8<'a> {
-    fn bytes(self) -> &'a [u8] {
-        match self {
-            Utf8::Str(text) => text.as_bytes(),
-            Utf8::Bytes(bytes) => bytes,
-        }
-    }
-
-    fn encode(self, encoder: &mut bpetok::Encoder<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
-        match self {
-            Utf8::Str(text) => encoder.encode(text, add_bos, add_eos),
-            Utf8::Bytes(bytes) => encoder.encode_bytes(bytes, add_bos, add_eos),
-        }
-    }
-
-    fn encode_into(
-        self,
-        encoder: &mut bpetok::Encoder<'_>,
-        add_bos: bool,
-        add_eos: bool,
-        ids: &mut Vec<u32>,
-    ) {
-        match self {
-            Utf8::Str(text) => encoder.encode_into(text, add_bos, add_eos, ids),
-            Utf8::Bytes(bytes) => encoder.encode_bytes_into(bytes, add_bos, add_eos, ids),
-        }
-    }
-
-    fn count(self, encoder: &mut bpetok::Encoder<'_>) -> usize {
-        match self {
-            Utf8::Str(text) => encoder.count_str(text),
-            Utf8::Bytes(bytes) => encoder.count(bytes),
-        }
-    }
-}
-
 impl TextArg {
-    /// The text's UTF-8: that held, or that of a text read in place, made in `scratch` (what it
-    /// held is replaced).
-    fn utf8<'a>(&'a self, scratch: &'a mut String) -> Utf8<'a> {
+    /// The text as the encoder takes it: a `str`'s UTF-8 (nothing to check: checking 3 MB of
+    /// Chinese was 12 % of encoding it on one thread) or a `bytes`' (checked). A text read in
+    /// place has its UTF-8 made in `scratch` (what it held is replaced).
+    fn utf8<'a>(&'a self, scratch: &'a mut String) -> Text<'a> {
         match self {
-            TextArg::InPlace(text) => Utf8::Str(text.utf8_into(scratch)),
-            _ => self.held().unwrap_or(Utf8::Bytes(&[])),
-        }
-    }
-
-    /// The UTF-8 held (`None` for a text read in place, whose UTF-8 is made on use).
-    fn held(&self) -> Option<Utf8<'_>> {
-        match self {
-            TextArg::Copied(bytes) => Some(Utf8::Bytes(bytes)),
-            TextArg::Cached(text) => Some(Utf8::Str(text)),
-            TextArg::InPlace(_) => None,
+            TextArg::InPlace(text) => Text::Str(text.utf8_into(scratch)),
+            TextArg::Copied(bytes) => Text::Bytes(bytes),
+            TextArg::Cached(text) => Text::Str(text),
         }
     }
 
     /// The text's UTF-8, borrowed or made, for the core's calls that take every text at once.
     fn utf8_owned(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.held() {
-            Some(held) => std::borrow::Cow::Borrowed(held.bytes()),
-            None => {
+        match self {
+            TextArg::InPlace(text) => {
                 let mut utf8 = String::new();
-                std::borrow::Cow::Owned(self.utf8(&mut utf8).bytes().to_vec())
+                text.utf8_into(&mut utf8);
+                std::borrow::Cow::Owned(utf8.into_bytes())
             }
+            TextArg::Copied(bytes) => std::borrow::Cow::Borrowed(bytes),
+            TextArg::Cached(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
         }
     }
 
@@ -182,9 +132,9 @@ impl TextArg {
 
     /// `f(utf8)` of this text, made where needed in this thread's buffer (kept for the next
     /// call unless it grew past [`MAX_KEPT_UTF8`]).
-    fn with_utf8<R>(&self, f: impl FnOnce(Utf8<'_>) -> R) -> R {
-        if let Some(bytes) = self.held() {
-            return f(bytes);
+    fn with_utf8<R>(&self, f: impl FnOnce(Text<'_>) -> R) -> R {
+        if !matches!(self, TextArg::InPlace(_)) {
+            return f(self.utf8(&mut String::new()));
         }
         UTF8.with(|cell| match cell.try_borrow_mut() {
             Ok(mut kept) => {
@@ -459,13 +409,20 @@ fn read_texts(list: &Bound<'_, PyList>) -> PyResult<Vec<TextArg>> {
     list.iter().map(|item| item.extract::<TextArg>()).collect()
 }
 
+/// Whether a batch read at once goes to the core's batch call, which gives each text every
+/// thread and cuts a long one (there are fewer texts than threads), rather than being encoded
+/// on this thread one text after another ([`PyTokenizer::serial`]).
+fn fewer_texts_than_threads(texts: &[TextArg], num_threads: usize) -> bool {
+    num_threads > 1 && texts.len() < num_threads
+}
+
 /// Every text's UTF-8, for the core's calls that take them all at once.
 fn utf8_all(texts: &[TextArg]) -> Vec<std::borrow::Cow<'_, [u8]>> {
     texts.iter().map(TextArg::utf8_owned).collect()
 }
 
 /// `f(utf8)` of one text, without the GIL when it is long enough for that to be worth it.
-fn on_text<R: Send>(py: Python<'_>, text: &TextArg, f: impl FnOnce(Utf8<'_>) -> R + Send) -> R {
+fn on_text<R: Send>(py: Python<'_>, text: &TextArg, f: impl FnOnce(Text<'_>) -> R + Send) -> R {
     if text.len_hint() < RELEASE_GIL_BYTES {
         text.with_utf8(f)
     } else {
@@ -572,10 +529,7 @@ fn fill_parts<P: Sync>(
     let caller = bpetok::CallerCpu::here();
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(move || {
-                caller.leave(threads);
-                worker()
-            });
+            caller.spawn(scope, threads, worker);
         }
         worker();
     });
@@ -761,7 +715,7 @@ impl PyTokenizer {
         &self,
         py: Python<'_>,
         texts: &[TextArg],
-        mut each: impl FnMut(&mut bpetok::Encoder<'_>, Utf8<'_>) -> R + Send,
+        mut each: impl FnMut(&mut bpetok::Encoder<'_>, Text<'_>) -> R + Send,
     ) -> Vec<R> {
         py.detach(|| {
             let (mut encoder, mut utf8) = (self.inner.encoder(), String::new());
@@ -794,7 +748,7 @@ impl PyTokenizer {
         py: Python<'_>,
         list: &Bound<'_, PyList>,
         threads: usize,
-        each: impl Fn(&mut bpetok::Encoder<'_>, Utf8<'_>, &mut Vec<u32>) -> R + Sync,
+        each: impl Fn(&mut bpetok::Encoder<'_>, Text<'_>, &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
         let n = list.len();
         let read = TextsRead::new(n, threads);
@@ -821,12 +775,7 @@ impl PyTokenizer {
             let workers: Vec<_> = encoders
                 .into_iter()
                 .enumerate()
-                .map(|(home, encoder)| {
-                    scope.spawn(move || {
-                        caller.leave(threads);
-                        work(home, encoder)
-                    })
-                })
+                .map(|(home, encoder)| caller.spawn(scope, threads, move || work(home, encoder)))
                 .collect();
             let outcome = read.read_all(list);
             let read_ok = outcome.is_ok();
@@ -898,7 +847,7 @@ impl PyTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let tok = &self.inner;
         let ids = on_text(py, &text, |text| {
-            text.encode(&mut tok.encoder(), add_bos, add_eos)
+            tok.encoder().encode_text(text, add_bos, add_eos)
         });
         self.id_list(py, &ids)
     }
@@ -917,11 +866,11 @@ impl PyTokenizer {
             // One thread, or fewer texts than threads (the core gives each text every thread,
             // cutting the long ones into parts).
             let texts = read_texts(texts)?;
-            let batch = if num_threads > 1 && texts.len() < num_threads {
+            let batch = if fewer_texts_than_threads(&texts, num_threads) {
                 py.detach(|| tok.encode_batch(&utf8_all(&texts), add_bos, add_eos, num_threads))
             } else {
                 self.serial(py, &texts, |encoder, text| {
-                    text.encode(encoder, add_bos, add_eos)
+                    encoder.encode_text(text, add_bos, add_eos)
                 })
             };
             let lists = batch
@@ -960,11 +909,10 @@ impl PyTokenizer {
             let mut workers = Vec::with_capacity(threads);
             for (home, mut encoder) in encoders.into_iter().enumerate() {
                 let (sender, read) = (sender.clone(), &read);
-                workers.push(scope.spawn(move || {
-                    caller.leave(threads);
+                workers.push(caller.spawn(scope, threads, move || {
                     let mut utf8 = String::new();
                     while let Some((i, text)) = read.take(home) {
-                        let ids = text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos);
+                        let ids = encoder.encode_text(text.utf8(&mut utf8), add_bos, add_eos);
                         // The receiver outlives the workers: a send cannot fail.
                         let _ = sender.send((i, ids));
                     }
@@ -981,9 +929,9 @@ impl PyTokenizer {
                     break;
                 };
                 let ids = if text.len_hint() < RELEASE_GIL_BYTES {
-                    text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos)
+                    encoder.encode_text(text.utf8(&mut utf8), add_bos, add_eos)
                 } else {
-                    py.detach(|| text.utf8(&mut utf8).encode(&mut encoder, add_bos, add_eos))
+                    py.detach(|| encoder.encode_text(text.utf8(&mut utf8), add_bos, add_eos))
                 };
                 keep(i, &ids, &mut lists);
             }
@@ -1030,7 +978,7 @@ impl PyTokenizer {
     /// The number of tokens `encode` would give, without making them.
     fn count(&self, py: Python<'_>, text: TextArg, add_bos: bool, add_eos: bool) -> usize {
         let tok = &self.inner;
-        on_text(py, &text, |text| text.count(&mut tok.encoder()))
+        on_text(py, &text, |text| tok.encoder().count_text(text))
             + self.control_tokens(add_bos, add_eos)
     }
 
@@ -1047,13 +995,15 @@ impl PyTokenizer {
         let threads = self.overlapped_threads(texts, num_threads);
         let counts = if threads == 0 {
             let texts = read_texts(texts)?;
-            if num_threads > 1 && texts.len() < num_threads {
+            if fewer_texts_than_threads(&texts, num_threads) {
                 py.detach(|| self.inner.count_batch(&utf8_all(&texts), num_threads))
             } else {
-                self.serial(py, &texts, |encoder, text| text.count(encoder))
+                self.serial(py, &texts, |encoder, text| encoder.count_text(text))
             }
         } else {
-            self.overlapped(py, texts, threads, |encoder, text, _| text.count(encoder))?
+            self.overlapped(py, texts, threads, |encoder, text, _| {
+                encoder.count_text(text)
+            })?
         };
         let data: Vec<u8> = counts
             .into_iter()
@@ -1072,7 +1022,7 @@ impl PyTokenizer {
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let itemsize = self.inner.id_bytes();
         let ids = py.detach(|| {
-            text.with_utf8(|text| text.encode(&mut self.inner.encoder(), add_bos, add_eos))
+            text.with_utf8(|text| self.inner.encoder().encode_text(text, add_bos, add_eos))
         });
         filled_bytearray(py, ids.len() * itemsize, |buf| {
             pack_parts(&[&ids], itemsize, buf, 1);
@@ -1135,14 +1085,14 @@ impl PyTokenizer {
         // per text grew as it was filled (Chinese gives more ids per byte than it reserved)
         // and was most of a first call's page faults.
         let encode_packed =
-            |encoder: &mut bpetok::Encoder<'_>, text: Utf8<'_>, ids: &mut Vec<u32>| {
+            |encoder: &mut bpetok::Encoder<'_>, text: Text<'_>, ids: &mut Vec<u32>| {
                 ids.clear();
-                text.encode_into(encoder, add_bos, add_eos, ids);
+                encoder.encode_text_into(text, add_bos, add_eos, ids);
                 packed(ids, itemsize)
             };
         if threads == 0 {
             let texts = read_texts(texts)?;
-            if num_threads > 1 && texts.len() < num_threads {
+            if fewer_texts_than_threads(&texts, num_threads) {
                 // Fewer texts than threads: a long one is cut and given every thread.
                 let owned = py.detach(|| utf8_all(&texts));
                 let slices: Vec<&[u8]> = owned.iter().map(|text| &**text).collect();
@@ -1210,14 +1160,11 @@ impl PyTokenizer {
         std::thread::scope(|scope| -> PyResult<()> {
             for _ in 1..threads {
                 let (work_rx, done_tx) = (&work_rx, done_tx.clone());
-                scope.spawn(move || {
-                    caller.leave(threads);
-                    loop {
-                        let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
-                            return; // every chunk is sent, or this thread's caller has stopped
-                        };
-                        let _ = done_tx.send((index, self.decode_chunk(&ids)));
-                    }
+                caller.spawn(scope, threads, move || loop {
+                    let Ok(Ok((index, ids))) = work_rx.lock().map(|rx| rx.recv()) else {
+                        return; // every chunk is sent, or this thread's caller has stopped
+                    };
+                    let _ = done_tx.send((index, self.decode_chunk(&ids)));
                 });
             }
             drop(done_tx);
@@ -1305,7 +1252,7 @@ impl PyTokenizer {
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {
         text.with_utf8(|text| {
             self.inner
-                .encode_bytes_as_pieces(text.bytes(), add_bos, add_eos)
+                .encode_bytes_as_pieces(text.as_bytes(), add_bos, add_eos)
         })
     }
 

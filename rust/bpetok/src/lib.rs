@@ -25,6 +25,6 @@ pub use tokenizer::error::{Error, Result};
 pub use tokenizer::normalize::SPACE_SYMBOL;
 pub use tokenizer::proto::PieceType;
 pub use tokenizer::{
-    CallerCpu, Claims, Encoder, Tokenizer, MIXTRAL_8X7B_MODEL, PARALLEL_MIN_BYTES,
+    CallerCpu, Claims, Encoder, Text, Tokenizer, MIXTRAL_8X7B_MODEL, PARALLEL_MIN_BYTES,
     PARALLEL_PART_BYTES,
 };

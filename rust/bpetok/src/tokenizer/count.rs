@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::tokenizer::{bpe, normalize, run_parallel, Encoder, Tokenizer};
+use crate::tokenizer::{bpe, run_parallel, Encoder, Text, Tokenizer};
 
 /// A scratch buffer of ids larger than this (in bytes of capacity) is freed after the text that
 /// grew it, as the encoder's own scratch buffers are: a thread keeps at most this much.
@@ -43,23 +43,17 @@ impl Tokenizer {
 impl Encoder<'_> {
     /// [`Tokenizer::count`] with this encoder's scratch space.
     pub fn count(&mut self, text: &[u8]) -> usize {
-        match std::str::from_utf8(text) {
-            Ok(text) => self.count_str(text),
-            Err(_) => {
-                let mut valid = String::with_capacity(text.len() + 16);
-                normalize::for_each_utf8_run(text, |run| valid.push_str(run));
-                self.count_str(&valid)
-            }
-        }
+        self.count_text(Text::Bytes(text))
     }
 
-    /// [`Encoder::count`] of a `str` (no UTF-8 to check).
-    pub fn count_str(&mut self, text: &str) -> usize {
+    /// [`Encoder::count`] of a [`Text`] of either kind (a `str` has no UTF-8 to check).
+    pub fn count_text(&mut self, text: Text<'_>) -> usize {
+        let text = text.valid();
         let tokenizer = self.tokenizer;
         let ws = self.workspace();
         SCRATCH.with_borrow_mut(|ids| {
             ids.clear();
-            bpe::encode_text(&tokenizer.model, tokenizer.tables(), text, ws, ids);
+            bpe::encode_text(&tokenizer.model, tokenizer.tables(), &text, ws, ids);
             ws.release_large_buffers();
             let count = ids.len();
             if ids.capacity() * std::mem::size_of::<u32>() > MAX_KEPT_SCRATCH_BYTES {

@@ -585,12 +585,24 @@ impl Tokenizer {
     }
 }
 
-enum Text<'a> {
+/// A text to encode: a `str` (valid UTF-8, nothing to check) or bytes (checked; each byte that
+/// does not start a valid character read as U+FFFD, as SentencePiece reads them). For callers
+/// that hold texts of both kinds, such as the Python binding (a `str`'s UTF-8 or a `bytes`).
+#[derive(Clone, Copy, Debug)]
+pub enum Text<'a> {
     Str(&'a str),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Text<'a> {
+    /// The text's bytes, as given.
+    pub fn as_bytes(self) -> &'a [u8] {
+        match self {
+            Text::Str(s) => s.as_bytes(),
+            Text::Bytes(b) => b,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Text::Str(s) => s.len(),
@@ -600,7 +612,7 @@ impl<'a> Text<'a> {
 
     /// The text as valid UTF-8: bytes that do not start a valid character read as U+FFFD, as
     /// SentencePiece reads them.
-    fn valid(self) -> Cow<'a, str> {
+    pub(crate) fn valid(self) -> Cow<'a, str> {
         match self {
             Text::Str(s) => Cow::Borrowed(s),
             Text::Bytes(b) => match std::str::from_utf8(b) {
@@ -649,12 +661,7 @@ fn run_parallel<S: Send>(n: usize, states: Vec<S>, work: impl Fn(usize, &mut S) 
     let back: Vec<S> = std::thread::scope(|scope| {
         let handles: Vec<_> = states
             .enumerate()
-            .map(|(k, state)| {
-                scope.spawn(move || {
-                    caller.leave(threads);
-                    worker(k + 1, state)
-                })
-            })
+            .map(|(k, state)| caller.spawn(scope, threads, move || worker(k + 1, state)))
             .collect();
         let mut back = vec![worker(0, first)];
         for handle in handles {
@@ -693,12 +700,6 @@ impl Encoder<'_> {
         self.encode_text(Text::Bytes(text), add_bos, add_eos)
     }
 
-    /// [`Encoder::encode`], appending the ids to `ids` (see [`Encoder::encode_bytes_into`]).
-    pub fn encode_into(&mut self, text: &str, add_bos: bool, add_eos: bool, ids: &mut Vec<u32>) {
-        let tokenizer = self.tokenizer;
-        tokenizer.encode_with_into(self.workspace(), Text::Str(text), add_bos, add_eos, ids);
-    }
-
     /// [`Encoder::encode_bytes`], appending the ids to `ids` instead of returning a new vector:
     /// for a caller that turns each text's ids into something else (packed into an output
     /// buffer, say) and reuses one vector for all of them, so that its memory is touched once.
@@ -709,8 +710,19 @@ impl Encoder<'_> {
         add_eos: bool,
         ids: &mut Vec<u32>,
     ) {
+        self.encode_text_into(Text::Bytes(text), add_bos, add_eos, ids);
+    }
+
+    /// [`Encoder::encode_bytes_into`] of a [`Text`] of either kind.
+    pub fn encode_text_into(
+        &mut self,
+        text: Text<'_>,
+        add_bos: bool,
+        add_eos: bool,
+        ids: &mut Vec<u32>,
+    ) {
         let tokenizer = self.tokenizer;
-        tokenizer.encode_with_into(self.workspace(), Text::Bytes(text), add_bos, add_eos, ids);
+        tokenizer.encode_with_into(self.workspace(), text, add_bos, add_eos, ids);
     }
 
     /// [`Tokenizer::encode_parallel`] for a pipeline's encoding thread: a text of at least
@@ -732,7 +744,8 @@ impl Encoder<'_> {
         }
     }
 
-    fn encode_text(&mut self, text: Text<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
+    /// [`Encoder::encode`] or [`Encoder::encode_bytes`], by the kind of the [`Text`].
+    pub fn encode_text(&mut self, text: Text<'_>, add_bos: bool, add_eos: bool) -> Vec<u32> {
         let tokenizer = self.tokenizer;
         tokenizer.encode_with(self.workspace(), text, add_bos, add_eos)
     }

@@ -23,10 +23,24 @@ impl CallerCpu {
         Self(current_cpu())
     }
 
+    /// Starts one of the threads of a batch of `threads` threads (the calling one included) in
+    /// `scope`: it runs `work` after leaving this caller's CPU (see [`CallerCpu::leave`]).
+    pub fn spawn<'scope, T: Send + 'scope>(
+        self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        threads: usize,
+        work: impl FnOnce() -> T + Send + 'scope,
+    ) -> std::thread::ScopedJoinHandle<'scope, T> {
+        scope.spawn(move || {
+            self.leave(threads);
+            work()
+        })
+    }
+
     /// Called first thing on a thread started for a batch of `threads` threads (the starting one
     /// included): moves this thread off the starting thread's CPU if it was placed there and the
     /// process may run on at least `threads` CPUs.
-    pub fn leave(self, threads: usize) {
+    fn leave(self, threads: usize) {
         if let Some(caller) = self.0 {
             leave_cpu(caller, threads);
         }
