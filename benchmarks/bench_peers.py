@@ -445,6 +445,22 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[str, str, str, dict[s
     return str(model), bpetok_model, tokenizer_json, versions, notes
 
 
+def draw_sets(corpora: Path, name: str, mb: float) -> dict[str, list[str]]:
+    """The three disjoint seeded samples of corpus ``name`` (cold, warmup, warm), each of whole
+    documents in corpus order, drawn until it holds ``mb`` MB of UTF-8 (the last may hold less)."""
+    docs = load_corpus(corpora / f"{name}.jsonl")
+    order = list(range(len(docs)))
+    random.Random(f"{SEED}:{name}").shuffle(order)
+    sets = {}
+    for part in ("cold", "warmup", "warm"):
+        chosen, total = [], 0
+        while order and total < mb * MB:
+            chosen.append(order.pop(0))
+            total += utf8_len(docs[chosen[-1]])
+        sets[part] = [docs[i] for i in sorted(chosen)]
+    return sets
+
+
 def write_samples(args: argparse.Namespace, name: str, work: Path, model: str) -> dict[str, dict[str, Any]]:
     """Three disjoint seeded samples of whole documents of corpus ``name``, each of ``--mb`` MB.
 
@@ -454,17 +470,10 @@ def write_samples(args: argparse.Namespace, name: str, work: Path, model: str) -
     import numpy as np
     import sentencepiece
 
-    docs = load_corpus(Path(args.corpora) / f"{name}.jsonl")
-    order = list(range(len(docs)))
-    random.Random(f"{SEED}:{name}").shuffle(order)
     sp = sentencepiece.SentencePieceProcessor(model_file=model)
     out: dict[str, dict[str, Any]] = {}
-    for part in ("cold", "warmup", "warm"):
-        chosen, total = [], 0
-        while order and total < args.mb * MB:
-            chosen.append(order.pop(0))
-            total += utf8_len(docs[chosen[-1]])
-        texts = [docs[i] for i in sorted(chosen)]
+    for part, texts in draw_sets(Path(args.corpora), name, args.mb).items():
+        total = sum(map(utf8_len, texts))
         entry = {"docs": str(work / f"{name}.{part}.json"), "ref": None, "n": len(texts), "bytes": total}
         with open(entry["docs"], "w", encoding="utf-8") as f:
             json.dump(texts, f, ensure_ascii=False)
@@ -542,12 +551,14 @@ def run(args: argparse.Namespace) -> int:
         )
         log(header[-1].strip() + "; reference ids made")
 
+    # One mode's 1-core and 2-core processes run one after the other, so that the scaling of each
+    # round compares two processes in the same phase of a shared machine (see summarize).
     jobs = [
         (name, cores, engine, mode)
         for name in sets
-        for cores in cores_list
         for engine in engines
         for (e, mode), by_cores in MODES.items()
+        for cores in cores_list
         if e == engine and cores in by_cores
     ]
     results: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {job: [] for job in jobs}
@@ -697,11 +708,28 @@ def summarize(
         }
         return cells, data
 
+    def paired_scaling(name: str, mode: str, key: str) -> float | None:
+        """bpetok's 1-core time over its 2-core time in ``mode`` on figure ``key`` (fresh, warm or
+        again), round by round (the two processes ran one after the other), median over the rounds
+        where both ran."""
+
+        def wall(run: dict[str, Any]) -> float:
+            if key == "again":
+                return median([w for w, _ in run["again"]])
+            return run["cold" if key == "fresh" else "warm"][0]
+
+        ones, twos = (results.get((name, c, "bpetok", mode), []) for c in (1, 2))
+        pairs = zip(ones, twos, strict=True)
+        ratios = [wall(one) / wall(two) for one, two in pairs if "error" not in one and "error" not in two]
+        return median(ratios) if ratios else None
+
     lines: list[str] = [
         "",
-        f"MB/s of input, median over {args.fresh} fresh processes per figure; (mode) = the faster of the "
-        "engine's APIs (see MODES); fastest exact peer = the fastest engine other than bpetok whose ids "
-        "equal sentencepiece's on every document of that corpus",
+        f"MB/s of input, median over {args.fresh} fresh processes per figure; bpetok 2c/1c = the ratio of"
+        " bpetok's figures; paired = the median over the rounds of bpetok's 1-core time over its 2-core"
+        " time in the 2-core figure's mode, the two processes run one after the other; (mode) = the faster"
+        " of the engine's APIs (see MODES); fastest exact peer = the fastest engine other than bpetok whose"
+        " ids equal sentencepiece's on every document of that corpus",
     ]
     summary: dict[str, Any] = {}
     for key, (_, title) in FIGURES.items():
@@ -710,7 +738,7 @@ def summarize(
         for c in cores_list:
             head += [f"bpetok {c}c", f"fastest exact peer {c}c", "ratio"]
         if cores_list == [1, 2]:
-            head.append("bpetok 2c/1c")
+            head += ["bpetok 2c/1c", "paired"]
         lines += [md_row(head), md_row(["---"] * len(head))]
         for name in sets:
             row = [name]
@@ -721,8 +749,11 @@ def summarize(
             if cores_list == [1, 2]:
                 one, two = s["1c"]["bpetok"], s["2c"]["bpetok"]
                 scaling = two["value"] / one["value"] if one and two else None
+                paired = two and paired_scaling(name, two["mode"], key)
                 row.append(f"{scaling:.2f}x" if scaling else "n/a")
+                row.append(f"{paired:.2f}x" if paired else "n/a")
                 s["bpetok_scaling_2c_1c"] = scaling and round(scaling, 3)
+                s["bpetok_scaling_2c_1c_paired"] = paired and round(paired, 3)
             summary.setdefault(key, {})[name] = s
             lines.append(md_row(row))
 
