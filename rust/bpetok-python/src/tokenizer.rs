@@ -325,6 +325,14 @@ fn push_strs<'py>(
     Ok(())
 }
 
+/// How a batch's list is encoded with its reading overlapped (see [`TextsRead`]): on `threads`
+/// threads (0: read first, then encoded), the texts' `sizes` in characters (or bytes) for the
+/// order the threads take them in ([`bpetok::Claims::by_size`]).
+struct Overlap {
+    threads: usize,
+    sizes: Vec<usize>,
+}
+
 /// The texts of a batch's list, read to UTF-8 by the calling thread (which holds the GIL) one
 /// after another while other threads already encode those read: the copy of the texts then
 /// overlaps their encoding instead of coming before it (for Japanese or Chinese it was a fifth of
@@ -337,12 +345,12 @@ struct TextsRead {
 }
 
 impl TextsRead {
-    /// `n` texts for `workers` encoders.
-    fn new(n: usize, workers: usize) -> Self {
+    /// Texts of these sizes for `workers` encoders (see [`bpetok::Claims::by_size`]).
+    fn new(sizes: &[usize], workers: usize) -> Self {
         Self {
-            texts: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+            texts: sizes.iter().map(|_| std::sync::OnceLock::new()).collect(),
             failed: AtomicBool::new(false),
-            claims: bpetok::Claims::new(n, workers),
+            claims: bpetok::Claims::by_size(sizes, workers),
         }
     }
 
@@ -726,18 +734,23 @@ impl PyTokenizer {
         })
     }
 
-    /// How many threads encode `list` with its reading overlapped (see [`TextsRead`]): 0 when
-    /// it is read first instead, because there are fewer texts than threads (a long one may be
-    /// cut and given every thread) or the batch is worth one thread only. The texts' lengths in
-    /// characters stand for their UTF-8 bytes here (never more than those).
-    fn overlapped_threads(&self, list: &Bound<'_, PyList>, num_threads: usize) -> usize {
+    /// How many threads encode `list` with its reading overlapped (see [`TextsRead`]), and the
+    /// texts' sizes: 0 threads (and no sizes) when it is read first instead, because there are
+    /// fewer texts than threads (a long one may be cut and given every thread) or the batch is
+    /// worth one thread only. The texts' lengths in characters stand for their UTF-8 bytes here
+    /// (never more than those).
+    fn overlapped_threads(&self, list: &Bound<'_, PyList>, num_threads: usize) -> Overlap {
+        let none = Overlap {
+            threads: 0,
+            sizes: Vec::new(),
+        };
         if list.len() < num_threads || num_threads <= 1 {
-            return 0;
+            return none;
         }
-        let lengths = list.iter().map(|item| item.len().unwrap_or(0));
-        match self.inner.batch_threads(lengths, num_threads) {
-            1 => 0,
-            threads => threads,
+        let sizes: Vec<usize> = list.iter().map(|item| item.len().unwrap_or(0)).collect();
+        match self.inner.batch_threads(sizes.iter().copied(), num_threads) {
+            1 => none,
+            threads => Overlap { threads, sizes },
         }
     }
 
@@ -747,11 +760,11 @@ impl PyTokenizer {
         &self,
         py: Python<'_>,
         list: &Bound<'_, PyList>,
-        threads: usize,
+        overlap: &Overlap,
         each: impl Fn(&mut bpetok::Encoder<'_>, Text<'_>, &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
-        let n = list.len();
-        let read = TextsRead::new(n, threads);
+        let (n, threads) = (list.len(), overlap.threads);
+        let read = TextsRead::new(&overlap.sizes, threads);
         let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
         // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`). Each thread
@@ -861,7 +874,8 @@ impl PyTokenizer {
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let tok = &self.inner;
-        let threads = self.overlapped_threads(texts, num_threads);
+        let overlap = self.overlapped_threads(texts, num_threads);
+        let threads = overlap.threads;
         if threads == 0 {
             // One thread, or fewer texts than threads (the core gives each text every thread,
             // cutting the long ones into parts).
@@ -884,7 +898,7 @@ impl PyTokenizer {
         // thread, once every text is read, is one of the encoders (releasing the GIL for texts
         // worth it) and, between two texts of its own, turns the others' results into lists.
         let n = texts.len();
-        let read = TextsRead::new(n, threads);
+        let read = TextsRead::new(&overlap.sizes, threads);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
         let mut keep =
@@ -992,8 +1006,8 @@ impl PyTokenizer {
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let extra = self.control_tokens(add_bos, add_eos) as i64;
-        let threads = self.overlapped_threads(texts, num_threads);
-        let counts = if threads == 0 {
+        let overlap = self.overlapped_threads(texts, num_threads);
+        let counts = if overlap.threads == 0 {
             let texts = read_texts(texts)?;
             if fewer_texts_than_threads(&texts, num_threads) {
                 py.detach(|| self.inner.count_batch(&utf8_all(&texts), num_threads))
@@ -1001,7 +1015,7 @@ impl PyTokenizer {
                 self.serial(py, &texts, |encoder, text| encoder.count_text(text))
             }
         } else {
-            self.overlapped(py, texts, threads, |encoder, text, _| {
+            self.overlapped(py, texts, &overlap, |encoder, text, _| {
                 encoder.count_text(text)
             })?
         };
@@ -1078,7 +1092,7 @@ impl PyTokenizer {
         add_eos: bool,
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
-        let threads = self.overlapped_threads(texts, num_threads);
+        let overlap = self.overlapped_threads(texts, num_threads);
         let itemsize = self.inner.id_bytes();
         // Each text's ids are encoded into the thread's scratch vector and kept packed (half
         // the memory of the ids for a uint16 vocabulary, and touched once): a vector of ids
@@ -1090,7 +1104,7 @@ impl PyTokenizer {
                 encoder.encode_text_into(text, add_bos, add_eos, ids);
                 packed(ids, itemsize)
             };
-        if threads == 0 {
+        if overlap.threads == 0 {
             let texts = read_texts(texts)?;
             if fewer_texts_than_threads(&texts, num_threads) {
                 // Fewer texts than threads: a long one is cut and given every thread.
@@ -1104,7 +1118,7 @@ impl PyTokenizer {
             });
             return self.flat_packed(py, &batch, 1);
         }
-        let batch = self.overlapped(py, texts, threads, encode_packed)?;
+        let batch = self.overlapped(py, texts, &overlap, encode_packed)?;
         self.flat_packed(py, &batch, num_threads)
     }
 

@@ -16,13 +16,23 @@ use std::sync::{Mutex, PoisonError};
 /// handing out one index at a time gave: the last index taken is near the middle of the
 /// fullest region, not the end of the batch, so a long document at the end of a batch no longer
 /// finishes alone.
+///
+/// [`Claims::by_size`] also puts each region's large items (over an eighth of the region's size)
+/// at its front, largest first: a long document is then started early, while the other workers
+/// have the rest of the batch to do, instead of whenever its turn comes, perhaps last.
 #[derive(Debug)]
 pub struct Claims {
-    /// Each region's indices not yet taken, `start..end`.
+    /// Each region's positions not yet taken, `start..end`.
     regions: Box<[Mutex<(usize, usize)>]>,
-    /// Each region's indices, all of them.
+    /// Each region's positions, all of them.
     bounds: Box<[(usize, usize)]>,
+    /// The index at each position, if not the position itself.
+    order: Option<Box<[usize]>>,
 }
+
+/// An item is large, and taken first in its region, when it is more than this fraction
+/// (1 / `LARGE_SHARE`) of its region's size.
+const LARGE_SHARE: usize = 8;
 
 impl Claims {
     /// The claims of `n` indices for `workers` workers (at least one region).
@@ -32,7 +42,50 @@ impl Claims {
             .map(|w| (n * w / workers, n * (w + 1) / workers))
             .collect();
         let regions = bounds.iter().map(|&bounds| Mutex::new(bounds)).collect();
-        Self { regions, bounds }
+        Self {
+            regions,
+            bounds,
+            order: None,
+        }
+    }
+
+    /// [`Claims::new`] for items of these sizes (in any unit: bytes, characters, ids): the same
+    /// regions, each with its items of more than an eighth of its size first, largest first, then
+    /// the others in index order. With two threads and 3 MB of the multilingual sample, whose
+    /// largest document is 13 % of it, that document came up when the other thread had little
+    /// left often enough to cost 6 % of the batch (a simulation of the claims with each
+    /// document's one-thread time; under 1 % on the other corpora).
+    pub fn by_size(sizes: &[usize], workers: usize) -> Self {
+        let mut claims = Self::new(sizes.len(), workers);
+        let mut order: Vec<usize> = (0..sizes.len()).collect();
+        let mut moved = false;
+        for &(start, end) in claims.bounds.iter() {
+            let region = &mut order[start..end];
+            let total: usize = region.iter().map(|&i| sizes[i]).sum();
+            let large = |i: usize| sizes[i].saturating_mul(LARGE_SHARE) > total;
+            // (At most LARGE_SHARE - 1 of them, or a region of fewer items: a short sort.)
+            let mut first: Vec<usize> = (start..end).filter(|&i| large(i)).collect();
+            if first.is_empty() {
+                continue;
+            }
+            // Large ones first (largest first, then by index), the rest stay in order.
+            first.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+            let rest = (start..end).filter(|&i| !large(i));
+            for (slot, i) in region.iter_mut().zip(first.iter().copied().chain(rest)) {
+                *slot = i;
+            }
+            moved |= region.iter().zip(start..end).any(|(&i, pos)| i != pos);
+        }
+        if moved {
+            claims.order = Some(order.into());
+        }
+        claims
+    }
+
+    /// The index at position `pos`.
+    #[inline]
+    fn index(&self, pos: usize) -> usize {
+        self.order.as_ref().map_or(pos, |order| order[pos])
     }
 
     /// How many regions (workers) there are.
@@ -41,14 +94,15 @@ impl Claims {
     }
 
     /// The next index for the worker whose region is `home` (taken modulo the number of
-    /// regions), or `None` once every index is taken.
+    /// regions), or `None` once every index is taken. (A region's "front" and "back" are those
+    /// of its positions: for [`Claims::by_size`], its large items come first.)
     pub fn next(&self, home: usize) -> Option<usize> {
         let home = home % self.regions.len();
         {
             let mut own = lock(&self.regions[home]);
             if own.0 < own.1 {
                 own.0 += 1;
-                return Some(own.0 - 1);
+                return Some(self.index(own.0 - 1));
             }
         }
         loop {
@@ -69,7 +123,7 @@ impl Claims {
             let mut region = lock(&self.regions[fullest]);
             if region.0 < region.1 {
                 region.1 -= 1;
-                return Some(region.1);
+                return Some(self.index(region.1));
             }
         }
     }
@@ -83,7 +137,8 @@ impl Claims {
         (0..longest).flat_map(move |k| {
             self.bounds
                 .iter()
-                .filter_map(move |&(start, end)| (start + k < end).then_some(start + k))
+                .filter(move |&&(start, end)| start + k < end)
+                .map(move |&(start, _)| self.index(start + k))
         })
     }
 }
@@ -130,11 +185,61 @@ mod tests {
         assert_eq!(Claims::new(3, 8).workers(), 3);
     }
 
+    #[test]
+    fn a_region_starts_with_its_large_items_largest_first() {
+        // Region 0 is 0..5 (size 60: over 7 is large), region 1 is 5..10 (size 84: over 10).
+        let sizes = [1, 9, 1, 40, 9, 1, 1, 11, 70, 1];
+        let claims = Claims::by_size(&sizes, 2);
+        let first: Vec<_> = std::iter::from_fn(|| claims.next(0)).take(5).collect();
+        assert_eq!(first, vec![3, 1, 4, 0, 2]);
+        assert_eq!(claims.next(1), Some(8));
+        assert_eq!(claims.next(1), Some(7));
+        // Region 0 is done: worker 0 takes from the back of region 1, in its order.
+        assert_eq!(claims.next(0), Some(9));
+        assert_eq!(
+            std::iter::from_fn(|| claims.next(1)).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        assert_eq!(claims.next(0), None);
+        // The reader makes them ready in the order the workers take them.
+        let again = Claims::by_size(&sizes, 2);
+        assert_eq!(
+            again.ready_order().collect::<Vec<_>>(),
+            vec![3, 8, 1, 7, 4, 5, 0, 6, 2, 9]
+        );
+        // Items of even sizes keep the order of `new`.
+        let even = Claims::by_size(&[5; 10], 2);
+        assert!(even.order.is_none());
+        assert_eq!(
+            even.ready_order().collect::<Vec<_>>(),
+            Claims::new(10, 2).ready_order().collect::<Vec<_>>()
+        );
+    }
+
     /// Threads taking at once get every index exactly once, whatever the numbers.
     #[test]
     fn every_index_is_taken_once_by_racing_workers() {
-        for (n, workers) in [(0, 2), (1, 3), (2, 2), (97, 2), (1000, 3), (5, 8)] {
-            let claims = Claims::new(n, workers);
+        for (n, workers, sized) in [
+            (0, 2, false),
+            (1, 3, false),
+            (2, 2, false),
+            (97, 2, false),
+            (1000, 3, false),
+            (5, 8, false),
+            (0, 2, true),
+            (1, 3, true),
+            (97, 2, true),
+            (1000, 3, true),
+        ] {
+            let claims = if sized {
+                let sizes: Vec<usize> = (0..n).map(|i| (i * 7919) % 101 + (i % 13) * 500).collect();
+                Claims::by_size(&sizes, workers)
+            } else {
+                Claims::new(n, workers)
+            };
+            let mut ready: Vec<_> = claims.ready_order().collect();
+            ready.sort_unstable();
+            assert_eq!(ready, (0..n).collect::<Vec<_>>());
             let taken = Mutex::new(Vec::new());
             std::thread::scope(|scope| {
                 for w in 0..workers {
@@ -151,7 +256,7 @@ mod tests {
             assert_eq!(
                 taken,
                 (0..n).collect::<Vec<_>>(),
-                "n {n}, {workers} workers"
+                "n {n}, {workers} workers, by size {sized}"
             );
         }
     }

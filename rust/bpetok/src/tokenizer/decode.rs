@@ -13,7 +13,7 @@ use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
 use crate::tokenizer::normalize::{for_each_utf8_run, SPACE_SYMBOL, SPACE_SYMBOL_STR};
 use crate::tokenizer::proto::PieceType;
-use crate::tokenizer::{run_parallel, Tokenizer};
+use crate::tokenizer::{run_parallel, Claims, Tokenizer};
 
 /// Checks that every id is in range.
 pub(crate) fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
@@ -586,13 +586,18 @@ impl Decoder {
         let threads = threads_for(batch.iter().map(|ids| ids.as_ref().len()), num_threads);
         let slots: Vec<std::sync::OnceLock<Vec<u8>>> =
             batch.iter().map(|_| std::sync::OnceLock::new()).collect();
-        run_parallel(batch.len(), vec![(); threads], |i, ()| {
-            let mut text = Vec::new();
-            // Checked above: cannot fail.
-            if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
-                let _ = slots[i].set(text);
-            }
-        });
+        let sizes: Vec<usize> = batch.iter().map(|ids| ids.as_ref().len()).collect();
+        run_parallel(
+            Claims::by_size(&sizes, threads),
+            vec![(); threads],
+            |i, ()| {
+                let mut text = Vec::new();
+                // Checked above: cannot fail.
+                if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
+                    let _ = slots[i].set(text);
+                }
+            },
+        );
         Ok(slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_default())

@@ -310,9 +310,10 @@ impl Tokenizer {
         }
         let last = bounds.len() - 2;
         let parts: Vec<OnceLock<Vec<u32>>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
+        let threads = num_threads.min(parts.len());
         run_parallel(
-            parts.len(),
-            self.encoders(num_threads.min(parts.len())),
+            Claims::new(parts.len(), threads),
+            self.encoders(threads),
             |k, encoder| {
                 let piece = &text[bounds[k]..bounds[k + 1]];
                 let mut ids = Vec::with_capacity(piece.len() / 3 + 2);
@@ -438,7 +439,9 @@ impl Tokenizer {
             return;
         }
         let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
-        run_parallel(texts.len(), self.encoders(threads), |i, encoder| {
+        let sizes: Vec<usize> = texts.iter().map(|t| t.as_ref().len()).collect();
+        let claims = Claims::by_size(&sizes, threads);
+        run_parallel(claims, self.encoders(threads), |i, encoder| {
             each(i, encoder.encode_bytes(texts[i].as_ref(), add_bos, add_eos))
         });
     }
@@ -498,9 +501,14 @@ impl Tokenizer {
         let threads =
             self.batch_threads(batch.iter().map(|ids| ids.as_ref().len() * 4), num_threads);
         let slots: Vec<OnceLock<Result<String>>> = batch.iter().map(|_| OnceLock::new()).collect();
-        run_parallel(batch.len(), vec![(); threads], |i, _| {
-            let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
-        });
+        let sizes: Vec<usize> = batch.iter().map(|ids| ids.as_ref().len()).collect();
+        run_parallel(
+            Claims::by_size(&sizes, threads),
+            vec![(); threads],
+            |i, _| {
+                let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
+            },
+        );
         slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_else(|| Ok(String::new())))
@@ -636,13 +644,13 @@ fn splits_texts<T: AsRef<[u8]>>(texts: &[T], num_threads: usize) -> bool {
 /// Runs `work(i, &mut state)` for every `i` in `0..n` on `states.len()` threads (the caller's
 /// included), thread `k` with `states[k]` (for the encoders of [`Tokenizer::encoders`], the same
 /// stretch of each batch gets the same cache). Indices are handed out one at a time by
-/// [`Claims`] (each thread mostly takes neighbouring items), so uneven items balance.
+/// `claims` (each thread mostly takes neighbouring items, a region's large ones first: see
+/// [`Claims::by_size`]), so uneven items balance; `claims` has a region per state.
 ///
 /// Each thread moves its state onto its own stack while it works (states side by side in one
 /// vector would share cache lines between threads that write them all the time), and gives it
 /// back at the end; they are dropped on the calling thread in index order.
-fn run_parallel<S: Send>(n: usize, states: Vec<S>, work: impl Fn(usize, &mut S) + Sync) {
-    let claims = Claims::new(n, states.len().max(1));
+fn run_parallel<S: Send>(claims: Claims, states: Vec<S>, work: impl Fn(usize, &mut S) + Sync) {
     let worker = |home: usize, mut state: S| {
         while let Some(i) = claims.next(home) {
             work(i, &mut state);
@@ -860,7 +868,10 @@ mod tests {
                     dropped: &dropped,
                 })
                 .collect();
-            run_parallel(100, states, |i, state: &mut State<'_>| state.seen.push(i));
+            let claims = Claims::new(100, threads);
+            run_parallel(claims, states, |i, state: &mut State<'_>| {
+                state.seen.push(i)
+            });
             let dropped = dropped.into_inner().unwrap();
             let homes: Vec<usize> = dropped.iter().map(|d| d.0).collect();
             assert_eq!(homes, (0..threads).collect::<Vec<_>>());
