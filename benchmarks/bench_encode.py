@@ -34,6 +34,7 @@ DEFAULT_PEER_MODEL = SHARED / "vocab" / "mixtral-8x7b-v0.1.model"
 BUILD_SCRIPT = SHARED / "corpora" / "build.py"
 MB = 1_000_000
 PATHO_SIZES = (100_000, 1_000_000)
+PATHO_REPEAT = 7  # timed samples per pathological input, size and engine, at least
 
 # Targets the figures are checked against (printed as "meets" / "MISSES").
 SPEEDUP_TARGETS = {"en": 15.0, "code": 15.0, "ja": 4.0}  # bpetok 1 thread / sentencepiece 1 thread
@@ -607,23 +608,28 @@ def run(args: argparse.Namespace) -> int:
         "HF tokenizers": lambda s: hf.encode(s, add_special_tokens=False).ids,
     }
     patho: dict[str, dict[str, dict[int, float]]] = {}
-    for n in PATHO_SIZES:
-        calls = max(1, MB // n)  # each timed sample encodes >= 1 MB in total
-        for label, text in pathological_inputs(n).items():
-            want = sp.encode(text)
-            for engine, fn in patho_engines.items():
-                got = fn(text)
-                if got != want:
+    inputs = {n: pathological_inputs(n) for n in PATHO_SIZES}
+    for label in inputs[PATHO_SIZES[0]]:
+        for engine, fn in patho_engines.items():
+            for n in PATHO_SIZES:
+                text = inputs[n][label]
+                if fn(text) != sp.encode(text):
                     msg = f"pathological {label} N={n}: {engine} differs from sentencepiece"
                     if engine == "bpetok":
                         failures.append(msg)
                     else:
                         log("note: " + msg)
-                times = []
-                for _ in range(args.repeat):
+            # The sizes take turns in each repeat, so that the 1 MB / 100 KB ratio compares
+            # timings of the same moment of a shared machine; at least PATHO_REPEAT of each.
+            times: dict[int, list[float]] = {n: [] for n in PATHO_SIZES}
+            for _ in range(max(args.repeat, PATHO_REPEAT)):
+                for n in PATHO_SIZES:
+                    calls = max(1, MB // n)  # each timed sample encodes >= 1 MB in total
+                    text = inputs[n][label]
                     _, wall, _ = timed(lambda fn=fn, text=text, calls=calls: [fn(text) for _ in range(calls)])
-                    times.append(wall / (calls * n / MB))
-                patho.setdefault(label, {}).setdefault(engine, {})[n] = statistics.median(times)
+                    times[n].append(wall / (calls * n / MB))
+            for n in PATHO_SIZES:
+                patho.setdefault(label, {}).setdefault(engine, {})[n] = statistics.median(times[n])
 
     # ---- memory, each engine in a fresh subprocess
     memory: dict[str, dict[str, float]] = {}
