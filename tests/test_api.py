@@ -461,6 +461,35 @@ def test_a_batch_with_several_bad_texts_raises_for_the_first_in_the_list(
             call(texts, num_threads=num_threads)
 
 
+@pytest.mark.parametrize("call", ["encode_batch", "encode_batch_to_numpy", "count_batch"])
+def test_a_batch_whose_list_grows_while_it_is_sized_gives_every_text_its_ids(call: str) -> None:
+    """A batch worth two threads asks each text's length first (the threads take long texts
+    first); a `str` subclass's `__len__` can run code that changes the list then. Whatever the
+    list holds when it is read is encoded, each text at its place, none left out."""
+    tok = bpetok.Tokenizer.default()
+    texts: list[str] = [f"{i} " + "word and more words " * 3_000 for i in range(6)]
+    texts.append("a long one " * 40_000)
+
+    class Growing(str):
+        def __len__(self) -> int:
+            if len(texts) == 7:
+                texts.append("added at the end " * 200)
+            return super().__len__()
+
+    texts[1] = Growing(texts[1])
+    got = getattr(tok, call)(texts, num_threads=2)
+    assert len(texts) == 8
+    want = [tok.encode(str(text)) for text in texts]
+    if call == "encode_batch":
+        assert got == want
+    elif call == "count_batch":
+        assert got.tolist() == [len(ids) for ids in want]
+    else:
+        ids, offsets = got
+        assert len(offsets) == len(texts) + 1
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == want
+
+
 def test_module_encode_lone_surrogate_raises_unicode_encode_error() -> None:
     for text in SURROGATE_TEXTS:
         with pytest.raises(UnicodeEncodeError, match="surrogate"):

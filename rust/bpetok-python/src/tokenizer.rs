@@ -345,12 +345,18 @@ struct TextsRead {
 }
 
 impl TextsRead {
-    /// Texts of these sizes for `workers` encoders (see [`bpetok::Claims::by_size`]).
-    fn new(sizes: &[usize], workers: usize) -> Self {
+    /// `n` texts of these sizes for `workers` encoders (see [`bpetok::Claims::by_size`]). If
+    /// the list no longer has as many texts as sizes (a `__len__` of a `str` subclass can change
+    /// it), all `n` are taken in index order.
+    fn new(n: usize, sizes: &[usize], workers: usize) -> Self {
         Self {
-            texts: sizes.iter().map(|_| std::sync::OnceLock::new()).collect(),
+            texts: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
             failed: AtomicBool::new(false),
-            claims: bpetok::Claims::by_size(sizes, workers),
+            claims: if sizes.len() == n {
+                bpetok::Claims::by_size(sizes, workers)
+            } else {
+                bpetok::Claims::new(n, workers)
+            },
         }
     }
 
@@ -764,7 +770,7 @@ impl PyTokenizer {
         each: impl Fn(&mut bpetok::Encoder<'_>, Text<'_>, &mut Vec<u32>) -> R + Sync,
     ) -> PyResult<Vec<R>> {
         let (n, threads) = (list.len(), overlap.threads);
-        let read = TextsRead::new(&overlap.sizes, threads);
+        let read = TextsRead::new(n, &overlap.sizes, threads);
         let results: Vec<std::sync::OnceLock<R>> =
             (0..n).map(|_| std::sync::OnceLock::new()).collect();
         // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`). Each thread
@@ -898,7 +904,7 @@ impl PyTokenizer {
         // thread, once every text is read, is one of the encoders (releasing the GIL for texts
         // worth it) and, between two texts of its own, turns the others' results into lists.
         let n = texts.len();
-        let read = TextsRead::new(&overlap.sizes, threads);
+        let read = TextsRead::new(n, &overlap.sizes, threads);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
         let mut keep =
