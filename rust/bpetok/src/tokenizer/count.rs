@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::tokenizer::{bpe, run_parallel, Claims, Encoder, Text, Tokenizer};
+use crate::tokenizer::{bpe, run_parallel, Encoder, Text, Tokenizer};
 
 /// A scratch buffer of ids larger than this (in bytes of capacity) is freed after the text that
 /// grew it, as the encoder's own scratch buffers are: a thread keeps at most this much.
@@ -32,10 +32,9 @@ impl Tokenizer {
         num_threads: usize,
     ) -> Vec<usize> {
         let counts: Vec<AtomicUsize> = texts.iter().map(|_| AtomicUsize::new(0)).collect();
-        let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
         let sizes: Vec<usize> = texts.iter().map(|t| t.as_ref().len()).collect();
-        let claims = Claims::by_size(&sizes, threads);
-        run_parallel(claims, self.encoders(threads), |i, encoder| {
+        let threads = self.batch_threads(sizes.iter().copied(), num_threads);
+        run_parallel(&sizes, self.encoders(threads), |i, encoder| {
             counts[i].store(encoder.count(texts[i].as_ref()), Ordering::Relaxed)
         });
         counts.into_iter().map(AtomicUsize::into_inner).collect()

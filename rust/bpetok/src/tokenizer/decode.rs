@@ -13,7 +13,7 @@ use crate::tokenizer::error::{Error, Result};
 use crate::tokenizer::model::Model;
 use crate::tokenizer::normalize::{for_each_utf8_run, SPACE_SYMBOL, SPACE_SYMBOL_STR};
 use crate::tokenizer::proto::PieceType;
-use crate::tokenizer::{run_parallel, Claims, Tokenizer};
+use crate::tokenizer::{run_parallel, Tokenizer};
 
 /// Checks that every id is in range.
 pub(crate) fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
@@ -583,21 +583,17 @@ impl Decoder {
         for ids in batch {
             first_out_of_range(self.entries.len(), ids.as_ref())?;
         }
-        let threads = threads_for(batch.iter().map(|ids| ids.as_ref().len()), num_threads);
+        let sizes: Vec<usize> = batch.iter().map(|ids| ids.as_ref().len()).collect();
+        let threads = threads_for(sizes.iter().copied(), num_threads);
         let slots: Vec<std::sync::OnceLock<Vec<u8>>> =
             batch.iter().map(|_| std::sync::OnceLock::new()).collect();
-        let sizes: Vec<usize> = batch.iter().map(|ids| ids.as_ref().len()).collect();
-        run_parallel(
-            Claims::by_size(&sizes, threads),
-            vec![(); threads],
-            |i, ()| {
-                let mut text = Vec::new();
-                // Checked above: cannot fail.
-                if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
-                    let _ = slots[i].set(text);
-                }
-            },
-        );
+        run_parallel(&sizes, vec![(); threads], |i, ()| {
+            let mut text = Vec::new();
+            // Checked above: cannot fail.
+            if self.decode_into(batch[i].as_ref(), &mut text).is_ok() {
+                let _ = slots[i].set(text);
+            }
+        });
         Ok(slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_default())

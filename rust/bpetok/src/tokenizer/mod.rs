@@ -310,10 +310,10 @@ impl Tokenizer {
         }
         let last = bounds.len() - 2;
         let parts: Vec<OnceLock<Vec<u32>>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
-        let threads = num_threads.min(parts.len());
+        let sizes: Vec<usize> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
         run_parallel(
-            Claims::new(parts.len(), threads),
-            self.encoders(threads),
+            &sizes,
+            self.encoders(num_threads.min(parts.len())),
             |k, encoder| {
                 let piece = &text[bounds[k]..bounds[k + 1]];
                 let mut ids = Vec::with_capacity(piece.len() / 3 + 2);
@@ -438,10 +438,9 @@ impl Tokenizer {
             }
             return;
         }
-        let threads = self.batch_threads(texts.iter().map(|t| t.as_ref().len()), num_threads);
         let sizes: Vec<usize> = texts.iter().map(|t| t.as_ref().len()).collect();
-        let claims = Claims::by_size(&sizes, threads);
-        run_parallel(claims, self.encoders(threads), |i, encoder| {
+        let threads = self.batch_threads(sizes.iter().copied(), num_threads);
+        run_parallel(&sizes, self.encoders(threads), |i, encoder| {
             each(i, encoder.encode_bytes(texts[i].as_ref(), add_bos, add_eos))
         });
     }
@@ -498,17 +497,12 @@ impl Tokenizer {
             decode::check_ids(&self.model, ids.as_ref())?;
         }
         // Ids are ~4 bytes of text each: weigh them like text.
-        let threads =
-            self.batch_threads(batch.iter().map(|ids| ids.as_ref().len() * 4), num_threads);
-        let slots: Vec<OnceLock<Result<String>>> = batch.iter().map(|_| OnceLock::new()).collect();
         let sizes: Vec<usize> = batch.iter().map(|ids| ids.as_ref().len()).collect();
-        run_parallel(
-            Claims::by_size(&sizes, threads),
-            vec![(); threads],
-            |i, _| {
-                let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
-            },
-        );
+        let threads = self.batch_threads(sizes.iter().map(|&ids| ids * 4), num_threads);
+        let slots: Vec<OnceLock<Result<String>>> = batch.iter().map(|_| OnceLock::new()).collect();
+        run_parallel(&sizes, vec![(); threads], |i, _| {
+            let _ = slots[i].set(decode::decode(&self.model, batch[i].as_ref()));
+        });
         slots
             .into_iter()
             .map(|slot| slot.into_inner().unwrap_or_else(|| Ok(String::new())))
@@ -641,16 +635,17 @@ fn splits_texts<T: AsRef<[u8]>>(texts: &[T], num_threads: usize) -> bool {
     texts.len() < num_threads && texts.iter().any(|t| t.as_ref().len() >= PARALLEL_MIN_BYTES)
 }
 
-/// Runs `work(i, &mut state)` for every `i` in `0..n` on `states.len()` threads (the caller's
-/// included), thread `k` with `states[k]` (for the encoders of [`Tokenizer::encoders`], the same
-/// stretch of each batch gets the same cache). Indices are handed out one at a time by
-/// `claims` (each thread mostly takes neighbouring items, a region's large ones first: see
-/// [`Claims::by_size`]), so uneven items balance; `claims` has a region per state.
+/// Runs `work(i, &mut state)` for every item `i` (of `sizes.len()`, of those sizes) on
+/// `states.len()` threads (the caller's included), thread `k` with `states[k]` (for the encoders
+/// of [`Tokenizer::encoders`], the same stretch of each batch gets the same cache). Indices are
+/// handed out one at a time by [`Claims::by_size`] (each thread mostly takes neighbouring items,
+/// its stretch's large ones first), so uneven items balance.
 ///
 /// Each thread moves its state onto its own stack while it works (states side by side in one
 /// vector would share cache lines between threads that write them all the time), and gives it
 /// back at the end; they are dropped on the calling thread in index order.
-fn run_parallel<S: Send>(claims: Claims, states: Vec<S>, work: impl Fn(usize, &mut S) + Sync) {
+fn run_parallel<S: Send>(sizes: &[usize], states: Vec<S>, work: impl Fn(usize, &mut S) + Sync) {
+    let claims = Claims::by_size(sizes, states.len().max(1));
     let worker = |home: usize, mut state: S| {
         while let Some(i) = claims.next(home) {
             work(i, &mut state);
@@ -868,8 +863,7 @@ mod tests {
                     dropped: &dropped,
                 })
                 .collect();
-            let claims = Claims::new(100, threads);
-            run_parallel(claims, states, |i, state: &mut State<'_>| {
+            run_parallel(&[1; 100], states, |i, state: &mut State<'_>| {
                 state.seen.push(i)
             });
             let dropped = dropped.into_inner().unwrap();
