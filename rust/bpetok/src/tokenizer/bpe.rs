@@ -32,9 +32,13 @@
 //!    queues (`Agenda`). Both pick the highest score, then the leftmost pair, as the heap does; the
 //!    tests compare them on random and repetitive text.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Deref;
+use std::sync::Arc;
 
+use bytemuck::{Pod, Zeroable};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::tokenizer::model::{ascii_pair_index, Model, ASCII_PAIR_SPACE, NOT_ASCII_PAIR, NO_SYM};
@@ -118,19 +122,27 @@ impl ShortCache {
 /// table and its own for every segment, and on a machine whose caches are shared with others the
 /// two no longer fit at the old size. Slots are never removed one by one (only all at once), so
 /// a free slot ends every search.
+///
+/// A worker's table owns its slots and arena (`SmallCache`); the seed's (`SeedSmallCache`) reads
+/// them in place from the embedded snapshot's bytes where it can (see `SmallCache::recorded`).
 #[derive(Clone, Default, Debug, PartialEq)]
-struct SmallCache {
+struct SmallCache<B = Vec<SmallBucket>, A = Vec<u32>> {
     /// A power of two of them (at least 16), or none.
-    buckets: Vec<SmallBucket>,
+    buckets: B,
     /// Keys in the table.
     len: usize,
     /// The ids of segments of several ids: their number, then the ids.
-    arena: Vec<u32>,
+    arena: A,
 }
+
+/// A small table whose slots and arena may be borrowed from a record's bytes.
+type RecordedSmallCache<'a> = SmallCache<Cow<'a, [SmallBucket]>, Cow<'a, [u32]>>;
+/// The seed's small table.
+type SeedSmallCache = RecordedSmallCache<'static>;
 
 /// A slot of `SmallCache`: the key (`hi == 0`: free, as no key has a zero `hi`), and the value:
 /// the id of a segment of one id, or `IN_ARENA` plus where its ids are in the arena.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 struct SmallSlot {
     lo: u64,
@@ -147,14 +159,14 @@ impl SmallSlot {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 #[repr(C, align(64))]
 struct SmallBucket([SmallSlot; 4]);
 
 /// `SmallSlot::value`: the ids are in the arena (ids are below 2^31, checked at load).
 const IN_ARENA: u32 = 1 << 31;
 
-impl SmallCache {
+impl<B: Deref<Target = [SmallBucket]>, A: Deref<Target = [u32]>> SmallCache<B, A> {
     #[inline(always)]
     fn home(&self, hash: u64) -> usize {
         // The top bits of the multiplicative hash (the number of buckets is a power of two).
@@ -191,6 +203,53 @@ impl SmallCache {
         &self.arena[at + 1..at + 1 + count]
     }
 
+    /// The keys in the table.
+    fn keys(&self) -> impl Iterator<Item = SmallKey> + '_ {
+        self.buckets
+            .iter()
+            .flat_map(|bucket| bucket.0.iter())
+            .filter(|slot| slot.hi != 0)
+            .map(SmallSlot::key)
+    }
+
+    /// The table as bytes, little-endian: the number of buckets, of keys and of words in the
+    /// arena, zeros up to byte 64, every slot in order (`lo`, `hi`, `value`: 16 bytes), and the
+    /// arena's words. `recorded` reads them back into the same table, slot for slot; a record
+    /// placed at an offset of a multiple of 64 in memory is read in place.
+    #[cfg(test)]
+    fn record(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(RECORD_HEADER + 64 * self.buckets.len() + 4 * self.arena.len());
+        for n in [self.buckets.len(), self.len, self.arena.len()] {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        out.resize(RECORD_HEADER, 0);
+        for slot in self.buckets.iter().flat_map(|bucket| &bucket.0) {
+            out.extend_from_slice(&slot.lo.to_le_bytes());
+            out.extend_from_slice(&slot.hi.to_le_bytes());
+            out.extend_from_slice(&slot.value.to_le_bytes());
+        }
+        self.arena
+            .iter()
+            .for_each(|word| out.extend_from_slice(&word.to_le_bytes()));
+        out
+    }
+
+    /// The same table with its slots and arena owned.
+    #[cfg(test)]
+    fn to_owned_cache(&self) -> SmallCache {
+        SmallCache {
+            buckets: self.buckets.to_vec(),
+            len: self.len,
+            arena: self.arena.to_vec(),
+        }
+    }
+}
+
+/// Bytes of a small table's record before its slots (see `SmallCache::record`).
+const RECORD_HEADER: usize = 64;
+
+impl SmallCache {
     /// Inserts (or replaces) the ids of a key; the table doubles before it would be more than
     /// 3/4 full.
     fn insert(&mut self, key: SmallKey, ids: &[u32]) {
@@ -231,15 +290,6 @@ impl SmallCache {
         }
     }
 
-    /// The keys in the table.
-    fn keys(&self) -> impl Iterator<Item = SmallKey> + '_ {
-        self.buckets
-            .iter()
-            .flat_map(|bucket| bucket.0.iter())
-            .filter(|slot| slot.hi != 0)
-            .map(SmallSlot::key)
-    }
-
     fn grow(&mut self) {
         self.resize((2 * self.buckets.len()).max(16));
     }
@@ -270,59 +320,71 @@ impl SmallCache {
         self.arena.clear();
     }
 
-    /// The table as bytes, little-endian: the number of buckets, every slot in order (`lo`,
-    /// `hi`, `value`: 16 bytes), the arena's length and its words. `recorded` reads them back
-    /// into the same table, slot for slot.
-    #[cfg(test)]
-    fn record(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 64 * self.buckets.len() + 4 * self.arena.len());
-        out.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
-        for slot in self.buckets.iter().flat_map(|bucket| &bucket.0) {
-            out.extend_from_slice(&slot.lo.to_le_bytes());
-            out.extend_from_slice(&slot.hi.to_le_bytes());
-            out.extend_from_slice(&slot.value.to_le_bytes());
+    /// This table as the seed's small table, owning its slots (the table of a model that has no
+    /// snapshot).
+    fn into_seed(self) -> SeedSmallCache {
+        SmallCache {
+            buckets: Cow::Owned(self.buckets),
+            len: self.len,
+            arena: Cow::Owned(self.arena),
         }
-        out.extend_from_slice(&(self.arena.len() as u32).to_le_bytes());
-        self.arena
-            .iter()
-            .for_each(|word| out.extend_from_slice(&word.to_le_bytes()));
-        out
     }
+}
 
+impl<'a> RecordedSmallCache<'a> {
     /// The table `record` wrote, or `None` if `bytes` cannot be one: a number of buckets that is
-    /// not a power of two of at least 16, a table more than 3/4 full (a search must end at a free
-    /// slot), a value in the arena that is not there, or bytes left over.
-    fn recorded(bytes: &[u8]) -> Option<Self> {
+    /// not a power of two of at least 16, a number of keys that is not the number of slots taken
+    /// or makes the table more than 3/4 full (a search must end at a free slot), a value in the
+    /// arena that is not there, or bytes left over. The slots and the arena are read in place
+    /// (borrowed from `bytes`) when `bytes` is aligned for them, as the embedded snapshot's are,
+    /// and copied otherwise: reading a table of 1 MiB in place instead of copying it (into
+    /// memory the kernel must first zero) was half of the first encoding of a process, on every
+    /// thread of its first batch.
+    fn recorded(bytes: &'a [u8]) -> Option<Self> {
         let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-        let n = word(0)? as usize;
-        if n < 16 || !n.is_power_of_two() {
+        let (n, len, arena_len) = (word(0)? as usize, word(4)? as usize, word(8)? as usize);
+        if n < 16 || !n.is_power_of_two() || 4 * len > 3 * 4 * n {
             return None;
         }
-        let slots_end = 4 + n.checked_mul(64)?;
-        let arena_len = word(slots_end)? as usize;
-        if bytes.len() != slots_end + 4 + arena_len.checked_mul(4)? {
-            return None;
-        }
-        let arena: Vec<u32> = bytes[slots_end + 4..]
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let mut buckets = vec![SmallBucket::default(); n];
-        let mut len = 0;
-        for (slot, b) in buckets
-            .iter_mut()
-            .flat_map(|bucket| &mut bucket.0)
-            .zip(bytes[4..slots_end].chunks_exact(16))
+        let slots_end = RECORD_HEADER.checked_add(n.checked_mul(64)?)?;
+        if bytes.len() != slots_end.checked_add(arena_len.checked_mul(4)?)?
+            || bytes[12..RECORD_HEADER].iter().any(|&b| b != 0)
         {
-            let (lo, rest) = b.split_at(8);
-            let (hi, value) = rest.split_at(4);
-            *slot = SmallSlot {
-                lo: u64::from_le_bytes(lo.try_into().ok()?),
-                hi: u32::from_le_bytes(hi.try_into().ok()?),
-                value: u32::from_le_bytes(value.try_into().ok()?),
-            };
+            return None;
+        }
+        let (slots, words) = (&bytes[RECORD_HEADER..slots_end], &bytes[slots_end..]);
+        let buckets: Cow<'a, [SmallBucket]> = match bytemuck::try_cast_slice(slots) {
+            Ok(buckets) if cfg!(target_endian = "little") => Cow::Borrowed(buckets),
+            _ => Cow::Owned(
+                slots
+                    .chunks_exact(64)
+                    .map(|bucket| {
+                        let mut b = SmallBucket::default();
+                        for (slot, s) in b.0.iter_mut().zip(bucket.chunks_exact(16)) {
+                            *slot = SmallSlot {
+                                lo: u64::from_le_bytes(s[..8].try_into().expect("8 bytes")),
+                                hi: u32::from_le_bytes(s[8..12].try_into().expect("4 bytes")),
+                                value: u32::from_le_bytes(s[12..].try_into().expect("4 bytes")),
+                            };
+                        }
+                        b
+                    })
+                    .collect(),
+            ),
+        };
+        let arena: Cow<'a, [u32]> = match bytemuck::try_cast_slice(words) {
+            Ok(arena) if cfg!(target_endian = "little") => Cow::Borrowed(arena),
+            _ => Cow::Owned(
+                words
+                    .chunks_exact(4)
+                    .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                    .collect(),
+            ),
+        };
+        let mut taken = 0;
+        for slot in buckets.iter().flat_map(|bucket| &bucket.0) {
             if slot.hi != 0 {
-                len += 1;
+                taken += 1;
                 if slot.value & IN_ARENA != 0 {
                     let at = (slot.value & !IN_ARENA) as usize;
                     let count = *arena.get(at)? as usize;
@@ -330,7 +392,7 @@ impl SmallCache {
                 }
             }
         }
-        if 4 * len > 3 * 4 * n {
+        if taken != len {
             return None;
         }
         Some(Self {
@@ -344,12 +406,15 @@ impl SmallCache {
 /// Ids of short segments by their raw bytes: those of up to `MAX_SMALL_KEY_LEN` bytes in a
 /// `SmallCache`, the others of up to `MAX_SHORT_KEY_LEN` in a `ShortCache`.
 #[derive(Clone, Default, Debug, PartialEq)]
-struct SegmentCache {
-    small: SmallCache,
+struct SegmentCache<B = Vec<SmallBucket>, A = Vec<u32>> {
+    small: SmallCache<B, A>,
     short: ShortCache,
 }
 
-impl SegmentCache {
+/// The seed's segment cache (its small table read in place from a snapshot where it can be).
+type SeedCache = SegmentCache<Cow<'static, [SmallBucket]>, Cow<'static, [u32]>>;
+
+impl<B: Deref<Target = [SmallBucket]>, A: Deref<Target = [u32]>> SegmentCache<B, A> {
     #[inline(always)]
     fn get(&self, key: &SegmentKey) -> Option<&[u32]> {
         match key {
@@ -357,7 +422,9 @@ impl SegmentCache {
             SegmentKey::Short(key) => self.short.get(key),
         }
     }
+}
 
+impl SegmentCache {
     /// Inserts the ids of a segment; a worker's tables are emptied when they reach their bound
     /// (`MAX_SMALL_ENTRIES`, `MAX_SHORT_ENTRIES`) instead of growing.
     fn insert(&mut self, key: SegmentKey, ids: &[u32], bounded: bool) {
@@ -550,14 +617,14 @@ pub(crate) struct EncoderTables {
     /// For two ASCII characters of raw text (' ' stands for `▁`), indexed by `a * 128 + b`:
     /// whether some mergeable piece contains them next to each other. The test the encoder makes
     /// for every character, so one byte load.
-    raw_ascii_bigrams: Box<[bool]>,
+    raw_ascii_bigrams: Arc<[bool]>,
     /// Bigrams with a non-ASCII character found inside mergeable pieces.
-    other_bigrams: FxHashSet<u64>,
+    other_bigrams: Arc<FxHashSet<u64>>,
     /// `true` when encoding the text of this piece on its own gives exactly this piece.
-    self_encoding: Vec<bool>,
+    self_encoding: Arc<[bool]>,
     /// The segments that are pieces encoding to themselves, read by every worker before its own
     /// cache.
-    seed_cache: SegmentCache,
+    seed_cache: SeedCache,
     /// `SEED_FILTER_BITS` bits, one set for every small key of `seed_cache` (at the bit
     /// `seed_filter_bit` gives): a key whose bit is clear is not in the seed.
     seed_filter: Box<[u64]>,
@@ -569,20 +636,21 @@ pub(crate) struct EncoderTables {
     /// every bigram test) and what the character encodes to as a segment of its own (`CHAR_BYTES`:
     /// one byte piece per UTF-8 byte; otherwise the id in the low bits). Characters above the BMP
     /// are `CHAR_SLOW`.
-    char_info: Box<[u32]>,
+    char_info: Arc<[u32]>,
 }
 
 /// The tables of `EncoderTables` that cost the most to derive: `self_encoding` and `char_info`
 /// (by running the plain algorithm over the vocabulary), the two bigram tables (from every
 /// character of every piece), and the seed's table of small keys (`SmallCache::recorded`), which
 /// is read from the bytes it was recorded in at the first encoding instead of being made by
-/// inserting the pieces one by one.
+/// inserting the pieces one by one. The tables are shared with the `EncoderTables` built from
+/// them (a tokenizer keeps its recorded tables for every thread that may build its encoder's).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RecordedTables<'a> {
-    pub(crate) raw_ascii_bigrams: Box<[bool]>,
-    pub(crate) other_bigrams: FxHashSet<u64>,
-    pub(crate) self_encoding: Vec<bool>,
-    pub(crate) char_info: Box<[u32]>,
+    pub(crate) raw_ascii_bigrams: Arc<[bool]>,
+    pub(crate) other_bigrams: Arc<FxHashSet<u64>>,
+    pub(crate) self_encoding: Arc<[bool]>,
+    pub(crate) char_info: Arc<[u32]>,
     /// `SmallCache::record` of the seed's small table, if it was recorded.
     pub(crate) seed_small: Option<&'a [u8]>,
 }
@@ -626,7 +694,7 @@ impl EncoderTables {
     /// themselves, and `char_info`, both by running the plain algorithm) taken from `recorded`
     /// instead: the tables of the embedded model, recorded beside it (see `snapshot`), which the
     /// tests check against the derivation. Recorded tables of the wrong size are ignored.
-    pub(crate) fn build_with(model: &Model, recorded: Option<RecordedTables<'_>>) -> Self {
+    pub(crate) fn build_with(model: &Model, recorded: Option<RecordedTables<'static>>) -> Self {
         let recorded = recorded.filter(|r| {
             r.self_encoding.len() == model.vocab_size()
                 && r.char_info.len() == CHAR_TABLE_LEN
@@ -645,10 +713,10 @@ impl EncoderTables {
             None => {
                 let (raw_ascii_bigrams, other_bigrams) = bigram_tables(model);
                 RecordedTables {
-                    raw_ascii_bigrams,
-                    other_bigrams,
-                    self_encoding: self_encoding_pieces(model, &mut ws),
-                    char_info: char_info_table(model),
+                    raw_ascii_bigrams: raw_ascii_bigrams.into(),
+                    other_bigrams: Arc::new(other_bigrams),
+                    self_encoding: self_encoding_pieces(model, &mut ws).into(),
+                    char_info: char_info_table(model).into(),
                     seed_small: None,
                 }
             }
@@ -656,18 +724,20 @@ impl EncoderTables {
         // Those pieces, under the raw-text forms a segment of them can have, are the seed cache
         // every worker reads first: a word that is a piece is a hit from its first occurrence.
         // (Models with UNUSED pieces are never cut or cached.)
-        let mut seed_cache = SegmentCache::default();
+        let mut seed_cache = SeedCache::default();
         if !model.has_unused {
             // Up to two keys per piece (with and without the dummy prefix), nearly all small
             // (46,475 of 47,503 for the Mistral vocabularies). Their table, recorded, is read as
-            // it was made: the inserts in random places of 1 MiB were most of a first
-            // encoding's 2-3 ms, on every thread of a first batch at once.
+            // it was made, in place: the inserts in random places of 1 MiB were most of a first
+            // encoding's 2-3 ms, on every thread of a first batch at once, and then copying the
+            // record (into pages the kernel zeroes first) was half of the 1.4 ms left.
             let pieces = model.vocab_size();
-            let small = seed_small.and_then(SmallCache::recorded);
+            let small = seed_small.and_then(SeedSmallCache::recorded);
             let small_recorded = small.is_some();
+            let mut built = SmallCache::default();
             match small {
                 Some(small) => seed_cache.small = small,
-                None => seed_cache.small.reserve(pieces + pieces / 2),
+                None => built.reserve(pieces + pieces / 2),
             }
             seed_cache.short.map.reserve(pieces / 16);
             let mut raw = Vec::new();
@@ -684,10 +754,14 @@ impl EncoderTables {
                 for (raw, prefix) in std::iter::once((&raw[..], false)).chain(with_prefix) {
                     match segment_key(raw, 0, raw.len(), prefix) {
                         Some(SegmentKey::Small(_)) if small_recorded => {}
-                        Some(key) => seed_cache.insert(key, &[id], false),
+                        Some(SegmentKey::Small(key)) => built.insert(key, &[id]),
+                        Some(SegmentKey::Short(key)) => seed_cache.short.insert(key, &[id]),
                         None => {}
                     }
                 }
+            }
+            if !small_recorded {
+                seed_cache.small = built.into_seed();
             }
         }
         let mut seed_filter = vec![0u64; SEED_FILTER_BITS / 64].into_boxed_slice();
@@ -754,6 +828,12 @@ impl EncoderTables {
     #[cfg(test)]
     pub(crate) fn seed_small_record(&self) -> Vec<u8> {
         self.seed_cache.small.record()
+    }
+
+    /// Whether the seed's small table is read in place from a snapshot's bytes.
+    #[cfg(test)]
+    pub(crate) fn seed_small_is_borrowed(&self) -> bool {
+        matches!(self.seed_cache.small.buckets, Cow::Borrowed(_))
     }
 
     /// Panics unless `self` and `other` agree in every field.
@@ -2012,42 +2092,73 @@ mod tests {
     #[test]
     fn a_small_table_reads_back_from_its_record_and_a_bad_record_is_refused() {
         let seed = &tables().seed_cache.small;
-        assert_eq!(SmallCache::recorded(&seed.record()).as_ref(), Some(seed));
+        assert_eq!(
+            RecordedSmallCache::recorded(&seed.record()).as_ref(),
+            Some(seed)
+        );
         let mut table = SmallCache::default();
         for n in 1..=40u64 {
             let ids: Vec<u32> = (0..(n % 3) as u32 + 1).collect();
             table.insert(SmallKey { lo: n, hi: 1 << 24 }, &ids);
         }
         let record = table.record();
-        assert_eq!(SmallCache::recorded(&record).as_ref(), Some(&table));
+        let read = |bytes: &[u8]| RecordedSmallCache::recorded(bytes).map(|t| t.to_owned_cache());
+        assert_eq!(read(&record).as_ref(), Some(&table));
         for cut in [0, 3, 4, 100, record.len() - 1] {
-            assert!(
-                SmallCache::recorded(&record[..cut]).is_none(),
-                "cut at {cut}"
-            );
+            assert!(read(&record[..cut]).is_none(), "cut at {cut}");
         }
         let mut longer = record.clone();
         longer.push(0);
-        assert!(SmallCache::recorded(&longer).is_none());
+        assert!(read(&longer).is_none());
         // A bucket count that is not a power of two.
         let mut odd = record.clone();
         odd[..4].copy_from_slice(&(table.buckets.len() as u32 + 1).to_le_bytes());
-        assert!(SmallCache::recorded(&odd).is_none());
+        assert!(read(&odd).is_none());
+        // A count of keys that is not the number of slots taken.
+        let mut miscounted = record.clone();
+        miscounted[4..8].copy_from_slice(&(table.len as u32 - 1).to_le_bytes());
+        assert!(read(&miscounted).is_none());
+        // Something other than zeros before the slots.
+        let mut padded = record.clone();
+        padded[RECORD_HEADER - 1] = 1;
+        assert!(read(&padded).is_none());
         // Every slot taken: a search for a key that is not there would never end.
         let mut full = record.clone();
-        for slot in full[4..4 + 64 * table.buckets.len()].chunks_exact_mut(16) {
+        let slots = RECORD_HEADER..RECORD_HEADER + 64 * table.buckets.len();
+        for slot in full[slots].chunks_exact_mut(16) {
             slot[8..12].copy_from_slice(&(1u32 << 24).to_le_bytes());
             slot[12..16].copy_from_slice(&7u32.to_le_bytes());
         }
-        assert!(SmallCache::recorded(&full).is_none());
+        full[4..8].copy_from_slice(&(4 * table.buckets.len() as u32).to_le_bytes());
+        assert!(read(&full).is_none());
         // A value in the arena beyond its end.
         let mut outside = record;
         let slot = (0..table.buckets.len() * 4)
             .find(|&i| table.buckets[i / 4].0[i % 4].value & IN_ARENA != 0)
             .expect("a key of several ids");
-        let at = 4 + 16 * slot + 12;
+        let at = RECORD_HEADER + 16 * slot + 12;
         outside[at..at + 4].copy_from_slice(&(IN_ARENA | 1_000_000).to_le_bytes());
-        assert!(SmallCache::recorded(&outside).is_none());
+        assert!(read(&outside).is_none());
+    }
+
+    /// A record at an address aligned for its slots is read in place; anywhere else it is
+    /// copied, into the same table.
+    #[test]
+    fn a_small_table_is_read_in_place_where_its_record_is_aligned() {
+        let seed = &tables().seed_cache.small;
+        let record = seed.record();
+        // A buffer of buckets holds the record at an aligned address, and one byte further.
+        let mut buffer = vec![SmallBucket::default(); record.len() / 64 + 2];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buffer);
+        bytes[..record.len()].copy_from_slice(&record);
+        let aligned = RecordedSmallCache::recorded(&bytes[..record.len()]).unwrap();
+        assert!(matches!(aligned.buckets, Cow::Borrowed(_)));
+        assert!(matches!(aligned.arena, Cow::Borrowed(_)));
+        assert_eq!(&aligned, seed);
+        bytes.copy_within(..record.len(), 1);
+        let shifted = RecordedSmallCache::recorded(&bytes[1..=record.len()]).unwrap();
+        assert!(matches!(shifted.buckets, Cow::Owned(_)));
+        assert_eq!(&shifted, seed);
     }
 
     #[test]

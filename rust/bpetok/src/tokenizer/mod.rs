@@ -23,8 +23,15 @@ pub use placement::CallerCpu;
 
 /// The Mistral 7B / Mixtral 8x7B SentencePiece model (32,000 pieces), embedded in the crate.
 pub const MIXTRAL_8X7B_MODEL: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.model");
-/// The derived tables of the embedded model, recorded beside it (see `snapshot`).
-pub(crate) const MIXTRAL_8X7B_TABLES: &[u8] = include_bytes!("../../data/mixtral-8x7b-v0.1.tables");
+/// The derived tables of the embedded model, recorded beside it (see `snapshot`), at an address
+/// aligned for the seed's table to be read in place.
+pub(crate) static MIXTRAL_8X7B_TABLES: &[u8] = &ALIGNED_TABLES.0;
+static ALIGNED_TABLES: &Aligned<[u8]> =
+    &Aligned(*include_bytes!("../../data/mixtral-8x7b-v0.1.tables"));
+
+/// Bytes at an address that is a multiple of 64.
+#[repr(C, align(64))]
+struct Aligned<B: ?Sized>(B);
 
 /// Batches smaller than this many bytes of text are encoded on the calling thread only.
 const MIN_BYTES_PER_THREAD: usize = 32 * 1024;

@@ -14,6 +14,8 @@
 //! The format: little-endian; a magic line and a version, then length-prefixed arrays in a fixed
 //! order (see `write`). Maps are written sorted by key, so the bytes depend on the model alone.
 
+use std::sync::Arc;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 #[cfg(test)]
@@ -25,7 +27,11 @@ use crate::tokenizer::model::{MergeTables, ModelSpec, PieceTable};
 use crate::tokenizer::proto::PieceType;
 
 const MAGIC: &[u8] = b"bpetok derived tables\n";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The seed's small table starts at a multiple of this many bytes from the start of the
+/// snapshot (zeros before its length fill the gap), so that a snapshot placed at such an address
+/// is read in place (see `SmallCache::recorded`).
+const TABLE_ALIGN: usize = 64;
 
 /// What a snapshot holds (the seed's small table borrowed from its bytes).
 pub(crate) struct Snapshot<'a> {
@@ -101,7 +107,9 @@ pub(crate) fn write(spec: &ModelSpec, model: &Model, tables: &EncoderTables) -> 
         w.u32(i as u32);
         w.u32(info[i]);
     }
-    // The seed's table of small keys, slot for slot, last (read in place at the first encoding).
+    // The seed's table of small keys, slot for slot, last (read in place at the first encoding),
+    // aligned.
+    w.0.resize(w.0.len() + table_padding(w.0.len()), 0);
     w.bytes(&tables.seed_small_record());
     w.0
 }
@@ -156,10 +164,15 @@ pub(crate) fn read(bytes: &[u8]) -> Option<Snapshot<'_>> {
     let self_encoding = r.bits()?;
     let len = r.u32()? as usize;
     let common = r.u32()?;
-    let mut char_info = vec![common; len].into_boxed_slice();
+    let mut char_info: Arc<[u32]> = std::iter::repeat_n(common, len).collect();
+    let info = Arc::get_mut(&mut char_info)?;
     for _ in 0..r.u32()? {
         let i = r.u32()? as usize;
-        *char_info.get_mut(i)? = r.u32()?;
+        *info.get_mut(i)? = r.u32()?;
+    }
+    let padding = table_padding(bytes.len() - r.0.len());
+    if r.take(padding)?.iter().any(|&b| b != 0) {
+        return None;
     }
     let seed_small = r.bytes()?;
     if !r.0.is_empty() {
@@ -180,13 +193,19 @@ pub(crate) fn read(bytes: &[u8]) -> Option<Snapshot<'_>> {
             merges,
         },
         tables: RecordedTables {
-            raw_ascii_bigrams,
-            other_bigrams,
-            self_encoding,
+            raw_ascii_bigrams: raw_ascii_bigrams.into(),
+            other_bigrams: Arc::new(other_bigrams),
+            self_encoding: self_encoding.into(),
             char_info,
             seed_small: Some(seed_small),
         },
     })
+}
+
+/// The zeros before the seed's small table's length at byte `at` of a snapshot, so that the table
+/// (after its four-byte length) starts at a multiple of `TABLE_ALIGN`.
+fn table_padding(at: usize) -> usize {
+    (TABLE_ALIGN - (at + 4) % TABLE_ALIGN) % TABLE_ALIGN
 }
 
 #[cfg(test)]
@@ -274,7 +293,7 @@ mod tests {
     }
 
     /// The model and tables assembled from a snapshot, as `Tokenizer::from_bytes` does.
-    fn load(snapshot: &[u8]) -> (Model, EncoderTables) {
+    fn load(snapshot: &'static [u8]) -> (Model, EncoderTables) {
         let Snapshot {
             spec,
             merges,
@@ -318,6 +337,8 @@ mod tests {
         );
         tok.model.assert_same(&model);
         tok.tables().assert_same(&tables);
+        // The seed's small table (1 MiB) is read in place from the embedded bytes, not copied.
+        assert!(tok.tables().seed_small_is_borrowed());
     }
 
     /// The format holds any model, not only the embedded one: the v3 vocabulary of
@@ -333,7 +354,9 @@ mod tests {
             return;
         };
         let (spec, model, tables) = derive(&bytes);
-        let (loaded_model, loaded_tables) = load(&write(&spec, &model, &tables));
+        // (Leaked: the tables a tokenizer keeps borrow from bytes that live as long as it.)
+        let snapshot = Vec::leak(write(&spec, &model, &tables));
+        let (loaded_model, loaded_tables) = load(snapshot);
         model.assert_same(&loaded_model);
         tables.assert_same(&loaded_tables);
     }
