@@ -124,7 +124,8 @@ impl ShortCache {
 /// a free slot ends every search.
 ///
 /// A worker's table owns its slots and arena (`SmallCache`); the seed's (`SeedSmallCache`) reads
-/// them in place from the embedded snapshot's bytes where it can (see `SmallCache::recorded`).
+/// them in place from the embedded snapshot's bytes where it can (see
+/// `RecordedSmallCache::recorded`).
 #[derive(Clone, Default, Debug, PartialEq)]
 struct SmallCache<B = Vec<SmallBucket>, A = Vec<u32>> {
     /// A power of two of them (at least 16), or none.
@@ -335,12 +336,16 @@ impl<'a> RecordedSmallCache<'a> {
     /// The table `record` wrote, or `None` if `bytes` cannot be one: a number of buckets that is
     /// not a power of two of at least 16, a number of keys that is not the number of slots taken
     /// or makes the table more than 3/4 full (a search must end at a free slot), a value in the
-    /// arena that is not there, or bytes left over. The slots and the arena are read in place
-    /// (borrowed from `bytes`) when `bytes` is aligned for them, as the embedded snapshot's are,
-    /// and copied otherwise: reading a table of 1 MiB in place instead of copying it (into
+    /// arena that is not there, or bytes left over (or any record, on a big-endian machine). The
+    /// slots and the arena are read in place (borrowed from `bytes`) when `bytes` is aligned for
+    /// them, as the embedded snapshot's are, and copied otherwise: reading a table of 1 MiB in place instead of copying it (into
     /// memory the kernel must first zero) was half of the first encoding of a process, on every
     /// thread of its first batch.
     fn recorded(bytes: &'a [u8]) -> Option<Self> {
+        if cfg!(target_endian = "big") {
+            // The record is little-endian: such a machine makes the table by inserting.
+            return None;
+        }
         let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
         let (n, len, arena_len) = (word(0)? as usize, word(4)? as usize, word(8)? as usize);
         if n < 16 || !n.is_power_of_two() || 4 * len > 3 * 4 * n {
@@ -354,32 +359,12 @@ impl<'a> RecordedSmallCache<'a> {
         }
         let (slots, words) = (&bytes[RECORD_HEADER..slots_end], &bytes[slots_end..]);
         let buckets: Cow<'a, [SmallBucket]> = match bytemuck::try_cast_slice(slots) {
-            Ok(buckets) if cfg!(target_endian = "little") => Cow::Borrowed(buckets),
-            _ => Cow::Owned(
-                slots
-                    .chunks_exact(64)
-                    .map(|bucket| {
-                        let mut b = SmallBucket::default();
-                        for (slot, s) in b.0.iter_mut().zip(bucket.chunks_exact(16)) {
-                            *slot = SmallSlot {
-                                lo: u64::from_le_bytes(s[..8].try_into().expect("8 bytes")),
-                                hi: u32::from_le_bytes(s[8..12].try_into().expect("4 bytes")),
-                                value: u32::from_le_bytes(s[12..].try_into().expect("4 bytes")),
-                            };
-                        }
-                        b
-                    })
-                    .collect(),
-            ),
+            Ok(buckets) => Cow::Borrowed(buckets),
+            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(slots)),
         };
         let arena: Cow<'a, [u32]> = match bytemuck::try_cast_slice(words) {
-            Ok(arena) if cfg!(target_endian = "little") => Cow::Borrowed(arena),
-            _ => Cow::Owned(
-                words
-                    .chunks_exact(4)
-                    .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                    .collect(),
-            ),
+            Ok(arena) => Cow::Borrowed(arena),
+            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(words)),
         };
         let mut taken = 0;
         for slot in buckets.iter().flat_map(|bucket| &bucket.0) {
@@ -425,18 +410,18 @@ impl<B: Deref<Target = [SmallBucket]>, A: Deref<Target = [u32]>> SegmentCache<B,
 }
 
 impl SegmentCache {
-    /// Inserts the ids of a segment; a worker's tables are emptied when they reach their bound
+    /// Inserts the ids of a segment; the tables are emptied when they reach their bound
     /// (`MAX_SMALL_ENTRIES`, `MAX_SHORT_ENTRIES`) instead of growing.
-    fn insert(&mut self, key: SegmentKey, ids: &[u32], bounded: bool) {
+    fn insert(&mut self, key: SegmentKey, ids: &[u32]) {
         match key {
             SegmentKey::Small(key) => {
-                if bounded && self.small.len >= MAX_SMALL_ENTRIES {
+                if self.small.len >= MAX_SMALL_ENTRIES {
                     self.small.clear();
                 }
                 self.small.insert(key, ids);
             }
             SegmentKey::Short(key) => {
-                if bounded && self.short.map.len() >= MAX_SHORT_ENTRIES {
+                if self.short.map.len() >= MAX_SHORT_ENTRIES {
                     self.short.clear();
                 }
                 self.short.insert(key, ids);
@@ -1350,7 +1335,7 @@ fn encode_raw_segment_miss(
     }
     ws.segment = segment;
     if let Some(key) = key {
-        ws.short_cache.insert(key, &out[first..], true);
+        ws.short_cache.insert(key, &out[first..]);
     } else if !prefix && raw.len() <= MAX_CACHED_LEN {
         // (A long segment with the dummy prefix starts a text: too rare to be worth caching.)
         if ws.cache.len() >= MAX_LONG_CACHE_ENTRIES {
@@ -2224,7 +2209,12 @@ mod tests {
                     len <= MAX_SMALL_KEY_LEN
                 );
                 let (small_before, short_before) = (cache.small.len, cache.short.map.len());
-                cache.insert(key, &ids, bounded);
+                match key {
+                    _ if bounded => cache.insert(key, &ids),
+                    // The tables themselves, which grow without a bound (as the seed's do).
+                    SegmentKey::Small(key) => cache.small.insert(key, &ids),
+                    SegmentKey::Short(key) => cache.short.insert(key, &ids),
+                }
                 if bounded && cache.small.len < small_before {
                     // Emptied at the bound: forget the small keys the cache dropped.
                     assert_eq!(small_before, MAX_SMALL_ENTRIES);
@@ -2264,7 +2254,7 @@ mod tests {
         for k in 0..(MAX_SMALL_ENTRIES as u64 + 10) {
             let raw = k.to_le_bytes();
             let key = segment_key(&raw, 0, 8, false).unwrap();
-            cache.insert(key, &[1], true);
+            cache.insert(key, &[1]);
         }
         assert_eq!(cache.small.len, 10);
         assert_eq!(cache.small.buckets.len() * 4, 4 * MAX_SMALL_ENTRIES / 3);

@@ -30,7 +30,7 @@ const MAGIC: &[u8] = b"bpetok derived tables\n";
 const VERSION: u32 = 3;
 /// The seed's small table starts at a multiple of this many bytes from the start of the
 /// snapshot (zeros before its length fill the gap), so that a snapshot placed at such an address
-/// is read in place (see `SmallCache::recorded`).
+/// is read in place (see `RecordedSmallCache::recorded`).
 const TABLE_ALIGN: usize = 64;
 
 /// What a snapshot holds (the seed's small table borrowed from its bytes).
