@@ -21,6 +21,13 @@ and, in the same cycles, the process encodes the sample on both CPUs (``num_thre
 conditions take turns in each cycle (the order rotated from cycle to cycle), so that the machine's
 slow and fast phases fall on all of them; figures are medians over every pass of every cycle.
 
+With ``--fresh`` it measures instead what ``bench_peers.py``'s fresh and warm figures measure, with
+the machine's phases taken out the same way: each pass gets a new tokenizer (loaded from the
+embedded model's bytes, so with empty caches, as in a fresh process) and encodes the cold set
+(timed: "fresh"), the warm-up set (not timed) and the warm set (timed: "warm"), on one thread (on
+the first CPU) or on two, the two taking turns round after round. What a tokenizer in a new
+process has that this one has not: a new allocator and pages the process never touched.
+
 The **control** row times the compute-only loop itself on the first CPU, alone and beside a copy of
 itself on the second: about 1.00 when the two CPUs do not slow each other down for work that
 shares no memory.
@@ -123,6 +130,74 @@ def interleaved(conditions, run, rounds: int, cpus: tuple[int, int]) -> dict[str
     return times
 
 
+def fresh_passes(tok_bytes: bytes, sets: dict[str, list[str]], rounds: int, cpus: tuple[int, int]):
+    """Per round, one and two threads in turn (the order alternated): a new tokenizer, then the
+    cold set (timed), the warm-up set and the warm set (timed). Milliseconds by thread count:
+    [(cold, warm), ...], one pair per round."""
+    import bpetok
+
+    times: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    for r in range(rounds):
+        for threads in (1, 2) if r % 2 == 0 else (2, 1):
+            os.sched_setaffinity(0, set(cpus) if threads == 2 else {cpus[0]})
+            tok = bpetok.Tokenizer.from_bytes(tok_bytes)
+            t = time.perf_counter()
+            tok.encode_batch_to_numpy(sets["cold"], num_threads=threads)
+            cold = (time.perf_counter() - t) * 1e3
+            tok.encode_batch_to_numpy(sets["warmup"], num_threads=threads)
+            t = time.perf_counter()
+            tok.encode_batch_to_numpy(sets["warm"], num_threads=threads)
+            times[threads].append((cold, (time.perf_counter() - t) * 1e3))
+    os.sched_setaffinity(0, set(cpus))
+    return times
+
+
+def main_fresh(args, cpus: tuple[int, int]) -> int:
+    """``--fresh``: 2 threads / 1 on a new tokenizer's first passes (see the module's doc)."""
+    import bpetok
+
+    model = bpetok.Tokenizer.default().model_bytes
+    print(
+        f"bpetok {bpetok.__version__}: a new tokenizer per pass, 1 thread (CPU {cpus[0]}) and 2 threads "
+        f"in turn, {args.rounds} rounds; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    rows, record = [], {}
+    for name in [s for s in args.sets.split(",") if s]:
+        sets = draw_sets(Path(args.corpora), name, args.mb)
+        mb = {part: sum(map(utf8_len, sets[part])) / 1e6 for part in ("cold", "warm")}
+        log(f"{name}: cold {mb['cold']:.2f} MB, warm {mb['warm']:.2f} MB")
+        times = fresh_passes(model, sets, args.rounds, cpus)
+        record[name] = {"mb": mb, "ms": times}
+        rows.append((name, mb, times))
+    print()
+    print(
+        "| corpus | fresh 1 thread, MB/s | fresh 2 threads | fresh 2 / 1 (paired) | warm 1 thread |"
+        " warm 2 threads | warm 2 / 1 (paired) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, mb, times in rows:
+        cells = []
+        for k, part in enumerate(("cold", "warm")):
+            one = statistics.median(x[k] for x in times[1])
+            two = statistics.median(x[k] for x in times[2])
+            paired = statistics.median(a[k] / b[k] for a, b in zip(times[1], times[2], strict=True))
+            cells += [
+                f"{mb[part] / one * 1e3:.1f}",
+                f"{mb[part] / two * 1e3:.1f}",
+                f"{one / two:.2f}x ({paired:.2f}x)",
+            ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+    print(
+        "MB/s from the median pass; 2 / 1: the ratio of the medians, and (paired) the median of "
+        "each round's ratio."
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpora", default="/tmp/corpora", help="directory of NAME.jsonl corpora")
@@ -130,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mb", type=float, default=3.0, help="sample per corpus, MB (bench_peers.py's warm set)")
     ap.add_argument("--rounds", type=int, default=60, help="timed passes per condition (one per round)")
     ap.add_argument("--json", default=None, help="also write every pass's time to this JSON file")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new tokenizer per pass: fresh (cold set) and warm (after the warm-up set), 1 and 2 threads",
+    )
     ap.add_argument("--_neighbour", help=argparse.SUPPRESS)
     ap.add_argument("--_docs", help=argparse.SUPPRESS)
     ap.add_argument("--_cpu", type=int, help=argparse.SUPPRESS)
@@ -144,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"needs two CPUs, this process may use {allowed}")
     cpus = (allowed[0], allowed[1])
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    if args.fresh:
+        return main_fresh(args, cpus)
     import bpetok
 
     tok = bpetok.Tokenizer.default()
