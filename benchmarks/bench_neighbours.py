@@ -21,8 +21,9 @@ and, in the same cycles, the process encodes the sample on both CPUs (``num_thre
 conditions take turns in each cycle (the order rotated from cycle to cycle), so that the machine's
 slow and fast phases fall on all of them; figures are medians over every pass of every cycle.
 
-With ``--fresh`` it measures instead what ``bench_peers.py``'s fresh and warm figures measure, with
-the machine's phases taken out the same way: each pass gets a new tokenizer (loaded from the
+With ``--fresh`` it measures instead what ``bench_peers.py``'s fresh and warm figures measure, the
+two thread counts taking turns in the same way (the machine's phases still move their ratio, as
+they move a thread's speed beside a busy CPU): each pass gets a new tokenizer (loaded from the
 embedded model's bytes, so with empty caches, as in a fresh process) and encodes the cold set
 (timed: "fresh"), the warm-up set (not timed) and the warm set (timed: "warm"), on one thread (on
 the first CPU) or on two, the two taking turns round after round. What a tokenizer in a new
