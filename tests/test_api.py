@@ -543,6 +543,38 @@ def test_encode_rejects_non_text(vocab: Vocab, bad: object) -> None:
         bpetok.encode(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("bad", [None, 5, bytearray(b"ab"), ["a"]], ids=lambda v: type(v).__name__)
+def test_a_batch_names_its_first_item_that_is_not_text(vocab: Vocab, bad: object, num_threads: int) -> None:
+    """The batch calls check their items as the native module reads them (no Python loop in front
+    of the threads): the first item in the list that is neither str nor bytes is named, on one
+    thread and on two (where items are read in the order the threads take them), for a list or
+    any other iterable; nothing is returned."""
+    texts = [f"document {i}: " + "some words of text " * 80 for i in range(120)]  # 120 x 1.5 KB
+    calls = [vocab.tok.encode_batch, vocab.tok.encode_batch_to_numpy, vocab.tok.count_batch]
+    for where in (0, 7, 61, 119):
+        batch: list[object] = list(texts)
+        batch[where] = bad
+        if where < 100:
+            batch[100] = 3.5  # a later bad item of another type is not the one named
+        want = rf"^texts\[{where}\] is {type(bad).__name__}, expected str or bytes$"
+        for call in calls:
+            with pytest.raises(TypeError, match=want):
+                call(batch, num_threads=num_threads)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=want):
+                call(iter(batch), num_threads=num_threads)  # type: ignore[arg-type]
+
+    # str and bytes subclasses are texts.
+    class Str(str):
+        pass
+
+    class Bytes(bytes):
+        pass
+
+    mixed = [Str("a str subclass"), Bytes(b"a bytes subclass"), *texts[:3]]
+    assert vocab.tok.encode_batch(mixed, num_threads=num_threads) == [vocab.tok.encode(t) for t in mixed]
+
+
 def test_encode_batch_rejects_a_single_text(vocab: Vocab) -> None:
     with pytest.raises(TypeError):
         vocab.tok.encode_batch("abc")

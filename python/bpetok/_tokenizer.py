@@ -359,13 +359,12 @@ def _threads(num_threads: int | None) -> int:
 
 
 def _as_text_list(texts: Iterable[Text]) -> list[Text]:
+    """The batch as a list (a list as it is). Its items are checked by the native module as it
+    reads them: one that is neither ``str`` nor ``bytes`` raises ``TypeError: texts[i] is T,
+    expected str or bytes``, for the first such item."""
     if isinstance(texts, (str, bytes)):
         raise TypeError("encode_batch takes an iterable of texts, not a single str or bytes; use encode")
-    batch = texts if isinstance(texts, list) else list(texts)
-    for i, text in enumerate(batch):
-        if not isinstance(text, (str, bytes)):
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str or bytes")
-    return batch
+    return texts if isinstance(texts, list) else list(texts)
 
 
 def _as_id_list(ids: object) -> list[int]:
