@@ -188,13 +188,20 @@ def main_fresh(args, cpus: tuple[int, int]) -> int:
                 f"{one / two:.2f}x ({paired:.2f}x)",
             ]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print()
-    print(
+    return finish(
         "MB/s from the median pass; 2 / 1: the ratio of the medians, and (paired) the median of "
-        "each round's ratio."
+        "each round's ratio.",
+        record,
+        args.json,
     )
-    if args.json:
-        with open(args.json, "w") as f:
+
+
+def finish(legend: str, record: dict, json_path: str | None) -> int:
+    """Prints the legend under a table, writes every pass's time to ``json_path`` if given."""
+    print()
+    print(legend)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(record, f)
     return 0
 
@@ -288,15 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio = control["compute"] / control["idle"]
     print(f"| control: the compute-only loop | {control['idle']:.2f} ms | {ratio:.3f} | | | | |")
-    print()
-    print(
+    return finish(
         "beside X: the median pass beside X over the median pass beside an idle CPU (1.000: no "
-        "slowdown). The control row is the compute-only loop itself, beside a copy of itself."
+        "slowdown). The control row is the compute-only loop itself, beside a copy of itself.",
+        record,
+        args.json,
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f)
-    return 0
 
 
 if __name__ == "__main__":

@@ -428,13 +428,18 @@ fn read_texts(list: &Bound<'_, PyList>) -> PyResult<Vec<TextArg>> {
 /// over the list in front of the threads was a seventh of a two-thread batch of 60,000 lines).
 fn read_text(list: &Bound<'_, PyList>, i: usize) -> PyResult<TextArg> {
     let item = list.get_item(i)?;
-    if !item.is_instance_of::<PyString>() && !item.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err(format!(
-            "texts[{i}] is {}, expected str or bytes",
-            item.get_type().name()?
-        )));
-    }
-    item.extract::<TextArg>()
+    // `TextArg`'s own check, with the item's place in the list added to its TypeError.
+    item.extract::<TextArg>().map_err(|err| {
+        if !err.is_instance_of::<PyTypeError>(list.py()) {
+            return err;
+        }
+        match item.get_type().name() {
+            Ok(name) => {
+                PyTypeError::new_err(format!("texts[{i}] is {name}, expected str or bytes"))
+            }
+            Err(err) => err,
+        }
+    })
 }
 
 /// Whether a batch read at once goes to the core's batch call, which gives each text every

@@ -338,9 +338,9 @@ impl<'a> RecordedSmallCache<'a> {
     /// or makes the table more than 3/4 full (a search must end at a free slot), a value in the
     /// arena that is not there, or bytes left over (or any record, on a big-endian machine). The
     /// slots and the arena are read in place (borrowed from `bytes`) when `bytes` is aligned for
-    /// them, as the embedded snapshot's are, and copied otherwise: reading a table of 1 MiB in place instead of copying it (into
-    /// memory the kernel must first zero) was half of the first encoding of a process, on every
-    /// thread of its first batch.
+    /// them, as the embedded snapshot's are, and copied otherwise: reading a table of 1 MiB in
+    /// place instead of copying it (into memory the kernel must first zero) was half of the first
+    /// encoding of a process, on every thread of its first batch.
     fn recorded(bytes: &'a [u8]) -> Option<Self> {
         if cfg!(target_endian = "big") {
             // The record is little-endian: such a machine makes the table by inserting.
