@@ -1289,10 +1289,7 @@ impl PyTokenizer {
     }
 
     fn encode_as_pieces(&self, text: TextArg, add_bos: bool, add_eos: bool) -> Vec<&str> {
-        text.with_utf8(|text| {
-            self.inner
-                .encode_bytes_as_pieces(text.as_bytes(), add_bos, add_eos)
-        })
+        text.with_utf8(|text| self.inner.encode_text_as_pieces(text, add_bos, add_eos))
     }
 
     fn id_to_piece(&self, id: i64) -> PyResult<String> {

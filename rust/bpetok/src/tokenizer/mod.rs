@@ -518,13 +518,20 @@ impl Tokenizer {
 
     /// The pieces of an encoding (byte pieces as `<0xXX>`), like `encode(..., out_type=str)`.
     pub fn encode_as_pieces(&self, text: &str) -> Vec<&str> {
-        self.encode_bytes_as_pieces(text.as_bytes(), false, false)
+        self.encode_text_as_pieces(Text::Str(text), false, false)
     }
 
     /// [`Tokenizer::encode_as_pieces`] of UTF-8 bytes (invalid UTF-8 as in
     /// [`Tokenizer::encode_bytes`]), with `<s>` / `</s>` around when asked.
     pub fn encode_bytes_as_pieces(&self, text: &[u8], add_bos: bool, add_eos: bool) -> Vec<&str> {
-        self.encode_bytes(text, add_bos, add_eos)
+        self.encode_text_as_pieces(Text::Bytes(text), add_bos, add_eos)
+    }
+
+    /// [`Tokenizer::encode_as_pieces`] of a [`Text`]: a `str` is not checked again, bytes are
+    /// read as [`Tokenizer::encode_bytes`] reads them.
+    pub fn encode_text_as_pieces(&self, text: Text<'_>, add_bos: bool, add_eos: bool) -> Vec<&str> {
+        self.encoder()
+            .encode_text(text, add_bos, add_eos)
             .into_iter()
             .map(|id| self.model.piece(id as usize))
             .collect()
