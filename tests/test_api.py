@@ -4,6 +4,7 @@ pathologically long inputs."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import pickle
@@ -385,6 +386,38 @@ def test_encode_batch_order_and_threads(vocab: Vocab) -> None:
     assert vocab.tok.decode_batch(expected[:200], num_threads=2) == [
         vocab.sp.decode(i) for i in expected[:200]
     ]
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_a_batch_leaves_the_garbage_collector_as_it_found_it(mixtral: Vocab, num_threads: int) -> None:
+    # The batch calls hold CPython's cyclic collector off while they make their result lists
+    # (rust/bpetok-python/src/collector.rs). It must be on after every call that found it on (one
+    # that fails too), still off after one that found it off, and the lists must be tracked as any
+    # list is, so that a cycle a caller makes through one is collected.
+    tok = mixtral.tok
+    texts = [f"line {i} of a batch, caf\u00e9" for i in range(3000)]  # past a collection's threshold
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    calls = {
+        "encode_batch": lambda: tok.encode_batch(texts, num_threads=num_threads),
+        "encode_chat_batch": lambda: tok.encode_chat_batch([chat] * 800, num_threads=num_threads),
+        "a failing encode_batch": lambda: tok.encode_batch([*texts[:1500], 3], num_threads=num_threads),
+    }
+    was_on = gc.isenabled()
+    try:
+        for name, call in calls.items():
+            for on in (True, False):
+                gc.enable() if on else gc.disable()
+                try:
+                    call()
+                except TypeError:
+                    assert name == "a failing encode_batch"
+                assert gc.isenabled() == on, (name, on)
+    finally:
+        gc.enable() if was_on else gc.disable()
+    lists = tok.encode_batch(texts, num_threads=num_threads)
+    assert lists == [mixtral.sp.encode(t) for t in texts]
+    assert all(gc.is_tracked(ids) for ids in lists)
+    assert gc.is_tracked(lists)
 
 
 # ---- bad inputs -----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! arguments converted, the GIL released around real work, errors mapped to exceptions in one
 //! place (`errors.rs`). Argument policy and documentation live in the Python package `bpetok`.
 
+mod collector;
 mod data;
 mod errors;
 mod int_ids;

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyListMethods, PyString, PyTupleMethods};
 
+use crate::collector;
 use crate::errors::model_err as to_py_err;
 use crate::int_ids::IntIds;
 use crate::list_items;
@@ -912,6 +913,7 @@ impl PyTokenizer {
                     encoder.encode_text(text, add_bos, add_eos)
                 })
             };
+            let _paused = collector::Paused::new(py);
             let lists = batch
                 .iter()
                 .map(|ids| self.id_list(py, ids))
@@ -926,15 +928,15 @@ impl PyTokenizer {
         let read = TextsRead::new(n, &overlap.sizes, threads);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
-        let mut keep =
-            |i: usize, ids: &[u32], lists: &mut Vec<Option<Bound<'py, PyList>>>| match self
-                .id_list(py, ids)
-            {
+        let mut keep = |i: usize, ids: &[u32], lists: &mut Vec<Option<Bound<'py, PyList>>>| {
+            let _paused = collector::Paused::new(py);
+            match self.id_list(py, ids) {
                 Ok(list) => lists[i] = Some(list),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
-            };
+            }
+        };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
         // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`), moved to
         // its thread and given back as in `overlapped`.
@@ -1006,6 +1008,7 @@ impl PyTokenizer {
         if let Some(err) = first_error {
             return Err(err);
         }
+        let _paused = collector::Paused::new(py);
         PyList::new(
             py,
             lists
@@ -1260,6 +1263,7 @@ impl PyTokenizer {
         } else {
             py.detach(|| spec.encode_json_batch(tok, &texts, num_threads))
         };
+        let _paused = collector::Paused::new(py);
         let mut out = Vec::with_capacity(made.len());
         for (i, result) in made.into_iter().enumerate() {
             match result {
