@@ -848,7 +848,10 @@ impl PyTokenizer {
             + usize::from(add_eos && self.inner.eos_id().is_some())
     }
 
+    /// The list of `ids`, made with the cyclic collector held off (see `collector.rs`): a batch
+    /// makes one per text, and on 3.10 and 3.11 collections would run inside those allocations.
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let _paused = collector::Paused::new(py);
         // Every id comes from the encoder, so it is below vocab_size.
         PyList::new(py, ids.iter().map(|&id| self.ints[id as usize].bind(py)))
     }
@@ -913,7 +916,6 @@ impl PyTokenizer {
                     encoder.encode_text(text, add_bos, add_eos)
                 })
             };
-            let _paused = collector::Paused::new(py);
             let lists = batch
                 .iter()
                 .map(|ids| self.id_list(py, ids))
@@ -928,15 +930,15 @@ impl PyTokenizer {
         let read = TextsRead::new(n, &overlap.sizes, threads);
         let mut lists: Vec<Option<Bound<'py, PyList>>> = vec![None; n];
         let mut first_error = None;
-        let mut keep = |i: usize, ids: &[u32], lists: &mut Vec<Option<Bound<'py, PyList>>>| {
-            let _paused = collector::Paused::new(py);
-            match self.id_list(py, ids) {
+        let mut keep =
+            |i: usize, ids: &[u32], lists: &mut Vec<Option<Bound<'py, PyList>>>| match self
+                .id_list(py, ids)
+            {
                 Ok(list) => lists[i] = Some(list),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
-            }
-        };
+            };
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Vec<u32>)>();
         // Encoder k for the thread of stretch k (see `bpetok::Tokenizer::encoders`), moved to
         // its thread and given back as in `overlapped`.
@@ -1008,7 +1010,6 @@ impl PyTokenizer {
         if let Some(err) = first_error {
             return Err(err);
         }
-        let _paused = collector::Paused::new(py);
         PyList::new(
             py,
             lists
