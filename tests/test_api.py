@@ -265,6 +265,23 @@ def test_encode_batch_to_numpy_of_a_long_text_on_threads(vocab: Vocab) -> None:
         assert ids[offsets[1] :].tolist() == expected[1]
 
 
+def test_encode_batch_to_numpy_of_many_texts_filled_on_threads(vocab: Vocab) -> None:
+    """Many texts whose ids make an output of a few MB: the threads copy the texts' ids into it
+    part by part, each at its own offset, and the array is the one thread's, text for text."""
+    tok = vocab.tok
+    rng = random.Random(7)
+    short = [t for t in TEXTS if len(t) < 100]
+    texts = [" ".join(rng.sample(short, 3)) * rng.randint(1, 40) for _ in range(1500)]
+    one, one_offsets = tok.encode_batch_to_numpy(texts, num_threads=1)
+    assert one.nbytes > 1 << 20  # past the size from which threads fill the output
+    expected = [tok.encode(t) for t in texts[::97]]
+    for num_threads in (2, 3):
+        ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=num_threads)
+        assert np.array_equal(offsets, one_offsets)
+        assert np.array_equal(ids, one)
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(0, len(texts), 97)] == expected
+
+
 # CPython versions whose layout of a `str` the native module knows, and so reads in place.
 READS_STR_IN_PLACE = sys.implementation.name == "cpython" and (3, 10) <= sys.version_info[:2] <= (3, 14)
 
