@@ -266,7 +266,7 @@ def test_encode_batch_to_numpy_of_a_long_text_on_threads(vocab: Vocab) -> None:
 
 
 def test_encode_batch_to_numpy_of_many_texts_filled_on_threads(vocab: Vocab) -> None:
-    """Many texts whose ids make an output of a few MB: the threads copy the texts' ids into it
+    """Many texts whose ids make an output of about 2 MiB: the threads copy the texts' ids into it
     part by part, each at its own offset, and the array is the one thread's, text for text."""
     tok = vocab.tok
     rng = random.Random(7)

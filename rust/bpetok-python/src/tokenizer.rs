@@ -467,7 +467,7 @@ fn on_text<R: Send>(py: Python<'_>, text: &TextArg, f: impl FnOnce(Text<'_>) -> 
 /// Output buffers smaller than this are filled by the calling thread alone. The output is
 /// memory CPython has just allocated, so in a new process filling it is mostly page faults (about
 /// 2 µs per 4 KiB page on the 2-CPU machine this was measured on), not copying: the 2.5 MB of ids
-/// of a batch of 3 MB of Chinese or Japanese took 1.5-1.9 ms to fill on one thread after 10-15 ms
+/// of a batch of 3 MB of Chinese or Japanese took 1.5-2.0 ms to fill on one thread after 10-15 ms
 /// of encoding on two, and 1.0-1.2 ms on two threads. Where the memory is not new (in a process
 /// that has made many such outputs, whose allocator keeps the memory), 1 MiB is copied in about
 /// 25 µs and a second thread costs about 60 µs to start and join: from 1 MiB on, the loss there
