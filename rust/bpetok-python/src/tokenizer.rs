@@ -533,8 +533,9 @@ fn packed(ids: &[u32], itemsize: usize) -> Vec<u8> {
 }
 
 /// Writes `parts`, one after another, into `out` (exactly the sum of their `size`s), each by
-/// `write(part, its slice of out)`, on up to `num_threads` threads taking parts in turn, so that
-/// the pages of a huge output are first touched, and filled, in parallel.
+/// `write(part, its slice of out)`, on up to `num_threads` threads taking parts in turn (one
+/// thread below `MIN_PARALLEL_PACK_BYTES`), so that the pages of a large output are first
+/// touched, and filled, in parallel.
 fn fill_parts<P: Sync>(
     parts: &[P],
     size: impl Fn(&P) -> usize,
@@ -542,6 +543,16 @@ fn fill_parts<P: Sync>(
     out: &mut [MaybeUninit<u8>],
     num_threads: usize,
 ) {
+    // At most a thread per half of `MIN_PARALLEL_PACK_BYTES`: each one started has at least
+    // 512 KiB (128 pages) to fill, several times what starting it costs, however many threads
+    // the caller allows.
+    let threads = if out.len() < MIN_PARALLEL_PACK_BYTES {
+        1
+    } else {
+        num_threads
+            .min(parts.len())
+            .min(out.len() / (MIN_PARALLEL_PACK_BYTES / 2))
+    };
     let mut jobs = Vec::with_capacity(parts.len());
     let mut rest = out;
     for part in parts {
@@ -550,9 +561,7 @@ fn fill_parts<P: Sync>(
         rest = tail;
     }
     let fill = |(part, out): (&P, &mut [MaybeUninit<u8>])| write(part, out);
-    let threads = num_threads.min(jobs.len());
-    let total: usize = jobs.iter().map(|(_, out)| out.len()).sum();
-    if threads <= 1 || total < MIN_PARALLEL_PACK_BYTES {
+    if threads <= 1 {
         jobs.into_iter().for_each(fill);
         return;
     }
@@ -1155,7 +1164,7 @@ impl PyTokenizer {
             return self.flat_packed(py, &batch, 1);
         }
         let batch = self.overlapped(py, texts, &overlap, encode_packed)?;
-        self.flat_packed(py, &batch, num_threads)
+        self.flat_packed(py, &batch, overlap.threads)
     }
 
     fn decode<'py>(
