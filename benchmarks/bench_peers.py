@@ -326,8 +326,24 @@ def engine_env(cores: int) -> dict[str, str]:
     return env
 
 
-def run_pinned(kind: str, cfg: dict[str, Any], cpus: str, cores: int, timeout: float) -> dict[str, Any]:
-    """Runs a worker in a fresh interpreter pinned with taskset; its result, or {"error": ...}."""
+def run_pinned(
+    kind: str,
+    cfg: dict[str, Any],
+    cpus: str,
+    cores: int,
+    timeout: float,
+    env_changes: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """Runs a worker in a fresh interpreter pinned with taskset; its result, or {"error": ...}.
+
+    ``env_changes`` sets variables of the worker's environment (``None`` removes one).
+    """
+    env = engine_env(cores)
+    for key, value in (env_changes or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg, f)
         cfg_path = f.name
@@ -336,7 +352,7 @@ def run_pinned(kind: str, cfg: dict[str, Any], cpus: str, cores: int, timeout: f
     cmd += ["--_worker", kind, "--_config", cfg_path, "--_out", out_path]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=engine_env(cores), timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not os.path.exists(out_path):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -879,10 +895,17 @@ def run_startup(
         if engine == "bpetok" and bpetok_model == "embedded":
             rows.append((engine, base["model"]))
     runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(rows))}
+    # Imports as an installed package's are: from cached bytecode. An editable install with
+    # PYTHONDONTWRITEBYTECODE set (some shells set it) never writes it, and compiles every module on
+    # every import (8.9 ms against 3.1 for bpetok here); so the workers may write it, and one
+    # untimed process per row writes it first.
+    env = {"PYTHONDONTWRITEBYTECODE": None}
+    for engine, model in rows:
+        run_pinned("startup", {**base, "engine": engine, "model": model}, "0", 1, args.timeout, env)
     for _ in range(args.startup_runs):  # interleaved, so that a busy moment hits every engine alike
         for i, (engine, model) in enumerate(rows):
             cfg = {**base, "engine": engine, "model": model}
-            runs[i].append(run_pinned("startup", cfg, "0", 1, args.timeout))
+            runs[i].append(run_pinned("startup", cfg, "0", 1, args.timeout, env))
     what = {
         "none": "nothing: the harness alone (Python start, this script's imports)",
         "bpetok": "Tokenizer.default()",
@@ -898,6 +921,7 @@ def run_startup(
         "  process = the whole subprocess as the parent sees it (interpreter start, import, load, 2 calls)",
         f"  first / second encode = {len(STARTUP_TEXT.encode())} bytes of mixed text, the same call twice",
         "  import+load+first = the three summed, in each process",
+        "  imports read cached bytecode (an untimed run per row writes it; PYTHONDONTWRITEBYTECODE unset)",
     ]
     head = [
         "engine",
