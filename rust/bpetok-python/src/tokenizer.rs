@@ -419,6 +419,49 @@ impl TextsRead {
     }
 }
 
+/// Starts the threads of a batch of `encoders.len() + 1` threads (the calling one is the last):
+/// thread `k` runs `make_work(k)` with encoder `k` (see `bpetok::Tokenizer::encoders`), after
+/// leaving the caller's CPU (see `bpetok::CallerCpu`). `make_work` runs on the calling thread, once
+/// per thread started, so it can hand each thread what is its own.
+fn start_workers<'scope, 'env, 'tok, W>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    encoders: Vec<bpetok::Encoder<'tok>>,
+    mut make_work: impl FnMut(usize) -> W,
+) -> Vec<std::thread::ScopedJoinHandle<'scope, bpetok::Encoder<'tok>>>
+where
+    'tok: 'scope,
+    W: FnOnce(bpetok::Encoder<'tok>) -> bpetok::Encoder<'tok> + Send + 'scope,
+{
+    let caller = bpetok::CallerCpu::here();
+    let threads = encoders.len() + 1;
+    encoders
+        .into_iter()
+        .enumerate()
+        .map(|(home, encoder)| {
+            let work = make_work(home);
+            caller.spawn(scope, threads, move || work(encoder))
+        })
+        .collect()
+}
+
+/// Waits for the threads [`start_workers`] started (a panic in one is raised here) and drops their
+/// encoders, then `mine`, in index order, so that the next batch's thread `k` gets back the
+/// scratch space (and segment cache) thread `k` had (see `bpetok::Tokenizer::encoders`).
+fn join_workers<'tok>(
+    workers: Vec<std::thread::ScopedJoinHandle<'_, bpetok::Encoder<'tok>>>,
+    mine: bpetok::Encoder<'tok>,
+) {
+    let mut back = Vec::with_capacity(workers.len() + 1);
+    for worker in workers {
+        match worker.join() {
+            Ok(encoder) => back.push(encoder),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    back.push(mine);
+    drop(back);
+}
+
 /// The texts of a list, read at once (for the calls that do not overlap reading with encoding).
 fn read_texts(list: &Bound<'_, PyList>) -> PyResult<Vec<TextArg>> {
     (0..list.len()).map(|i| read_text(list, i)).collect()
@@ -825,32 +868,19 @@ impl PyTokenizer {
             }
             encoder
         };
-        let caller = bpetok::CallerCpu::here();
         let outcome = std::thread::scope(|scope| {
-            let workers: Vec<_> = encoders
-                .into_iter()
-                .enumerate()
-                .map(|(home, encoder)| caller.spawn(scope, threads, move || work(home, encoder)))
-                .collect();
+            let work = &work;
+            let workers = start_workers(scope, encoders, |home| move |e| work(home, e));
             let outcome = read.read_all(list);
             let read_ok = outcome.is_ok();
-            let back = py.detach(|| {
+            py.detach(|| {
                 let mine = if read_ok {
                     work(read.reader_home(), reader_encoder)
                 } else {
                     reader_encoder
                 };
-                let mut back = Vec::with_capacity(threads);
-                for worker in workers {
-                    match worker.join() {
-                        Ok(encoder) => back.push(encoder),
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                }
-                back.push(mine);
-                back
+                join_workers(workers, mine);
             });
-            drop(back);
             outcome
         });
         outcome?;
@@ -963,12 +993,11 @@ impl PyTokenizer {
             .pop()
             .expect("a batch of lists runs on at least 2 threads here");
         let mut utf8 = String::new();
-        let caller = bpetok::CallerCpu::here();
         let read_outcome = std::thread::scope(|scope| {
-            let mut workers = Vec::with_capacity(threads);
-            for (home, mut encoder) in encoders.into_iter().enumerate() {
-                let (sender, read) = (sender.clone(), &read);
-                workers.push(caller.spawn(scope, threads, move || {
+            let read = &read;
+            let workers = start_workers(scope, encoders, |home| {
+                let sender = sender.clone();
+                move |mut encoder: bpetok::Encoder<'_>| {
                     let mut utf8 = String::new();
                     while let Some((i, text)) = read.take(home) {
                         let ids = encoder.encode_text(text.utf8(&mut utf8), add_bos, add_eos);
@@ -976,8 +1005,8 @@ impl PyTokenizer {
                         let _ = sender.send((i, ids));
                     }
                     encoder
-                }));
-            }
+                }
+            });
             drop(sender);
             let read_outcome = read.read_all(texts);
             while read_outcome.is_ok() {
@@ -1011,15 +1040,7 @@ impl PyTokenizer {
                 }
             }
             // Every worker has dropped its sender, so has finished.
-            let mut back = Vec::with_capacity(threads);
-            for worker in workers {
-                match worker.join() {
-                    Ok(encoder) => back.push(encoder),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            back.push(encoder);
-            drop(back);
+            join_workers(workers, encoder);
             read_outcome
         });
         read_outcome?;
