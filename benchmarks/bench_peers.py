@@ -724,10 +724,10 @@ def summarize(
         }
         return cells, data
 
-    def paired_scaling(name: str, mode: str, key: str) -> float | None:
+    def paired_scaling(name: str, mode: str, key: str) -> tuple[float, float, float] | None:
         """bpetok's 1-core time over its 2-core time in ``mode`` on figure ``key`` (fresh, warm or
-        again), round by round (the two processes ran one after the other), median over the rounds
-        where both ran."""
+        again), round by round (the two processes ran one after the other): the median, the least
+        and the most over the rounds where both ran."""
 
         def wall(run: dict[str, Any]) -> float:
             if key == "again":
@@ -737,13 +737,14 @@ def summarize(
         ones, twos = (results.get((name, c, "bpetok", mode), []) for c in (1, 2))
         pairs = zip(ones, twos, strict=True)
         ratios = [wall(one) / wall(two) for one, two in pairs if "error" not in one and "error" not in two]
-        return median(ratios) if ratios else None
+        return (median(ratios), min(ratios), max(ratios)) if ratios else None
 
     lines: list[str] = [
         "",
         f"MB/s of input, median over {args.fresh} fresh processes per figure; bpetok 2c/1c = the ratio of"
         " bpetok's figures; paired = the median over the rounds of bpetok's 1-core time over its 2-core"
-        " time in the 2-core figure's mode, the two processes run one after the other; (mode) = the faster"
+        " time in the 2-core figure's mode, the two processes run one after the other (in brackets the"
+        " least and the most of the rounds); (mode) = the faster"
         " of the engine's APIs (see MODES); fastest exact peer = the fastest engine other than bpetok whose"
         " ids equal sentencepiece's on every document of that corpus",
     ]
@@ -767,9 +768,10 @@ def summarize(
                 scaling = two["value"] / one["value"] if one and two else None
                 paired = two and paired_scaling(name, two["mode"], key)
                 row.append(f"{scaling:.2f}x" if scaling else "n/a")
-                row.append(f"{paired:.2f}x" if paired else "n/a")
+                row.append(f"{paired[0]:.2f}x ({paired[1]:.2f}-{paired[2]:.2f})" if paired else "n/a")
                 s["bpetok_scaling_2c_1c"] = scaling and round(scaling, 3)
-                s["bpetok_scaling_2c_1c_paired"] = paired and round(paired, 3)
+                s["bpetok_scaling_2c_1c_paired"] = paired and round(paired[0], 3)
+                s["bpetok_scaling_2c_1c_paired_range"] = paired and [round(paired[1], 3), round(paired[2], 3)]
             summary.setdefault(key, {})[name] = s
             lines.append(md_row(row))
 
