@@ -283,6 +283,23 @@ def test_encode_batch_to_numpy_of_many_texts_filled_on_threads(vocab: Vocab) -> 
         assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(0, len(texts), 97)] == expected
 
 
+def test_encode_batch_to_numpy_of_many_short_texts_filled_on_threads(vocab: Vocab) -> None:
+    """Over 100,000 texts of a few tokens each, more than 1 MiB of ids in all: the threads fill
+    the output in runs of consecutive texts, and every text's ids land where its offsets say."""
+    tok = vocab.tok
+    rng = random.Random(11)
+    words = [w for t in TEXTS for w in t.split() if w.isascii()][:300]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 4))) for _ in range(120_000)]
+    one, one_offsets = tok.encode_batch_to_numpy(texts, num_threads=1)
+    assert one.nbytes > 1 << 20
+    expected = [tok.encode(t) for t in texts[::997]]
+    for num_threads in (2, 3):
+        ids, offsets = tok.encode_batch_to_numpy(texts, num_threads=num_threads)
+        assert np.array_equal(offsets, one_offsets)
+        assert np.array_equal(ids, one)
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(0, len(texts), 997)] == expected
+
+
 # CPython versions whose layout of a `str` the native module knows, and so reads in place.
 READS_STR_IN_PLACE = sys.implementation.name == "cpython" and (3, 10) <= sys.version_info[:2] <= (3, 14)
 

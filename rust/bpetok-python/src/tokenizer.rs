@@ -451,15 +451,13 @@ fn join_workers<'tok>(
     workers: Vec<std::thread::ScopedJoinHandle<'_, bpetok::Encoder<'tok>>>,
     mine: bpetok::Encoder<'tok>,
 ) {
-    let mut back = Vec::with_capacity(workers.len() + 1);
     for worker in workers {
         match worker.join() {
-            Ok(encoder) => back.push(encoder),
+            Ok(encoder) => drop(encoder),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
-    back.push(mine);
-    drop(back);
+    drop(mine);
 }
 
 /// The texts of a list, read at once (for the calls that do not overlap reading with encoding).
@@ -575,10 +573,16 @@ fn packed(ids: &[u32], itemsize: usize) -> Vec<u8> {
     out
 }
 
+/// A thread filling an output takes consecutive parts of at least this many bytes in all at a
+/// time (see [`fill_parts`]).
+const PACK_CHUNK_BYTES: usize = 128 * 1024;
+
 /// Writes `parts`, one after another, into `out` (exactly the sum of their `size`s), each by
-/// `write(part, its slice of out)`, on up to `num_threads` threads taking parts in turn (one
-/// thread below `MIN_PARALLEL_PACK_BYTES`), so that the pages of a large output are first
-/// touched, and filled, in parallel.
+/// `write(part, its slice of out)`, on up to `num_threads` threads (one below
+/// `MIN_PARALLEL_PACK_BYTES`), so that the pages of a large output are first touched, and filled,
+/// in parallel. The threads take runs of consecutive parts of `PACK_CHUNK_BYTES` or more in turn:
+/// taken one part at a time, the many small parts of a batch of lines (80,000 lines, 2 MiB of
+/// ids) cost a lock each, and the two threads' fill was slower than one thread's.
 fn fill_parts<P: Sync>(
     parts: &[P],
     size: impl Fn(&P) -> usize,
@@ -596,26 +600,41 @@ fn fill_parts<P: Sync>(
             .min(parts.len())
             .min(out.len() / (MIN_PARALLEL_PACK_BYTES / 2))
     };
-    let mut jobs = Vec::with_capacity(parts.len());
-    let mut rest = out;
-    for part in parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(size(part));
-        jobs.push((part, head));
-        rest = tail;
-    }
-    let fill = |(part, out): (&P, &mut [MaybeUninit<u8>])| write(part, out);
     if threads <= 1 {
-        jobs.into_iter().for_each(fill);
+        let mut rest = out;
+        for part in parts {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(size(part));
+            write(part, head);
+            rest = tail;
+        }
         return;
     }
-    let queue = std::sync::Mutex::new(jobs.into_iter());
+    // Runs of consecutive parts, each with its slice of `out`.
+    let mut chunks = Vec::new();
+    let (mut chunk, mut chunk_bytes) = (Vec::new(), 0);
+    let mut rest = out;
+    for part in parts {
+        let n = size(part);
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        chunk.push((part, head));
+        chunk_bytes += n;
+        rest = tail;
+        if chunk_bytes >= PACK_CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    let queue = std::sync::Mutex::new(chunks.into_iter());
     let worker = || loop {
-        let job = queue
+        let chunk = queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .next();
-        match job {
-            Some(job) => fill(job),
+        match chunk {
+            Some(chunk) => chunk.into_iter().for_each(|(part, out)| write(part, out)),
             None => break,
         }
     };
