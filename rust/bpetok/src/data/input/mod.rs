@@ -25,6 +25,7 @@ mod error;
 mod ids;
 mod jsonl;
 mod parquet;
+mod parquet_footer;
 pub(crate) mod pyjson;
 mod resolve;
 mod stream;

@@ -151,8 +151,7 @@ pub(super) fn hash_row_groups(
     };
     let file = File::open(path).map_err(|err| open_error(name, &err))?;
     let mut spanned = file.try_clone().map_err(|err| open_error(name, &err))?;
-    let reader = guarded(|| SerializedFileReader::new(file).map_err(parquet_error))
-        .map_err(|kind| InputError::new(kind, name))?;
+    let reader = guarded(|| open_reader(file)).map_err(|kind| InputError::new(kind, name))?;
     let groups = reader.num_row_groups() as u64;
     if first > end || end > groups {
         let reason = format!("row groups {first} to {end} asked for, the file has {groups}");
@@ -224,7 +223,7 @@ fn read_rows<E: From<InputError>>(
 pub fn row_group_sizes(path: &std::path::Path, name: &str) -> Result<Vec<u64>, InputError> {
     let file = File::open(path).map_err(|err| open_error(name, &err))?;
     guarded(|| {
-        let reader = SerializedFileReader::new(file).map_err(parquet_error)?;
+        let reader = open_reader(file)?;
         Ok(reader
             .metadata()
             .row_groups()
@@ -260,6 +259,14 @@ fn parquet_error(err: impl std::fmt::Display) -> InputErrorKind {
     }
 }
 
+/// The crate's reader of `file`, once its footer has passed `parquet_footer::check` (a footer
+/// whose lengths cannot be right would make the crate's decoder ask for gigabytes and abort).
+fn open_reader(mut file: File) -> Result<SerializedFileReader<File>, InputErrorKind> {
+    super::parquet_footer::check(&mut file)
+        .map_err(|message| InputErrorKind::Parquet { message })?;
+    SerializedFileReader::new(file).map_err(parquet_error)
+}
+
 fn guarded<T>(f: impl FnOnce() -> Result<T, InputErrorKind>) -> Result<T, InputErrorKind> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
@@ -274,7 +281,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, InputErrorKind>) -> Result<T, InputE
 impl StringColumn {
     fn open(file: File, column: &str) -> Result<Self, InputErrorKind> {
         guarded(|| {
-            let reader = SerializedFileReader::new(file).map_err(parquet_error)?;
+            let reader = open_reader(file)?;
             let schema = reader.metadata().file_metadata().schema_descr_ptr();
             let fields = schema.root_schema().get_fields();
             let Some(field) = fields.iter().find(|f| f.name() == column) else {
